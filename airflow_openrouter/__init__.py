@@ -1,0 +1,111 @@
+"""Apache Airflow provider for OpenRouter."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+
+
+def get_provider_info() -> dict:
+    """Describe the provider to Airflow's providers manager (entry point ``apache_airflow_provider``)."""
+    return {
+        "package-name": "airflow-openrouter",
+        "name": "OpenRouter",
+        "description": "OpenRouter (one OpenAI-compatible API in front of 400+ models) as a pipeline step: "
+        "templated prompts, validated structured outputs, and bulk runs through the Batch API.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "OpenRouter",
+                "external-doc-url": "https://openrouter.ai/docs",
+                "tags": ["software"],
+            }
+        ],
+        "hooks": [
+            {"integration-name": "OpenRouter", "python-modules": ["airflow_openrouter.hooks.openrouter"]}
+        ],
+        "operators": [
+            {
+                "integration-name": "OpenRouter",
+                "python-modules": ["airflow_openrouter.operators.chat", "airflow_openrouter.operators.batch"],
+            }
+        ],
+        "sensors": [
+            {"integration-name": "OpenRouter", "python-modules": ["airflow_openrouter.sensors.batch"]}
+        ],
+        "triggers": [
+            {"integration-name": "OpenRouter", "python-modules": ["airflow_openrouter.triggers.batch"]}
+        ],
+        "task-decorators": [
+            {"name": "openrouter", "class-name": "airflow_openrouter.decorators.openrouter.openrouter_task"}
+        ],
+        "connection-types": [
+            {
+                "connection-type": "openrouter",
+                "hook-class-name": "airflow_openrouter.hooks.openrouter.OpenRouterHook",
+                "hook-name": "OpenRouter",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "login"],
+                    "relabeling": {"password": "API Key", "host": "Base URL"},
+                    "placeholders": {
+                        "host": DEFAULT_BASE_URL,
+                        "password": "sk-or-v1-... (empty: use the OPENROUTER_API_KEY environment variable)",
+                    },
+                },
+                "conn-fields": {
+                    "default_model": {
+                        "label": "Default model",
+                        "description": "Model used when a task does not name one, e.g. openai/gpt-4o-mini.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "site_url": {
+                        "label": "Site URL",
+                        "description": "Sent as HTTP-Referer for app attribution on openrouter.ai.",
+                        "schema": {"type": ["string", "null"], "format": "url"},
+                    },
+                    "app_name": {
+                        "label": "App name",
+                        "description": "Sent as X-OpenRouter-Title (and the legacy X-Title).",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "timeout": {
+                        "label": "Request timeout (s)",
+                        "description": "Read timeout of one HTTP request.",
+                        "schema": {"type": ["number", "null"], "minimum": 1, "default": 120},
+                    },
+                    "connect_timeout": {
+                        "label": "Connect timeout (s)",
+                        "schema": {"type": ["number", "null"], "minimum": 0.1, "default": 10},
+                    },
+                    "max_retries": {
+                        "label": "Max retries",
+                        "description": "Retries of a retryable failure (429, 5xx, timeouts), after the first try.",
+                        "schema": {"type": ["integer", "null"], "minimum": 0, "default": 4},
+                    },
+                },
+            }
+        ],
+        "config": {
+            "openrouter": {
+                "description": "Defaults of the OpenRouter provider.",
+                "options": {
+                    "results_path": {
+                        "description": "Where batch results (JSONL) and batch state records are written, as an "
+                        "ObjectStoragePath URI. Use shared storage (s3://, gs://) on distributed deployments.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://aws_default@my-bucket/openrouter",
+                        "default": "file:///tmp/airflow-openrouter",
+                    },
+                    "poll_interval": {
+                        "description": "Seconds between two polls of a running batch.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "30",
+                        "default": "30",
+                    },
+                },
+            }
+        },
+    }
