@@ -1,0 +1,240 @@
+"""Pydantic models of OpenRouter's responses.
+
+They tolerate what the real API does: unknown fields are kept (``extra="allow"``), and fields the
+spec documents but providers omit (``provider``, ``native_finish_reason``, ``system_fingerprint``,
+``usage``) default to ``None``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Tolerant(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+# --- chat completions ------------------------------------------------------------------------------
+
+
+class FunctionCall(_Tolerant):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCall(_Tolerant):
+    id: str | None = None
+    type: str = "function"
+    function: FunctionCall = Field(default_factory=FunctionCall)
+
+    def parsed_arguments(self) -> Any:
+        """The arguments as JSON (``{}`` when empty); raises ``ValueError`` on malformed JSON."""
+        return json.loads(self.function.arguments) if self.function.arguments else {}
+
+
+class Message(_Tolerant):
+    role: str = "assistant"
+    content: str | None = None
+    refusal: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+class InBandError(_Tolerant):
+    """An error reported inside a 200 response or an SSE chunk."""
+
+    code: int | str | None = None
+    message: str = ""
+    metadata: dict[str, Any] | None = None
+
+
+class Choice(_Tolerant):
+    index: int = 0
+    message: Message = Field(default_factory=Message)
+    finish_reason: str | None = None
+    native_finish_reason: str | None = None
+    logprobs: Any = None
+    error: InBandError | None = None
+
+
+class Usage(_Tolerant):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost: float | None = None
+    is_byok: bool | None = None
+    prompt_tokens_details: dict[str, Any] | None = None
+    completion_tokens_details: dict[str, Any] | None = None
+    cost_details: dict[str, Any] | None = None
+
+
+class ChatCompletion(_Tolerant):
+    id: str = ""
+    object: str = "chat.completion"
+    created: int | None = None
+    model: str = ""
+    provider: str | None = None
+    system_fingerprint: str | None = None
+    choices: list[Choice] = Field(default_factory=list)
+    usage: Usage | None = None
+
+    @property
+    def content(self) -> str | None:
+        """Text of the first choice (``None`` when the model only called tools)."""
+        return self.choices[0].message.content if self.choices else None
+
+
+class Delta(_Tolerant):
+    role: str | None = None
+    content: str | None = None
+    reasoning: str | None = None
+    refusal: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ChunkChoice(_Tolerant):
+    index: int = 0
+    delta: Delta = Field(default_factory=Delta)
+    finish_reason: str | None = None
+    native_finish_reason: str | None = None
+
+
+class ChatCompletionChunk(_Tolerant):
+    id: str = ""
+    object: str = "chat.completion.chunk"
+    created: int | None = None
+    model: str = ""
+    provider: str | None = None
+    choices: list[ChunkChoice] = Field(default_factory=list)
+    usage: Usage | None = None
+    error: InBandError | None = None
+
+
+# --- batches ---------------------------------------------------------------------------------------
+
+BatchStatus = Literal[
+    "validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled"
+]
+TERMINAL_BATCH_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+class BatchRequestCounts(_Tolerant):
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class BatchError(_Tolerant):
+    code: int | None = None
+    message: str = ""
+
+
+class BatchResultResponse(_Tolerant):
+    status_code: int = 200
+    request_id: str | None = None
+    body: dict[str, Any] = Field(default_factory=dict)
+
+
+class BatchItemError(_Tolerant):
+    type: str | None = None
+    message: str = ""
+    param: str | None = None
+    error_type: str | None = None
+
+
+class BatchResult(_Tolerant):
+    """One row of a finished batch: exactly one of ``response`` and ``error`` is set."""
+
+    id: str | None = None
+    custom_id: str
+    response: BatchResultResponse | None = None
+    error: BatchItemError | None = None
+
+    def completion(self) -> ChatCompletion | None:
+        """The chat completion of a successful row."""
+        if self.response is None or self.response.status_code >= 400:
+            return None
+        return ChatCompletion.model_validate(self.response.body)
+
+
+class Batch(_Tolerant):
+    id: str
+    object: str = "batch"
+    endpoint: str = "/v1/chat/completions"
+    model: str = ""
+    completion_window: str | None = None
+    status: str
+    created_at: int | None = None
+    finalized_at: int | None = None
+    expires_at: int | None = None
+    request_counts: BatchRequestCounts = Field(default_factory=BatchRequestCounts)
+    usage: Usage | None = None
+    results: list[BatchResult] | None = None
+    error: BatchError | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_BATCH_STATUSES
+
+
+class BatchList(_Tolerant):
+    data: list[Batch] = Field(default_factory=list)
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class BatchResultsPage(_Tolerant):
+    data: list[BatchResult] = Field(default_factory=list)
+    has_more: bool = False
+    next_cursor: str | None = None
+
+
+class BatchDeleted(_Tolerant):
+    id: str
+    object: str = "batch"
+    deletion: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- account and catalogue -------------------------------------------------------------------------
+
+
+class Generation(_Tolerant):
+    id: str
+    model: str | None = None
+    provider_name: str | None = None
+    created_at: str | None = None
+    tokens_prompt: int | None = None
+    tokens_completion: int | None = None
+    total_cost: float | None = None
+    latency: float | None = None
+    generation_time: float | None = None
+    finish_reason: str | None = None
+    streamed: bool | None = None
+
+
+class ModelPricing(_Tolerant):
+    prompt: str | None = None
+    completion: str | None = None
+    request: str | None = None
+    image: str | None = None
+
+
+class Model(_Tolerant):
+    id: str
+    name: str | None = None
+    context_length: int | None = None
+    pricing: ModelPricing = Field(default_factory=ModelPricing)
+    supported_parameters: list[str] = Field(default_factory=list)
+    architecture: dict[str, Any] | None = None
+
+
+class KeyInfo(_Tolerant):
+    label: str | None = None
+    limit: float | None = None
+    limit_remaining: float | None = None
+    usage: float | None = None
+    is_free_tier: bool | None = None
