@@ -30,7 +30,15 @@ class OpenRouterError(AirflowException):
 
 
 class OpenRouterConnectionError(OpenRouterError):
-    """No usable answer came back: the connection failed, was reset, or the body was not OpenRouter's."""
+    """No answer came back: the connection failed, was reset, or timed out.
+
+    :param request_sent: ``False`` when the failure happened before the request left this machine
+        (connect errors), which makes even a non-idempotent call safe to retry.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool = True) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
 
 
 class OpenRouterTimeoutError(OpenRouterConnectionError):

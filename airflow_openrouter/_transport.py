@@ -1,0 +1,454 @@
+"""HTTP transport shared by every call of the hook: one request builder, one retry policy, one error mapper.
+
+The sync and async clients differ only in ``send`` / ``await send`` and ``sleep`` / ``await sleep``;
+everything that decides something (what to send, whether an answer is an error, whether and how long to
+wait before trying again, what to log) lives in plain functions and objects used by both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import httpx
+
+from airflow_openrouter import __version__
+from airflow_openrouter.exceptions import (
+    OpenRouterAPIError,
+    OpenRouterAuthenticationError,
+    OpenRouterBadRequestError,
+    OpenRouterConflictError,
+    OpenRouterConnectionError,
+    OpenRouterError,
+    OpenRouterNotFoundError,
+    OpenRouterPaymentRequiredError,
+    OpenRouterPermissionDeniedError,
+    OpenRouterRateLimitError,
+    OpenRouterServerError,
+    OpenRouterTimeoutError,
+)
+
+log = logging.getLogger("airflow_openrouter.transport")
+
+T = TypeVar("T")
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 524, 529})
+
+
+# --- settings --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Everything the transport needs from a connection. ``api_key`` is kept out of ``repr``."""
+
+    conn_id: str
+    base_url: str
+    api_key: str = field(repr=False)
+    default_model: str | None = None
+    site_url: str | None = None
+    app_name: str | None = None
+    timeout: float = 120.0
+    connect_timeout: float = 10.0
+    max_retries: int = 4
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "Authorization": f"Bearer {self.api_key}",
+            "User-Agent": f"airflow-openrouter/{__version__}",
+        }
+        if self.site_url:
+            headers["HTTP-Referer"] = self.site_url
+        if self.app_name:
+            # X-Title is the legacy name; OpenRouter still reads it, so older dashboards keep working.
+            headers["X-OpenRouter-Title"] = self.app_name
+            headers["X-Title"] = self.app_name
+        return headers
+
+    def httpx_timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self.timeout, connect=self.connect_timeout, pool=self.timeout)
+
+
+# Enough keep-alive connections for the concurrent engine's default concurrency to reuse sockets.
+POOL_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=128)
+
+
+# --- one API call ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Call(Generic[T]):
+    """One API call: what to send, how to read a successful answer, and whether it may be repeated."""
+
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    body: Mapping[str, Any] | None = None
+    params: Any = None
+    idempotent: bool = True
+    stream: bool = False
+    model: str | None = None  # for the log line only
+
+    def build(self, client: httpx.Client | httpx.AsyncClient) -> httpx.Request:
+        content = None
+        headers = None
+        if self.body is not None:
+            # json.dumps keeps insertion order, which the Batch API depends on (endpoint and model
+            # before requests); compact separators keep large batch bodies small.
+            content = json.dumps(self.body, separators=(",", ":"), ensure_ascii=False).encode()
+            headers = {"Content-Type": "application/json"}
+        if self.stream:
+            headers = {**(headers or {}), "Accept": "text/event-stream"}
+        return client.build_request(
+            self.method, self.path.lstrip("/"), content=content, params=self.params, headers=headers
+        )
+
+
+def drop_none(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+_ERROR_CLASSES: dict[int, type[OpenRouterAPIError]] = {
+    400: OpenRouterBadRequestError,
+    401: OpenRouterAuthenticationError,
+    402: OpenRouterPaymentRequiredError,
+    403: OpenRouterPermissionDeniedError,
+    404: OpenRouterNotFoundError,
+    409: OpenRouterConflictError,
+    413: OpenRouterBadRequestError,
+    422: OpenRouterBadRequestError,
+    429: OpenRouterRateLimitError,
+}
+
+
+def api_error(
+    status: int | None,
+    message: str,
+    *,
+    conn_id: str,
+    code: int | str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    generation_id: str | None = None,
+    retry_after: float | None = None,
+) -> OpenRouterAPIError:
+    """The typed error for an OpenRouter error, with a message that says what to change."""
+    kind = status if isinstance(status, int) else (code if isinstance(code, int) else None)
+    cls = _ERROR_CLASSES.get(kind or 0, OpenRouterServerError if (kind or 500) >= 408 else OpenRouterAPIError)
+    metadata = dict(metadata or {})
+    hint = _hint(cls, conn_id, metadata)
+    where = f" (provider {metadata['provider_name']})" if metadata.get("provider_name") else ""
+    text = f"OpenRouter error {kind or '?'}{where}: {message or 'no message'}{hint}"
+    if generation_id:
+        text += f" [generation {generation_id}]"
+    return cls(
+        text,
+        status=status,
+        code=code,
+        metadata=metadata,
+        generation_id=generation_id,
+        retry_after=retry_after,
+    )
+
+
+def _hint(cls: type[OpenRouterAPIError], conn_id: str, metadata: Mapping[str, Any]) -> str:
+    if cls is OpenRouterAuthenticationError:
+        return (
+            f". Check the API key in the password (API Key) field of connection {conn_id!r}, "
+            "or OPENROUTER_API_KEY when the connection has none."
+        )
+    if cls is OpenRouterPaymentRequiredError:
+        return ". Add credits at https://openrouter.ai/settings/credits or raise the key's limit."
+    if cls is OpenRouterPermissionDeniedError and metadata.get("reasons"):
+        return f". Flagged for: {', '.join(map(str, metadata['reasons']))}."
+    return ""
+
+
+def error_from_response(response: httpx.Response, conn_id: str) -> OpenRouterAPIError:
+    """Map a non-2xx answer (read) to the typed error, keeping OpenRouter's code, message and metadata."""
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        message = str(error.get("message") or "")
+        code, metadata = error.get("code"), error.get("metadata")
+    else:
+        message, code, metadata = _excerpt(response.text), None, None
+    return api_error(
+        response.status_code,
+        message,
+        conn_id=conn_id,
+        code=code,
+        metadata=metadata if isinstance(metadata, dict) else None,
+        generation_id=response.headers.get("x-generation-id"),
+        retry_after=retry_after_seconds(response.headers),
+    )
+
+
+def in_band_error(error: Mapping[str, Any], conn_id: str, generation_id: str | None) -> OpenRouterAPIError:
+    """The typed error for an ``error`` object inside a 200 body or an SSE chunk."""
+    code = error.get("code")
+    status = code if isinstance(code, int) else 502
+    return api_error(
+        status,
+        str(error.get("message") or ""),
+        conn_id=conn_id,
+        code=code,
+        metadata=error.get("metadata") if isinstance(error.get("metadata"), dict) else None,
+        generation_id=generation_id,
+    )
+
+
+def error_from_transport(
+    exc: httpx.TransportError, call: Call[Any], settings: ClientSettings
+) -> OpenRouterError:
+    target = f"{call.method} {settings.base_url}{call.path}"
+    # Connect failures happen before a byte of the request is sent: safe to retry even a batch creation.
+    sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+    if isinstance(exc, httpx.TimeoutException):
+        which = "connect" if isinstance(exc, httpx.ConnectTimeout) else "read"
+        limit = settings.connect_timeout if which == "connect" else settings.timeout
+        return OpenRouterTimeoutError(
+            f"{target} hit the {which} timeout ({limit:g} s). Raise 'timeout' / 'connect_timeout' "
+            f"on connection {settings.conn_id!r} if the model needs longer.",
+            request_sent=sent,
+        )
+    return OpenRouterConnectionError(
+        f"{target} failed: {type(exc).__name__}: {exc or 'connection closed'}", request_sent=sent
+    )
+
+
+def decode_json(response: httpx.Response, conn_id: str) -> Any:
+    """The JSON body of a 2xx answer; an ``error`` inside it raises the typed error."""
+    try:
+        data = response.json()
+    except ValueError:
+        raise api_error(
+            response.status_code,
+            f"expected JSON, got {response.headers.get('content-type', 'no content type')}: "
+            f"{_excerpt(response.text)}",
+            conn_id=conn_id,
+            generation_id=response.headers.get("x-generation-id"),
+        ) from None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict) and "status" not in data:
+        raise in_band_error(data["error"], conn_id, data.get("id") or response.headers.get("x-generation-id"))
+    return data
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds asked for by ``retry-after-ms`` or ``Retry-After`` (delta seconds or an HTTP date)."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value) if value.strip() else None
+        return None if when is None else max(0.0, when.timestamp() - time.time())
+
+
+# --- retries ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RetryPolicy:
+    """When to try a failed call again, and how long to wait first.
+
+    Exponential backoff with full jitter, unless the server said how long to wait (``Retry-After``).
+    Gives up after ``max_retries`` retries or once the waits would add up to more than
+    ``max_total_wait`` seconds. ``sleep`` / ``async_sleep`` are injectable so tests never wait.
+    """
+
+    max_retries: int = 4
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_total_wait: float = 300.0
+    sleep: Callable[[float], None] = time.sleep
+    async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    def should_retry(self, error: OpenRouterError, *, idempotent: bool) -> bool:
+        if isinstance(error, OpenRouterConnectionError):
+            return idempotent or not error.request_sent
+        if not isinstance(error, OpenRouterAPIError):
+            return False
+        status = error.status
+        if not idempotent:
+            # Creating a batch twice would bill twice; a 429 is the server saying it did nothing.
+            return status == 429
+        if status == 402:
+            return error.retry_after is not None
+        return status in RETRYABLE_STATUSES
+
+    def delay(
+        self, retry_number: int, error: OpenRouterError, waited: float, *, idempotent: bool
+    ) -> float | None:
+        """Seconds to wait before retry number ``retry_number`` (1-based), or ``None`` to give up."""
+        if retry_number > self.max_retries or not self.should_retry(error, idempotent=idempotent):
+            return None
+        asked = getattr(error, "retry_after", None)
+        if asked is not None:
+            wait = asked
+        else:
+            wait = self.rng.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (retry_number - 1)))
+        if waited + wait > self.max_total_wait:
+            return None
+        return wait
+
+
+# --- the two clients -------------------------------------------------------------------------------
+
+
+def log_answer(call: Call[Any], status: int, started: float, result: Any) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return
+    parts = [f"OpenRouter {call.method} {call.path} -> {status} in {time.perf_counter() - started:.3f}s"]
+    model = getattr(result, "model", None) or call.model
+    if model:
+        parts.append(f"model={model}")
+    if getattr(result, "object", None) in ("chat.completion", None) and getattr(result, "id", None):
+        parts.append(f"generation={result.id}")
+    usage = getattr(result, "usage", None)
+    if usage is not None:
+        parts.append(f"tokens={usage.prompt_tokens}+{usage.completion_tokens}")
+        if usage.cost is not None:
+            parts.append(f"cost=${usage.cost:.6f}")
+    log.info(" ".join(parts))
+
+
+def _log_retry(call: Call[Any], error: OpenRouterError, retry_number: int, wait: float) -> None:
+    log.warning(
+        "OpenRouter %s %s failed (%s); retry %d in %.2fs", call.method, call.path, error, retry_number, wait
+    )
+
+
+class SyncTransport:
+    """Pooled ``httpx.Client`` plus the retry loop, for workers."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        policy: RetryPolicy,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.client = httpx.Client(
+            base_url=settings.base_url.rstrip("/") + "/",
+            headers=settings.headers(),
+            timeout=settings.httpx_timeout(),
+            limits=POOL_LIMITS,
+            transport=transport,
+        )
+
+    def request(self, call: Call[T]) -> T:
+        """Send ``call``, retrying as the policy allows; returns the parsed answer."""
+        retry_number, waited = 0, 0.0
+        while True:
+            try:
+                return self._attempt(call)
+            except OpenRouterError as error:
+                retry_number += 1
+                wait = self.policy.delay(retry_number, error, waited, idempotent=call.idempotent)
+                if wait is None:
+                    raise
+                _log_retry(call, error, retry_number, wait)
+                self.policy.sleep(wait)
+                waited += wait
+
+    def _attempt(self, call: Call[T]) -> T:
+        started = time.perf_counter()
+        try:
+            response = self.client.send(call.build(self.client), stream=call.stream)
+        except httpx.TransportError as exc:
+            raise error_from_transport(exc, call, self.settings) from None
+        if call.stream:
+            if response.is_error:
+                response.read()
+                response.close()
+                raise error_from_response(response, self.settings.conn_id)
+            return call.parse(response)
+        if response.is_error:
+            raise error_from_response(response, self.settings.conn_id)
+        result = call.parse(decode_json(response, self.settings.conn_id))
+        log_answer(call, response.status_code, started, result)
+        return result
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class AsyncTransport:
+    """Pooled ``httpx.AsyncClient`` plus the retry loop, for triggers and the concurrent engine."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        policy: RetryPolicy,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.client = httpx.AsyncClient(
+            base_url=settings.base_url.rstrip("/") + "/",
+            headers=settings.headers(),
+            timeout=settings.httpx_timeout(),
+            limits=POOL_LIMITS,
+            transport=transport,
+        )
+
+    async def request(self, call: Call[T]) -> T:
+        """Send ``call``, retrying as the policy allows; returns the parsed answer."""
+        retry_number, waited = 0, 0.0
+        while True:
+            try:
+                return await self._attempt(call)
+            except OpenRouterError as error:
+                retry_number += 1
+                wait = self.policy.delay(retry_number, error, waited, idempotent=call.idempotent)
+                if wait is None:
+                    raise
+                _log_retry(call, error, retry_number, wait)
+                await self.policy.async_sleep(wait)
+                waited += wait
+
+    async def _attempt(self, call: Call[T]) -> T:
+        started = time.perf_counter()
+        try:
+            response = await self.client.send(call.build(self.client), stream=call.stream)
+        except httpx.TransportError as exc:
+            raise error_from_transport(exc, call, self.settings) from None
+        if call.stream:
+            if response.is_error:
+                await response.aread()
+                await response.aclose()
+                raise error_from_response(response, self.settings.conn_id)
+            return call.parse(response)
+        if response.is_error:
+            raise error_from_response(response, self.settings.conn_id)
+        result = call.parse(decode_json(response, self.settings.conn_id))
+        log_answer(call, response.status_code, started, result)
+        return result
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
