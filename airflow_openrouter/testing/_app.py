@@ -1,0 +1,316 @@
+"""The Starlette application: routes, and the gate every request passes through.
+
+The gate, in order: record the request in the journal, sleep the configured latency, check the
+bearer key, apply the oldest matching queued HTTP fault, then run the handler and turn ``ApiError``
+into the OpenRouter error envelope. Batch routes are served under ``/api/v1`` and the beta prefix
+``/api/beta``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from ._batch_submit import check_payload_size, parse_submission
+from ._batches import parse_list_timestamp
+from ._catalogue import CATALOGUE
+from ._chat import DONE_EVENT, PROCESSING_COMMENT, ChatOutcome, run_chat
+from ._errors import ApiError, error_envelope, error_type_for
+from ._faults import ChatFault, HttpFault
+from ._journal import RecordedRequest
+from ._routes import relative_route
+from ._state import EmulatorState
+from ._validation import parse_chat_request
+
+_NON_JSON_BODY = (
+    b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+)
+
+
+@dataclass(frozen=True)
+class _Call:
+    request: Request
+    raw: bytes
+    body: Any  # parsed JSON, None if empty or invalid
+    api_key: str
+    arrived: float  # time.monotonic() at arrival, for latency stats
+
+
+Handler = Callable[[_Call], Awaitable[Response]]
+
+
+def build_app(state: EmulatorState) -> Starlette:
+    api = _Api(state)
+    routes = [
+        Route("/api/v1/chat/completions", api.gate(api.chat_completions), methods=["POST"]),
+        Route("/api/v1/models", api.gate(api.list_models, public=True), methods=["GET"]),
+        Route("/api/v1/models/{author}/{slug}/endpoints", api.gate(api.model_endpoints), methods=["GET"]),
+        Route("/api/v1/key", api.gate(api.key), methods=["GET"]),
+        Route("/api/v1/credits", api.gate(api.credits), methods=["GET"]),
+        Route("/api/v1/generation", api.gate(api.generation), methods=["GET"]),
+    ]
+    for prefix in ("/api/v1", "/api/beta"):
+        routes += [
+            Route(f"{prefix}/batches", api.gate(api.create_batch, streamed_body=True), methods=["POST"]),
+            Route(f"{prefix}/batches", api.gate(api.list_batches), methods=["GET"]),
+            Route(f"{prefix}/batches/{{id}}", api.gate(api.get_batch), methods=["GET"]),
+            Route(f"{prefix}/batches/{{id}}", api.gate(api.delete_batch), methods=["DELETE"]),
+            Route(f"{prefix}/batches/{{id}}/results", api.gate(api.batch_results), methods=["GET"]),
+        ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    return JSONResponse(error_envelope(status, "Not Found" if status == 404 else None), status_code=status)
+
+
+def _error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def _query(request: Request) -> dict[str, list[str] | str]:
+    query: dict[str, list[str] | str] = {}
+    for key in request.query_params:
+        values = request.query_params.getlist(key)
+        query[key] = values if len(values) > 1 else values[0]
+    return query
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int, message: str) -> int:
+    raw = request.query_params.get(name)
+    try:
+        value = default if raw is None else int(raw)
+    except ValueError:
+        raise ApiError(400, message) from None
+    if not low <= value <= high:
+        raise ApiError(400, message)
+    return value
+
+
+class _Api:
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    # -- the gate --------------------------------------------------------------------------------
+
+    def gate(self, handler: Handler, *, public: bool = False, streamed_body: bool = False) -> Any:
+        state = self.state
+
+        async def endpoint(request: Request) -> Response:
+            arrived = time.monotonic()
+            route = relative_route(request.url.path)
+            try:
+                if streamed_body:
+                    # Refuse an oversized batch upload from its header, before reading it.
+                    check_payload_size(int(request.headers.get("content-length") or 0))
+                raw = await request.body()
+            except ApiError as exc:
+                return _error_response(exc)
+            body = _parse_json(raw)
+            state.journal.record(
+                RecordedRequest(
+                    method=request.method,
+                    path=request.url.path,
+                    query=_query(request),
+                    headers={k.lower(): v for k, v in request.headers.items()},
+                    body=body,
+                    at=state.clock.now(),
+                )
+            )
+            delay = state.latency.sample_seconds()
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                api_key = self._authenticate(request, public)
+                fault = state.faults.take_http(route, request.method)
+                if fault is not None:
+                    return _fault_response(fault)
+                return await handler(_Call(request, raw, body, api_key, arrived))
+            except ApiError as exc:
+                return _error_response(exc)
+
+        return endpoint
+
+    def _authenticate(self, request: Request, public: bool) -> str:
+        header = request.headers.get("authorization", "")
+        scheme, _, key = header.partition(" ")
+        key = key.strip() if scheme.lower() == "bearer" else ""
+        if public:
+            return key
+        if not key:
+            raise ApiError(401, "No auth credentials found")
+        if self.state.api_keys is not None and key not in self.state.api_keys:
+            raise ApiError(401, "User not found.")
+        return key
+
+    # -- chat --------------------------------------------------------------------------------------
+
+    async def chat_completions(self, call: _Call) -> Response:
+        state = self.state
+        request = parse_chat_request(call.body)
+        if state.account.remaining <= 0:
+            raise ApiError(402, "Insufficient credits. Add more using https://openrouter.ai/settings/credits")
+        fault = state.faults.take_chat(streaming=request.stream, json_schema=request.json_schema is not None)
+        outcome = run_chat(
+            request,
+            created=int(state.clock.now()),
+            violate_schema=fault is not None and fault.kind == "invalid_output",
+        )
+        state.account.charge(outcome.cost)
+        state.account.record_generation(
+            outcome.generation_record(
+                streamed=request.stream,
+                latency_ms=(time.monotonic() - call.arrived) * 1000,
+                user_agent=call.request.headers.get("user-agent"),
+            )
+        )
+        headers = {"X-Generation-Id": outcome.id}
+        if not request.stream:
+            return JSONResponse(outcome.result(), headers=headers)
+        stream_fault = fault if fault is not None and fault.kind != "invalid_output" else None
+        return StreamingResponse(
+            self._sse(outcome, stream_fault),
+            media_type="text/event-stream",
+            headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def _sse(self, outcome: ChatOutcome, fault: ChatFault | None) -> AsyncIterator[str]:
+        delay = self.state.token_delay_s
+        # Keep-alive comments come first, as OpenRouter sends them while the provider warms up.
+        yield PROCESSING_COMMENT
+        yield PROCESSING_COMMENT
+        for i, chunk in enumerate(outcome.stream_chunks(fault.after_tokens if fault else None)):
+            if delay and i:
+                await asyncio.sleep(delay)
+            yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+        if fault is None:
+            yield DONE_EVENT
+        elif fault.kind == "stream_error":
+            message = "Provider returned error" if fault.status >= 500 else "Rate limit exceeded"
+            yield f"data: {json.dumps(outcome.error_chunk(fault.status, message), separators=(',', ':'))}\n\n"
+        # cut_stream: the response simply ends, without [DONE].
+
+    async def generation(self, call: _Call) -> Response:
+        generation_id = call.request.query_params.get("id")
+        if not generation_id:
+            raise ApiError(400, "Missing required query parameter: id")
+        record = self.state.account.generation(generation_id)
+        if record is None:
+            raise ApiError(404, f"Generation {generation_id} not found")
+        return JSONResponse({"data": record})
+
+    # -- models and account ------------------------------------------------------------------------
+
+    async def list_models(self, call: _Call) -> Response:
+        models = [spec.to_json() for spec in CATALOGUE.values()]
+        return JSONResponse({"data": models, "total_count": len(models), "links": {"next": None}})
+
+    async def model_endpoints(self, call: _Call) -> Response:
+        params = call.request.path_params
+        model_id = f"{params['author']}/{params['slug']}"
+        matches = [spec for spec in CATALOGUE.values() if spec.id.split(":")[0] == model_id]
+        if not matches:
+            raise ApiError(404, f"Model {model_id} not found")
+        return JSONResponse({"data": matches[0].endpoints_json()})
+
+    async def key(self, call: _Call) -> Response:
+        self.state.batches.settle_all()
+        return JSONResponse({"data": self.state.account.key_info(call.api_key)})
+
+    async def credits(self, call: _Call) -> Response:
+        self.state.batches.settle_all()
+        return JSONResponse({"data": self.state.account.credits_info()})
+
+    # -- batches -----------------------------------------------------------------------------------
+
+    async def create_batch(self, call: _Call) -> Response:
+        submission = parse_submission(call.raw, max_requests=self.state.max_batch_requests)
+        batch = self.state.batches.create(submission, self.state.faults.take_batch_plan())
+        return JSONResponse(batch, status_code=202)
+
+    async def list_batches(self, call: _Call) -> Response:
+        params = call.request.query_params
+        limit = _int_param(call.request, "limit", 20, 1, 100, "Invalid batch list query.")
+        page = self.state.batches.list_batches(
+            limit=limit,
+            after=params.get("after"),
+            statuses=set(params.getlist("status")),
+            created_after=parse_list_timestamp(params.get("created_after")),
+            created_before=parse_list_timestamp(params.get("created_before")),
+        )
+        return JSONResponse(page)
+
+    async def get_batch(self, call: _Call) -> Response:
+        batch, rows = self.state.batches.get(call.request.path_params["id"])
+        if rows is None:
+            return JSONResponse(batch)
+        # A completed batch inlines every result row: stream them rather than building one huge body.
+        return StreamingResponse(_json_with_rows(batch, "results", rows), media_type="application/json")
+
+    async def delete_batch(self, call: _Call) -> Response:
+        return JSONResponse(self.state.batches.delete(call.request.path_params["id"]))
+
+    async def batch_results(self, call: _Call) -> Response:
+        limit = _int_param(
+            call.request, "limit", 100, 1, 1000, "limit must be an integer between 1 and 1000."
+        )
+        cursor = call.request.query_params.get("cursor")
+        return JSONResponse(self.state.batches.results_page(call.request.path_params["id"], limit, cursor))
+
+
+def _parse_json(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _json_with_rows(head: dict[str, Any], key: str, rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    """Serialize ``head`` with ``head[key]`` replaced by the streamed array of ``rows``."""
+    prefix = json.dumps({k: v for k, v in head.items() if k != key}, separators=(",", ":"))
+    yield (prefix[:-1] + f',"{key}":[').encode()
+    for i, row in enumerate(rows):
+        yield (("," if i else "") + json.dumps(row, separators=(",", ":"))).encode()
+    yield b"]}"
+
+
+def _fault_response(fault: HttpFault) -> Response:
+    if fault.kind == "drop":
+        return _DroppedResponse()
+    if fault.kind == "non_json":
+        return Response(_NON_JSON_BODY, status_code=fault.status, media_type="text/html")
+    if fault.kind == "error_body":
+        metadata = {"error_type": error_type_for(502), "provider_name": "OpenAI"}
+        return JSONResponse(error_envelope(502, "Provider returned error", metadata), status_code=200)
+    if isinstance(fault.body, (dict, list)):
+        return JSONResponse(fault.body, status_code=fault.status, headers=fault.headers)
+    if isinstance(fault.body, (str, bytes)):
+        return Response(fault.body, status_code=fault.status, headers=fault.headers, media_type="text/plain")
+    body = error_envelope(fault.status, None, {"error_type": error_type_for(fault.status)})
+    return JSONResponse(body, status_code=fault.status, headers=fault.headers)
+
+
+class _DroppedResponse(Response):
+    """Announce a body, send part of it, then return: uvicorn closes the socket mid-response."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"4096")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"id":"gen-', "more_body": True})

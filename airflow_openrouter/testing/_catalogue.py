@@ -1,0 +1,247 @@
+"""The emulator's small model catalogue: capabilities and prices that drive validation and billing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from ._errors import ApiError
+
+DEFAULT_MODEL = "openai/gpt-4o-mini"
+# Prompt tokens charged per attached image (OpenAI's "low detail" figure) and per attached file.
+IMAGE_TOKENS = 85
+FILE_TOKENS = 250
+# Batch jobs are billed at half the synchronous per-token price.
+BATCH_DISCOUNT = Decimal("0.5")
+
+_SAMPLING = ("max_tokens", "temperature", "top_p", "stop", "seed", "frequency_penalty", "presence_penalty")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    name: str
+    provider: str
+    created: int
+    context_length: int
+    max_completion_tokens: int
+    prompt_price: Decimal  # USD per token
+    completion_price: Decimal
+    tokenizer: str
+    instruct_type: str | None
+    vision: bool = False
+    structured_outputs: bool = False
+    tools: bool = False
+    batch: bool = False
+
+    @property
+    def input_modalities(self) -> list[str]:
+        return ["text", "image"] if self.vision else ["text"]
+
+    @property
+    def supported_parameters(self) -> list[str]:
+        params = list(_SAMPLING)
+        if self.structured_outputs:
+            params += ["response_format", "structured_outputs"]
+        if self.tools:
+            params += ["tools", "tool_choice", "parallel_tool_calls"]
+        if self.provider == "OpenAI":
+            params += ["logprobs", "top_logprobs", "logit_bias"]
+        return params
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, *, batch: bool = False) -> tuple[float, float]:
+        """(prompt cost, completion cost) in USD; Decimal keeps $10/1M-style prices exact."""
+        factor = BATCH_DISCOUNT if batch else Decimal(1)
+        return (
+            float(prompt_tokens * self.prompt_price * factor),
+            float(completion_tokens * self.completion_price * factor),
+        )
+
+    @property
+    def pricing(self) -> dict[str, str]:
+        return {
+            "prompt": _price(self.prompt_price),
+            "completion": _price(self.completion_price),
+            "request": "0",
+            "image": "0",
+            "web_search": "0",
+            "internal_reasoning": "0",
+        }
+
+    def architecture(self) -> dict:
+        return {
+            "modality": "text+image->text" if self.vision else "text->text",
+            "input_modalities": self.input_modalities,
+            "output_modalities": ["text"],
+            "tokenizer": self.tokenizer,
+            "instruct_type": self.instruct_type,
+        }
+
+    def to_json(self) -> dict:
+        """The ``Model`` object of ``GET /models``."""
+        return {
+            "id": self.id,
+            "canonical_slug": self.id.split(":")[0],
+            "hugging_face_id": None,
+            "name": self.name,
+            "created": self.created,
+            "description": f"{self.name}, served by the local OpenRouter emulator.",
+            "context_length": self.context_length,
+            "architecture": self.architecture(),
+            "pricing": self.pricing,
+            "top_provider": {
+                "context_length": self.context_length,
+                "max_completion_tokens": self.max_completion_tokens,
+                "is_moderated": self.provider == "OpenAI",
+            },
+            "per_request_limits": None,
+            "supported_parameters": self.supported_parameters,
+            "default_parameters": {"temperature": None, "top_p": None, "frequency_penalty": None},
+            "supported_voices": None,
+            "expiration_date": None,
+            "knowledge_cutoff": None,
+            "links": {"details": f"/api/v1/models/{self.id.split(':')[0]}/endpoints"},
+        }
+
+    def endpoints_json(self) -> dict:
+        """The ``data`` object of ``GET /models/{author}/{slug}/endpoints`` (one endpoint per model)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created": self.created,
+            "description": f"{self.name}, served by the local OpenRouter emulator.",
+            "architecture": self.architecture(),
+            "endpoints": [
+                {
+                    "name": f"{self.provider} | {self.id}",
+                    "model_id": self.id,
+                    "model_name": self.name,
+                    "provider_name": self.provider,
+                    "tag": self.provider.lower().replace(" ", "-"),
+                    "context_length": self.context_length,
+                    "max_completion_tokens": self.max_completion_tokens,
+                    "max_prompt_tokens": None,
+                    "pricing": self.pricing,
+                    "quantization": None,
+                    "status": 0,
+                    "supported_parameters": self.supported_parameters,
+                    "uptime_last_30m": 100.0,
+                    "uptime_last_5m": 100.0,
+                    "uptime_last_1d": 100.0,
+                    "latency_last_30m": None,
+                    "throughput_last_30m": None,
+                    "supports_implicit_caching": False,
+                }
+            ],
+        }
+
+
+def _price(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value else "0"
+
+
+def _per_million(usd: str) -> Decimal:
+    return Decimal(usd) / Decimal(1_000_000)
+
+
+CATALOGUE: dict[str, ModelSpec] = {
+    m.id: m
+    for m in (
+        ModelSpec(
+            id="openai/gpt-4-1106-preview",
+            name="OpenAI: GPT-4 Turbo (older v1106)",
+            provider="OpenAI",
+            created=1699228800,
+            context_length=128_000,
+            max_completion_tokens=4096,
+            prompt_price=_per_million("10"),
+            completion_price=_per_million("30"),
+            tokenizer="GPT",
+            instruct_type=None,
+            vision=True,
+            structured_outputs=True,
+            tools=True,
+            batch=True,
+        ),
+        ModelSpec(
+            id="openai/gpt-4o-mini",
+            name="OpenAI: GPT-4o-mini",
+            provider="OpenAI",
+            created=1721260800,
+            context_length=128_000,
+            max_completion_tokens=16_384,
+            prompt_price=_per_million("0.15"),
+            completion_price=_per_million("0.6"),
+            tokenizer="GPT",
+            instruct_type=None,
+            vision=True,
+            structured_outputs=True,
+            tools=True,
+            batch=True,
+        ),
+        ModelSpec(
+            id="anthropic/claude-3.5-haiku",
+            name="Anthropic: Claude 3.5 Haiku",
+            provider="Anthropic",
+            created=1730678400,
+            context_length=200_000,
+            max_completion_tokens=8192,
+            prompt_price=_per_million("0.8"),
+            completion_price=_per_million("4"),
+            tokenizer="Claude",
+            instruct_type=None,
+            structured_outputs=True,
+            tools=True,
+            batch=True,
+        ),
+        ModelSpec(
+            id="meta-llama/llama-3.1-8b-instruct",
+            name="Meta: Llama 3.1 8B Instruct",
+            provider="DeepInfra",
+            created=1721692800,
+            context_length=131_072,
+            max_completion_tokens=8192,
+            prompt_price=_per_million("0.02"),
+            completion_price=_per_million("0.03"),
+            tokenizer="Llama3",
+            instruct_type="llama3",
+            batch=True,
+        ),
+        ModelSpec(
+            id="mistralai/mistral-7b-instruct:free",
+            name="Mistral: Mistral 7B Instruct (free)",
+            provider="Mistral",
+            created=1716768000,
+            context_length=32_768,
+            max_completion_tokens=4096,
+            prompt_price=Decimal(0),
+            completion_price=Decimal(0),
+            tokenizer="Mistral",
+            instruct_type="mistral",
+        ),
+        ModelSpec(
+            id="google/gemini-2.5-flash",
+            name="Google: Gemini 2.5 Flash",
+            provider="Google AI Studio",
+            created=1750172400,
+            context_length=1_048_576,
+            max_completion_tokens=65_535,
+            prompt_price=_per_million("0.3"),
+            completion_price=_per_million("2.5"),
+            tokenizer="Gemini",
+            instruct_type=None,
+            vision=True,
+            structured_outputs=True,
+            tools=True,
+            batch=True,
+        ),
+    )
+}
+
+
+def lookup_model(model_id: str) -> ModelSpec:
+    """The model for an id, or the 400 OpenRouter answers for an unknown id."""
+    spec = CATALOGUE.get(model_id)
+    if spec is None:
+        raise ApiError(400, f"{model_id} is not a valid model ID")
+    return spec

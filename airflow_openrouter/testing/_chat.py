@@ -1,0 +1,222 @@
+"""Chat-completion response bodies: the non-streaming ChatResult, SSE chunks and generation stats."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ._account import iso_timestamp
+from ._content import Completion, generate, prompt_tokens
+from ._errors import error_type_for
+from ._validation import ChatRequest
+
+PROCESSING_COMMENT = ": OPENROUTER PROCESSING\n\n"
+DONE_EVENT = "data: [DONE]\n\n"
+_ID_ALPHABET = string.ascii_letters + string.digits
+_TOKEN_PIECES = re.compile(r"\S+\s*|\s+")
+
+
+def generation_id(created: int) -> str:
+    return f"gen-{created}-{''.join(secrets.choice(_ID_ALPHABET) for _ in range(20))}"
+
+
+@dataclass(frozen=True)
+class ChatOutcome:
+    """One generation: the request, its completion and what it cost."""
+
+    id: str
+    created: int
+    request: ChatRequest
+    completion: Completion
+    prompt_tokens: int
+    prompt_cost: float
+    completion_cost: float
+
+    @property
+    def cost(self) -> float:
+        return round(self.prompt_cost + self.completion_cost, 12)
+
+    @property
+    def provider(self) -> str:
+        return self.request.model.provider
+
+    def usage(self) -> dict[str, Any]:
+        completion_tokens = self.completion.completion_tokens
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": self.prompt_tokens + completion_tokens,
+            "cost": self.cost,
+            "is_byok": False,
+            "prompt_tokens_details": {
+                "cached_tokens": 0,
+                "cache_write_tokens": 0,
+                "audio_tokens": 0,
+                "video_tokens": 0,
+            },
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": None,
+                "rejected_prediction_tokens": None,
+            },
+            "cost_details": {
+                "upstream_inference_cost": None,
+                "upstream_inference_prompt_cost": self.prompt_cost,
+                "upstream_inference_completions_cost": self.completion_cost,
+            },
+            "server_tool_use_details": None,
+        }
+
+    def _envelope(self, obj: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.request.model.id,
+            "provider": self.provider,
+            # OpenAI models report a fingerprint, the others null -- clients must accept both.
+            "system_fingerprint": "fp_emulator" if self.provider == "OpenAI" else None,
+            "service_tier": None,
+        }
+
+    def result(self) -> dict[str, Any]:
+        """The non-streaming ``ChatResult``."""
+        completion = self.completion
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": completion.content,
+            "refusal": None,
+            "reasoning": None,
+        }
+        if completion.tool_calls:
+            message["tool_calls"] = completion.tool_calls
+        choice = {
+            "index": 0,
+            "finish_reason": completion.finish_reason,
+            "native_finish_reason": completion.finish_reason,
+            "logprobs": None,
+            "message": message,
+        }
+        return {**self._envelope("chat.completion"), "choices": [choice], "usage": self.usage()}
+
+    # -- streaming -------------------------------------------------------------------------------
+
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        choice = {
+            "index": 0,
+            "delta": delta,
+            "finish_reason": finish_reason,
+            "native_finish_reason": finish_reason,
+        }
+        return {**self._envelope("chat.completion.chunk"), "choices": [choice]}
+
+    def content_pieces(self) -> list[str]:
+        """The content split into word-sized "tokens", one per SSE chunk."""
+        return _TOKEN_PIECES.findall(self.completion.content or "")
+
+    def stream_chunks(self, cut_after: int | None = None) -> Iterator[dict[str, Any]]:
+        """Role chunk, content chunks, finish chunk, usage chunk (empty ``choices``).
+
+        With ``cut_after`` the stream stops after that many content chunks, before any finish or
+        usage chunk, as when the upstream connection breaks.
+        """
+        yield self._chunk({"role": "assistant", "content": ""})
+        for piece in self.content_pieces()[:cut_after]:
+            yield self._chunk({"content": piece})
+        if cut_after is not None:
+            return
+        if self.completion.tool_calls:
+            calls = [{"index": i, **call} for i, call in enumerate(self.completion.tool_calls)]
+            yield self._chunk({"tool_calls": calls})
+        yield self._chunk({"content": ""}, self.completion.finish_reason)
+        yield {**self._envelope("chat.completion.chunk"), "choices": [], "usage": self.usage()}
+
+    def error_chunk(self, status: int, message: str) -> dict[str, Any]:
+        """The in-band error event OpenRouter sends when a provider fails mid-stream."""
+        chunk = self._chunk({"content": ""}, "error")
+        chunk["error"] = {
+            "code": status,
+            "message": message,
+            "metadata": {"error_type": error_type_for(status)},
+        }
+        return chunk
+
+    def generation_record(
+        self, *, streamed: bool, latency_ms: float, user_agent: str | None
+    ) -> dict[str, Any]:
+        """The ``data`` of ``GET /generation?id=``."""
+        completion = self.completion
+        return {
+            "id": self.id,
+            "upstream_id": f"chatcmpl-{self.id[-20:]}",
+            "request_id": f"req-{self.id[4:]}",
+            "session_id": None,
+            "model": self.request.model.id,
+            "provider_name": self.provider,
+            "created_at": iso_timestamp(self.created),
+            "streamed": streamed,
+            "cancelled": False,
+            "finish_reason": completion.finish_reason,
+            "native_finish_reason": completion.finish_reason,
+            "tokens_prompt": self.prompt_tokens,
+            "tokens_completion": completion.completion_tokens,
+            "native_tokens_prompt": self.prompt_tokens,
+            "native_tokens_completion": completion.completion_tokens,
+            "native_tokens_reasoning": 0,
+            "native_tokens_cached": 0,
+            "native_tokens_completion_images": 0,
+            "num_media_prompt": len(self.request.media_parts()),
+            "num_input_audio_prompt": 0,
+            "num_media_completion": 0,
+            "num_search_results": 0,
+            "num_fetches": 0,
+            "web_search_engine": None,
+            "total_cost": self.cost,
+            "usage": self.cost,
+            "upstream_inference_cost": None,
+            "cache_discount": None,
+            "is_byok": False,
+            "latency": round(latency_ms, 3),
+            "generation_time": round(latency_ms, 3),
+            "moderation_latency": None,
+            "api_type": "completions",
+            "app_id": None,
+            "origin": "",
+            "http_referer": None,
+            "user_agent": user_agent,
+            "external_user": self.request.body.get("user"),
+            "preset_id": None,
+            "router": None,
+            "provider_responses": None,
+            "service_tier": None,
+            "data_region": "global",
+            "workspace_id": None,
+        }
+
+
+def run_chat(
+    request: ChatRequest,
+    *,
+    created: int,
+    outcome_id: str | None = None,
+    batch: bool = False,
+    violate_schema: bool = False,
+) -> ChatOutcome:
+    """Generate the completion for a validated request and price it (at the batch price if ``batch``)."""
+    completion = generate(request, violate_schema=violate_schema)
+    tokens = prompt_tokens(request)
+    prompt_cost, completion_cost = request.model.cost(tokens, completion.completion_tokens, batch=batch)
+    return ChatOutcome(
+        id=outcome_id or generation_id(created),
+        created=created,
+        request=request,
+        completion=completion,
+        prompt_tokens=tokens,
+        prompt_cost=prompt_cost,
+        completion_cost=completion_cost,
+    )
