@@ -15,8 +15,9 @@ from ._errors import ApiError
 _ROLES = {"system", "developer", "user", "assistant", "tool"}
 _RESPONSE_FORMATS = {"text", "json_object", "json_schema"}
 _MEDIA_PARTS = {"image_url", "file", "input_audio", "video_url", "input_video"}
-# Only these request fields influence the generated content; everything else (stream, provider,
-# user, metadata, ...) is routing or bookkeeping and must not change the answer.
+# Only these request fields influence the generated content. Everything else is routing or
+# bookkeeping (stream, provider, user, metadata, ...) or post-processing (stop cuts the text
+# afterwards) and must not change the answer.
 CONTENT_FIELDS = (
     "model",
     "messages",
@@ -29,7 +30,6 @@ CONTENT_FIELDS = (
     "top_k",
     "max_tokens",
     "max_completion_tokens",
-    "stop",
     "frequency_penalty",
     "presence_penalty",
 )
