@@ -34,6 +34,7 @@ from airflow_openrouter.exceptions import (
     OpenRouterServerError,
     OpenRouterTimeoutError,
 )
+from airflow_openrouter.types import Usage
 
 log = logging.getLogger("airflow_openrouter.transport")
 
@@ -233,11 +234,11 @@ def decode_json(response: httpx.Response, conn_id: str) -> Any:
     try:
         data = response.json()
     except ValueError:
-        raise api_error(
-            response.status_code,
-            f"expected JSON, got {response.headers.get('content-type', 'no content type')}: "
-            f"{_excerpt(response.text)}",
-            conn_id=conn_id,
+        # Typically an HTML page from a proxy or gateway in front of the API.
+        raise OpenRouterServerError(
+            f"OpenRouter answered {response.status_code} but not with JSON "
+            f"({response.headers.get('content-type', 'no content type')}): {_excerpt(response.text)}",
+            status=response.status_code,
             generation_id=response.headers.get("x-generation-id"),
         ) from None
     if isinstance(data, dict) and isinstance(data.get("error"), dict) and "status" not in data:
@@ -329,7 +330,7 @@ def log_answer(call: Call[Any], status: int, started: float, result: Any) -> Non
     if getattr(result, "object", None) in ("chat.completion", None) and getattr(result, "id", None):
         parts.append(f"generation={result.id}")
     usage = getattr(result, "usage", None)
-    if usage is not None:
+    if isinstance(usage, Usage):
         parts.append(f"tokens={usage.prompt_tokens}+{usage.completion_tokens}")
         if usage.cost is not None:
             parts.append(f"cost=${usage.cost:.6f}")

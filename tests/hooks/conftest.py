@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import pytest
+
+from airflow_openrouter._transport import RetryPolicy
+from airflow_openrouter.hooks.openrouter import OpenRouterHook
+from airflow_openrouter.testing import OpenRouterEmulator
+
+
+class RecordedSleeps(list):
+    """Stands in for time.sleep / asyncio.sleep: remembers each wait instead of waiting."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+    async def async_sleep(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture(scope="session")
+def emulator():
+    with OpenRouterEmulator(batch_durations=(0.05, 0.05, 0.05)) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu(emulator: OpenRouterEmulator, monkeypatch: pytest.MonkeyPatch) -> OpenRouterEmulator:
+    """The session's emulator with a clean journal and no queued faults, as ``openrouter_default``."""
+    emulator.clear_faults()
+    emulator.clear_requests()
+    emulator.set_latency(0)
+    emulator.set_credits(100)
+    for name, value in emulator.connection_env(
+        site_url="https://example.org", app_name="nightly-etl"
+    ).items():
+        monkeypatch.setenv(name, value)
+    return emulator
+
+
+@pytest.fixture
+def sleeps() -> RecordedSleeps:
+    return RecordedSleeps()
+
+
+@pytest.fixture
+def hook(emu: OpenRouterEmulator, sleeps: RecordedSleeps):
+    policy = RetryPolicy(max_retries=3, sleep=sleeps, async_sleep=sleeps.async_sleep)
+    with OpenRouterHook(retry_policy=policy) as h:
+        yield h
+
+
+MESSAGES = [{"role": "user", "content": "Summarise: the pipeline ran twice."}]
+MODEL = "openai/gpt-4-1106-preview"

@@ -1,0 +1,458 @@
+"""OpenRouterHook against the emulator over loopback: the calls, the retry policy, the errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import httpx
+import pytest
+
+from airflow_openrouter._transport import RetryPolicy
+from airflow_openrouter.exceptions import (
+    OpenRouterAuthenticationError,
+    OpenRouterBadRequestError,
+    OpenRouterConflictError,
+    OpenRouterConnectionError,
+    OpenRouterError,
+    OpenRouterPaymentRequiredError,
+    OpenRouterRateLimitError,
+    OpenRouterServerError,
+    OpenRouterTimeoutError,
+)
+from airflow_openrouter.hooks.openrouter import OpenRouterHook
+from airflow_openrouter.testing import OpenRouterEmulator
+from tests.hooks.conftest import MESSAGES, MODEL
+
+# --- chat completions ---------------------------------------------------------------------------
+
+
+def test_chat_completion_returns_typed_answer_with_usage_and_cost(hook, emu):
+    result = hook.chat_completion(model=MODEL, messages=MESSAGES, seed=7, max_tokens=50)
+
+    assert result.id.startswith("gen-")
+    assert result.choices[0].message.content
+    assert result.usage.prompt_tokens > 0 and result.usage.completion_tokens > 0
+    # $10 / $30 per million tokens for the seed model.
+    expected = (result.usage.prompt_tokens * 10 + result.usage.completion_tokens * 30) / 1e6
+    assert result.usage.cost == pytest.approx(expected)
+    assert result.provider
+
+
+def test_chat_completion_sends_every_parameter_and_extra_body(hook, emu):
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    hook.chat_completion(
+        model=MODEL,
+        messages=MESSAGES,
+        seed=7,
+        temperature=0.2,
+        top_p=0.9,
+        stop=["\n\n"],
+        frequency_penalty=0.1,
+        presence_penalty=0.1,
+        logit_bias={"50256": -100},
+        logprobs=True,
+        top_logprobs=2,
+        tools=tools,
+        tool_choice="auto",
+        models=["openai/gpt-4o-mini"],
+        provider={"sort": "price"},
+        reasoning={"effort": "low"},
+        plugins=[{"id": "response-healing"}],
+        user="etl",
+        max_tokens=None,
+        extra_body={"session_id": "nightly"},
+    )
+
+    body = emu.requests_to("/chat/completions")[-1].body
+    assert body["seed"] == 7 and body["tools"] == tools and body["session_id"] == "nightly"
+    assert body["models"] == ["openai/gpt-4o-mini"] and body["provider"] == {"sort": "price"}
+    assert "max_tokens" not in body, "None-valued parameters are not sent"
+    assert body["messages"] == MESSAGES
+
+
+def test_attribution_headers_come_from_the_connection(hook, emu):
+    hook.chat_completion(model=MODEL, messages=MESSAGES)
+
+    headers = emu.requests_to("/chat/completions")[-1].headers
+    assert headers["http-referer"] == "https://example.org"
+    assert headers["x-openrouter-title"] == "nightly-etl"
+    assert headers["x-title"] == "nightly-etl"
+
+
+def test_same_request_and_seed_give_the_same_answer(hook):
+    first = hook.chat_completion(model=MODEL, messages=MESSAGES, seed=3)
+    second = hook.chat_completion(model=MODEL, messages=MESSAGES, seed=3)
+    assert first.content == second.content
+
+
+def test_sync_and_async_paths_give_equal_results(hook):
+    sync = hook.chat_completion(model=MODEL, messages=MESSAGES, seed=11)
+
+    async def run():
+        async with hook:
+            return await hook.achat_completion(model=MODEL, messages=MESSAGES, seed=11)
+
+    async_ = asyncio.run(run())
+    assert async_.content == sync.content
+    assert async_.usage.total_tokens == sync.usage.total_tokens
+    assert async_.model == sync.model
+
+
+def test_http_200_with_error_body_raises_typed_error(hook, emu):
+    emu.error_body_next(times=10)
+    with pytest.raises(OpenRouterServerError, match="Provider returned error") as info:
+        hook.chat_completion(model=MODEL, messages=MESSAGES)
+    assert info.value.status == 502
+    assert info.value.provider_name
+
+
+def test_http_200_with_error_body_is_retried_like_its_code(hook, emu, sleeps):
+    emu.error_body_next(times=1)
+    assert hook.chat_completion(model=MODEL, messages=MESSAGES).content
+    assert len(sleeps) == 1
+
+
+def test_non_json_body_raises_typed_error_not_decode_error(hook, emu):
+    emu.non_json_next()
+    with pytest.raises(OpenRouterServerError, match="not with JSON"):
+        hook.chat_completion(model=MODEL, messages=MESSAGES)
+
+
+def test_unknown_model_is_a_bad_request_naming_the_model(hook):
+    with pytest.raises(OpenRouterBadRequestError, match="no-such/model"):
+        hook.chat_completion(model="no-such/model", messages=MESSAGES)
+
+
+# --- retries -------------------------------------------------------------------------------------
+
+
+def test_429_is_retried_after_the_retry_after_the_server_asked_for(hook, emu, sleeps):
+    emu.fail_next(status=429, times=2, retry_after=7)
+
+    result = hook.chat_completion(model=MODEL, messages=MESSAGES)
+
+    assert result.content
+    assert sleeps == [7.0, 7.0]
+    assert len(emu.requests_to("/chat/completions")) == 3
+
+
+def test_retry_after_ms_takes_precedence(hook, emu, sleeps):
+    emu.fail_next(status=429, retry_after=9, retry_after_ms=250)
+    hook.chat_completion(model=MODEL, messages=MESSAGES)
+    assert sleeps == [0.25]
+
+
+def test_503_is_retried_with_jittered_backoff_then_succeeds(hook, emu, sleeps):
+    emu.fail_next(status=503, times=2)
+
+    assert hook.chat_completion(model=MODEL, messages=MESSAGES).content
+    assert len(sleeps) == 2
+    assert 0 <= sleeps[0] <= 0.5 and 0 <= sleeps[1] <= 1.0  # full jitter under 0.5 * 2**n
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (400, OpenRouterBadRequestError),
+        (401, OpenRouterAuthenticationError),
+        (402, OpenRouterPaymentRequiredError),
+        (409, OpenRouterConflictError),
+    ],
+)
+def test_client_errors_are_not_retried(hook, emu, sleeps, status, error):
+    emu.fail_next(status=status)
+    with pytest.raises(error):
+        hook.chat_completion(model=MODEL, messages=MESSAGES)
+    assert sleeps == []
+    assert len(emu.requests_to("/chat/completions")) == 1
+
+
+def test_402_carrying_retry_after_is_retried(hook, emu, sleeps):
+    emu.fail_next(status=402, retry_after=2)
+    assert hook.chat_completion(model=MODEL, messages=MESSAGES).content
+    assert sleeps == [2.0]
+
+
+def test_retries_stop_at_max_retries_with_the_last_error(hook, emu, sleeps):
+    emu.fail_next(status=429, times=10, retry_after=1)
+    with pytest.raises(OpenRouterRateLimitError) as info:
+        hook.chat_completion(model=MODEL, messages=MESSAGES)
+    assert len(sleeps) == 3  # max_retries=3 in the fixture
+    assert info.value.retry_after == 1.0
+
+
+def test_retries_stop_when_total_wait_would_exceed_the_cap(emu, sleeps):
+    policy = RetryPolicy(max_retries=10, max_total_wait=10, sleep=sleeps)
+    emu.fail_next(status=503, times=5, retry_after=4)
+    with pytest.raises(OpenRouterServerError):
+        OpenRouterHook(retry_policy=policy).chat_completion(model=MODEL, messages=MESSAGES)
+    assert sleeps == [4.0, 4.0]
+
+
+def test_dropped_connection_is_retried(hook, emu, sleeps):
+    emu.drop_connection_next()
+    assert hook.chat_completion(model=MODEL, messages=MESSAGES).content
+    assert len(sleeps) == 1
+
+
+def test_read_timeout_surfaces_as_timeout_error_naming_the_setting(emu, sleeps):
+    emu.set_latency(1500)
+    hook = OpenRouterHook(timeout=0.3, retry_policy=RetryPolicy(max_retries=1, sleep=sleeps))
+    with pytest.raises(OpenRouterTimeoutError, match="read timeout") as info:
+        hook.chat_completion(model=MODEL, messages=MESSAGES)
+    assert "openrouter_default" in str(info.value)
+    assert len(sleeps) == 1, "a timeout is retried like any transient failure"
+
+
+def test_batch_creation_is_not_retried_on_5xx(hook, emu, sleeps):
+    emu.fail_next(route="/batches", status=503, method="POST")
+    with pytest.raises(OpenRouterServerError):
+        hook.create_batch(model=MODEL, requests=[{"custom_id": "a", "body": {"messages": MESSAGES}}])
+    assert sleeps == []
+    assert len(emu.requests_to("/batches", method="POST")) == 1
+
+
+def test_batch_creation_is_retried_on_429(hook, emu, sleeps):
+    emu.fail_next(route="/batches", status=429, method="POST", retry_after=1)
+    batch = hook.create_batch(model=MODEL, requests=[{"custom_id": "a", "body": {"messages": MESSAGES}}])
+    assert batch.status == "validating"
+    assert sleeps == [1.0]
+
+
+def test_batch_creation_is_retried_when_the_connection_was_refused(sleeps):
+    calls = []
+
+    def refuse_then_answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) == 1:
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(202, json={"id": "batch_1", "status": "validating"})
+
+    # No server can refuse a connection and then accept it on the same port: a mock transport can.
+    hook = OpenRouterHook(
+        retry_policy=RetryPolicy(sleep=sleeps), transport=httpx.MockTransport(refuse_then_answer)
+    )
+    hook._settings = _settings()
+    assert hook.create_batch(model=MODEL, requests=[{"custom_id": "a", "body": {}}]).id == "batch_1"
+    assert len(calls) == 2
+
+
+def test_batch_creation_is_not_retried_after_the_request_was_sent(sleeps):
+    def reset_after_sending(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("peer closed connection", request=request)
+
+    hook = OpenRouterHook(
+        retry_policy=RetryPolicy(sleep=sleeps), transport=httpx.MockTransport(reset_after_sending)
+    )
+    hook._settings = _settings()
+    with pytest.raises(OpenRouterConnectionError):
+        hook.create_batch(model=MODEL, requests=[{"custom_id": "a", "body": {}}])
+    assert sleeps == []
+
+
+def _settings():
+    from airflow_openrouter._transport import ClientSettings
+
+    return ClientSettings(conn_id="openrouter_default", base_url="http://127.0.0.1:9/api/v1", api_key="k")
+
+
+# --- streaming -----------------------------------------------------------------------------------
+
+
+def test_stream_yields_chunks_and_assembles_the_same_answer(hook):
+    plain = hook.chat_completion(model=MODEL, messages=MESSAGES, seed=5)
+
+    stream = hook.stream_chat_completion(model=MODEL, messages=MESSAGES, seed=5)
+    chunks = list(stream)
+
+    assert len(chunks) > 2
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == plain.content
+    completion = stream.completion()
+    assert completion.content == plain.content
+    assert completion.usage is not None and completion.usage.total_tokens == plain.usage.total_tokens
+
+
+def test_async_stream_matches_sync_stream(hook):
+    sync_text = "".join(
+        c.choices[0].delta.content or ""
+        for c in hook.stream_chat_completion(model=MODEL, messages=MESSAGES, seed=5)
+        if c.choices
+    )
+
+    async def run():
+        stream = await hook.astream_chat_completion(model=MODEL, messages=MESSAGES, seed=5)
+        return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+    assert asyncio.run(run()) == sync_text
+
+
+def test_stream_error_chunk_mid_stream_raises_typed_error(hook, emu):
+    emu.stream_error_next(after_tokens=2, code=502)
+    stream = hook.stream_chat_completion(model=MODEL, messages=MESSAGES)
+    with pytest.raises(OpenRouterServerError) as info:
+        list(stream)
+    assert info.value.status == 502
+    assert stream.completion().content, "the tokens received before the error are kept"
+
+
+def test_stream_cut_before_done_raises_connection_error(hook, emu):
+    emu.cut_stream_next(after_tokens=2)
+    with pytest.raises(OpenRouterConnectionError, match=r"before \[DONE\]"):
+        list(hook.stream_chat_completion(model=MODEL, messages=MESSAGES))
+
+
+def test_stream_error_before_first_byte_is_retried(hook, emu, sleeps):
+    emu.fail_next(status=429, retry_after=1)
+    assert list(hook.stream_chat_completion(model=MODEL, messages=MESSAGES))
+    assert sleeps == [1.0]
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+
+def test_create_batch_serialises_endpoint_and_model_before_requests(hook, emu):
+    requests = [{"custom_id": f"r{i}", "body": {"messages": MESSAGES}} for i in range(3)]
+    batch = hook.create_batch(model=MODEL, requests=requests, provider={"only": ["openai"]})
+
+    keys = list(emu.requests_to("/batches", method="POST")[-1].body)  # parsed in wire order
+    assert keys.index("endpoint") < keys.index("requests") and keys.index("model") < keys.index("requests")
+    assert batch.id and batch.status == "validating" and batch.request_counts.total == 3
+
+
+def test_batch_lifecycle_get_list_results_delete(hook, emu):
+    requests = [{"custom_id": f"r{i}", "body": {"messages": MESSAGES, "max_tokens": 20}} for i in range(7)]
+    batch = hook.create_batch(model=MODEL, requests=requests)
+
+    with pytest.raises(OpenRouterConflictError, match="Only completed"):
+        hook.delete_batch(batch.id)
+    done = _wait_terminal(hook, batch.id)
+    assert done.status == "completed" and done.usage.cost > 0
+
+    rows = list(hook.iter_batch_results(batch.id, page_size=3))
+    assert sorted(r.custom_id for r in rows) == sorted(f"r{i}" for i in range(7))
+    assert all(r.completion().content for r in rows)
+
+    listed = hook.list_batches(limit=100, status="completed")
+    assert batch.id in [b.id for b in listed.data]
+
+    assert hook.delete_batch(batch.id).deletion["openrouter"] == "deleted"
+
+
+def test_async_batch_calls_match_sync(hook, emu):
+    batch = hook.create_batch(model=MODEL, requests=[{"custom_id": "x", "body": {"messages": MESSAGES}}])
+    _wait_terminal(hook, batch.id)
+
+    async def run():
+        async with hook:
+            got = await hook.aget_batch(batch.id)
+            rows = [r async for r in hook.aiter_batch_results(batch.id)]
+            return got, rows
+
+    got, rows = asyncio.run(run())
+    assert got.status == "completed"
+    assert [r.custom_id for r in rows] == ["x"]
+    assert rows[0].completion().content == next(iter(hook.iter_batch_results(batch.id))).completion().content
+
+
+def _wait_terminal(hook, batch_id, deadline_s: float = 10.0):
+    import time
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        batch = hook.get_batch(batch_id)
+        if batch.is_terminal:
+            return batch
+        time.sleep(0.05)
+    raise AssertionError(f"batch {batch_id} did not finish")
+
+
+# --- account and catalogue -----------------------------------------------------------------------
+
+
+def test_get_generation_reports_billed_cost(hook):
+    result = hook.chat_completion(model=MODEL, messages=MESSAGES)
+    generation = hook.get_generation(result.id)
+    assert generation.id == result.id
+    assert generation.total_cost == pytest.approx(result.usage.cost)
+
+
+def test_list_models_includes_the_seed_model_with_prices(hook):
+    models = {m.id: m for m in hook.list_models()}
+    seed = models[MODEL]
+    assert seed.context_length == 128000
+    assert float(seed.pricing.prompt) == pytest.approx(10 / 1e6)
+    assert "response_format" in seed.supported_parameters
+
+
+def test_test_connection_reports_key_label_and_remaining_credit(hook):
+    ok, message = hook.test_connection()
+    assert ok, message
+    assert "remaining" in message
+
+
+def test_test_connection_with_rejected_key_is_false_with_reason(monkeypatch):
+    with OpenRouterEmulator(api_keys=["sk-or-the-right-one"]) as strict:
+        conn = {**json.loads(strict.connection_json()), "password": "sk-or-a-wrong-one"}
+        monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", json.dumps(conn))
+        ok, message = OpenRouterHook().test_connection()
+    assert not ok
+    assert "401" in message and "openrouter_default" in message
+
+
+# --- keys ----------------------------------------------------------------------------------------
+
+
+def test_env_var_key_is_used_when_the_connection_has_no_password(emu, monkeypatch, capsys):
+    conn = json.loads(emu.connection_json())
+    conn.pop("password")
+    monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-from-env")
+
+    OpenRouterHook().chat_completion(model=MODEL, messages=MESSAGES)
+
+    assert emu.requests_to("/chat/completions")[-1].headers["authorization"] == "Bearer sk-or-from-env"
+    assert "OPENROUTER_API_KEY from the environment" in capsys.readouterr().out
+
+
+def test_env_var_key_is_used_when_the_connection_does_not_exist(monkeypatch, capsys):
+    monkeypatch.delenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", raising=False)
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-from-env")
+    settings = OpenRouterHook().settings
+    assert settings.base_url == "https://openrouter.ai/api/v1"
+    assert "does not exist; using OPENROUTER_API_KEY" in capsys.readouterr().out
+
+
+def test_missing_key_error_names_the_connection_and_the_env_var(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", raising=False)
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    with pytest.raises(OpenRouterAuthenticationError) as info:
+        OpenRouterHook().chat_completion(model=MODEL, messages=MESSAGES)
+    assert "openrouter_default" in str(info.value) and "OPENROUTER_API_KEY" in str(info.value)
+
+
+def test_bad_extra_names_the_connection_and_field(emu, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", emu.connection_json(timeout="soon"))
+    with pytest.raises(OpenRouterError, match=r"openrouter_default.*'timeout'"):
+        _ = OpenRouterHook().settings
+
+
+def test_api_key_never_appears_in_logs_or_errors_of_a_failing_call(emu, monkeypatch, caplog, capsys, sleeps):
+    secret = "sk-or-v1-" + "s3cr3t" * 8
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OPENROUTER_DEFAULT",
+        json.dumps({**json.loads(emu.connection_json()), "password": secret}),
+    )
+    emu.fail_next(status=503, times=5)
+
+    with caplog.at_level(logging.DEBUG), pytest.raises(OpenRouterServerError) as info:
+        OpenRouterHook(retry_policy=RetryPolicy(max_retries=2, sleep=sleeps)).chat_completion(
+            model=MODEL, messages=MESSAGES
+        )
+
+    assert len(emu.requests_to("/chat/completions")) == 3
+    out = capsys.readouterr()
+    for text in (caplog.text, str(info.value), repr(info.value), out.out, out.err):
+        assert secret not in text
+    assert all(secret not in r.getMessage() for r in caplog.records)
