@@ -1,0 +1,213 @@
+"""Prompt rendering: once, sandboxed, strict, with errors that point at the template line."""
+
+from __future__ import annotations
+
+import base64
+
+import jinja2
+import pytest
+
+from airflow_openrouter.prompts import (
+    PromptRenderError,
+    PromptTemplate,
+    build_messages,
+    image_part,
+    prompt_environment,
+    render_prompt_value,
+)
+
+HOSTILE = "{{ var.value.secret }} {% if true %}evaluated{% endif %} {{ conn.x }}"
+
+
+@pytest.fixture
+def template_dir(tmp_path):
+    (tmp_path / "summary.j2").write_text("Summarise:\n{{ doc }}\n")
+    (tmp_path / "broken.j2").write_text("line one\nline two {{ missing_var }}\n")
+    (tmp_path / "outer.md").write_text("intro\n{% include 'inner.txt' %}")
+    (tmp_path / "inner.txt").write_text("a\nb {{ nope }}")
+    return tmp_path
+
+
+@pytest.fixture
+def dag_env(template_dir):
+    """Like a DAG's environment: a sandbox whose loader searches the DAG folder."""
+    return jinja2.sandbox.SandboxedEnvironment(loader=jinja2.FileSystemLoader([str(template_dir)]))
+
+
+def test_substituted_values_are_never_rendered_again():
+    rendered = PromptTemplate.load("Doc: {{ doc }}").render(doc=HOSTILE)
+
+    assert rendered == f"Doc: {HOSTILE}"
+
+
+def test_template_file_is_found_through_the_environment_loader(dag_env):
+    assert PromptTemplate.load("summary.j2", dag_env).render(doc="text") == "Summarise:\ntext"
+
+
+def test_one_template_renders_many_times_with_different_variables():
+    template = PromptTemplate.load("#{{ index }}: {{ item.title }} ({{ lang }})")
+
+    assert [template.render({"lang": "en"}, item={"title": t}, index=i) for i, t in enumerate("ab")] == [
+        "#0: a (en)",
+        "#1: b (en)",
+    ]
+
+
+def test_undefined_variable_names_the_variable_the_file_and_the_line(dag_env):
+    with pytest.raises(PromptRenderError) as info:
+        PromptTemplate.load("broken.j2", dag_env).render({})
+
+    err = info.value
+    assert (err.variable, err.template_name, err.lineno) == ("missing_var", "broken.j2", 2)
+    assert "'missing_var' is undefined" in str(err)
+    assert "broken.j2" in str(err)
+    assert "line 2" in str(err)
+
+
+def test_undefined_variable_in_inline_template_names_the_field():
+    with pytest.raises(PromptRenderError) as info:
+        PromptTemplate.load("ok\n{{ nope }}", field="system_prompt").render({})
+
+    assert info.value.template_name == "inline system_prompt"
+    assert info.value.lineno == 2
+
+
+def test_error_in_included_file_names_the_included_file(dag_env, template_dir):
+    with pytest.raises(PromptRenderError) as info:
+        PromptTemplate.load("outer.md", dag_env).render({})
+
+    assert info.value.template_name == str(template_dir / "inner.txt")
+    assert info.value.lineno == 2
+
+
+def test_syntax_error_is_reported_at_load_with_its_line():
+    with pytest.raises(PromptRenderError, match=r"line 2: syntax error"):
+        PromptTemplate.load("fine\n{% if %}")
+
+
+def test_missing_template_file_explains_the_extension_rule(dag_env):
+    with pytest.raises(PromptRenderError, match=r"'notes\.txt' not found .* read as a file name"):
+        PromptTemplate.load("notes.txt", dag_env)
+
+
+def test_caller_can_add_context_to_a_render_error():
+    with pytest.raises(PromptRenderError) as info:
+        PromptTemplate.load("{{ x }}").render({})
+
+    with_item = info.value.with_context("item 7")
+    assert str(with_item).startswith("item 7: Cannot render")
+    assert (with_item.variable, with_item.context) == ("x", "item 7")
+
+
+def test_sandbox_blocks_unsafe_attribute_access():
+    with pytest.raises(PromptRenderError, match="unsafe"):
+        PromptTemplate.load("{{ f.__globals__ }}").render(f=test_sandbox_blocks_unsafe_attribute_access)
+
+
+def test_prompt_environment_is_strict_even_when_the_dag_is_lenient(template_dir):
+    lenient_native = jinja2.nativetypes.NativeEnvironment(
+        loader=jinja2.FileSystemLoader([str(template_dir)]), undefined=jinja2.Undefined
+    )
+    lenient_native.filters["shout"] = str.upper
+
+    env = prompt_environment(lenient_native)
+
+    assert isinstance(env, jinja2.sandbox.SandboxedEnvironment)
+    assert env.from_string("{{ 'a' | shout }}{{ 1 + 1 }}").render() == "A2"  # text, user filters kept
+    with pytest.raises(jinja2.UndefinedError):
+        env.from_string("{{ nope }}").render()
+
+
+def test_render_prompt_value_resolves_data_and_renders_strings_once():
+    class Upstream:  # what an XComArg or literal() looks like to the renderer
+        def resolve(self, context):
+            return HOSTILE
+
+    messages = [
+        {"role": "system", "content": "You help {{ team }}."},
+        {"role": "user", "content": Upstream()},
+    ]
+
+    rendered = render_prompt_value(messages, None, {"team": "ops"}, field="messages")
+
+    assert rendered == [
+        {"role": "system", "content": "You help ops."},
+        {"role": "user", "content": HOSTILE},
+    ]
+
+
+def test_render_prompt_value_leaves_values_airflow_already_resolved_alone():
+    mapped_value = "from XCom: {{ not_a_variable }}"
+
+    assert (
+        render_prompt_value(mapped_value, None, {}, field="prompt", data_ids={id(mapped_value)})
+        is mapped_value
+    )
+
+
+def test_render_prompt_value_labels_nested_inline_templates():
+    with pytest.raises(PromptRenderError) as info:
+        render_prompt_value([{"role": "user", "content": "{{ q }}"}], None, {}, field="messages")
+
+    assert info.value.template_name == "inline messages[0].content"
+
+
+def test_build_messages_orders_system_history_and_prompt():
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+
+    assert build_messages(prompt="and now?", system_prompt="Be brief.", messages=history) == [
+        {"role": "system", "content": "Be brief."},
+        *history,
+        {"role": "user", "content": "and now?"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "pass a prompt or a non-empty messages list"),
+        ({"messages": [{"content": "x"}]}, r"messages\[0\] must be a dict with a 'role'"),
+        ({"messages": [{"role": "user", "content": "x"}], "images": ["https://x/a.png"]}, "pass a prompt"),
+    ],
+)
+def test_build_messages_rejects_incomplete_input(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_messages(**kwargs)
+
+
+def test_images_become_content_parts_after_the_prompt_text(tmp_path):
+    (tmp_path / "cat.png").write_bytes(b"\x89PNG fake")
+
+    [user] = build_messages(
+        prompt="What is this?", images=["https://example.com/a.jpg", "cat.png"], base_dir=tmp_path
+    )
+
+    assert user["content"] == [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.jpg"}},
+        {
+            "type": "image_url",
+            "image_url": {"url": "data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()},
+        },
+    ]
+
+
+def test_image_from_object_storage_uri_is_read_and_inlined(tmp_path):
+    (tmp_path / "photo.JPG").write_bytes(b"jpeg bytes")
+
+    part = image_part(f"file://{tmp_path}/photo.JPG")
+
+    assert part["image_url"]["url"] == "data:image/jpeg;base64," + base64.b64encode(b"jpeg bytes").decode()
+
+
+def test_data_url_is_passed_through():
+    url = "data:image/webp;base64,AAAA"
+
+    assert image_part(url) == {"type": "image_url", "image_url": {"url": url}}
+
+
+def test_image_of_unknown_type_fails_naming_the_file(tmp_path):
+    (tmp_path / "scan.tiffx").write_bytes(b"?")
+
+    with pytest.raises(ValueError, match=r"scan\.tiffx"):
+        image_part(tmp_path / "scan.tiffx")
