@@ -1,0 +1,451 @@
+"""Structured output: what to ask for, how to read the reply, and how to ask again.
+
+``response_format`` on the operators may be a pydantic model class, a JSON Schema dict,
+``"json_object"``, or ``None``/``"text"``. :func:`output_spec` turns it into an :class:`OutputSpec`,
+which gives the wire ``response_format`` and parses a reply into a plain JSON value (never a pydantic
+instance: XCom gets dicts and lists).
+
+**Strict schemas.** A schema is sent with ``strict: true``, which OpenAI-style providers only accept
+in a restricted form: every object closes ``additionalProperties`` and lists every property as
+required. :func:`strict_schema` rewrites a schema that way. A property that was optional becomes
+required *and nullable*, so the model can still say "no value" by answering ``null``; defaults are
+removed from the wire schema, because a required field's default means nothing to the model.
+
+**Validation against what the user wrote.** A reply follows the strict schema; the user's code
+expects the original one. So, before validating, :func:`drop_optional_nulls` removes the ``null``
+of every property that was optional in the original and does not itself allow ``null``; the field
+is then simply absent, and pydantic fills in its default. The value is then validated against the
+original schema (pydantic model, or the JSON Schema with its declared draft, 2020-12 by default).
+This keeps one rule for both kinds of schema and never accepts a value the user's schema rejects.
+
+Objects without ``properties`` (free-form maps such as ``dict[str, int]``) are left as they are:
+closing them would silently force the model to return ``{}``. A provider that insists on strict
+maps will reject the request, with an error naming the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_openrouter.exceptions import OpenRouterOutputValidationError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from airflow_openrouter.types import ChatCompletion
+
+log = logging.getLogger(__name__)
+
+_NULL = {"type": "null"}
+_NAME_ALLOWED = re.compile(r"[^a-zA-Z0-9_-]+")
+# Schema keywords whose value is a map of name -> subschema, or a subschema / list of subschemas.
+_SUBSCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+_SUBSCHEMAS = frozenset(
+    {
+        "items",
+        "prefixItems",
+        "additionalProperties",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "not",
+        "contains",
+        "if",
+        "then",
+        "else",
+    }
+)
+_MAX_ERRORS = 20
+
+
+# --- the output specs ------------------------------------------------------------------------------
+
+
+class OutputSpec:
+    """What a reply must be. Build one with :func:`output_spec`."""
+
+    @property
+    def response_format(self) -> dict[str, Any] | None:
+        """The ``response_format`` request field, or ``None`` to send none."""
+        return None
+
+    def parse(self, text: str | None) -> Any:
+        """The reply as the caller's value; raises :class:`OpenRouterOutputValidationError` (``.errors``)."""
+        raise NotImplementedError
+
+
+class TextOutput(OutputSpec):
+    """Free text: the reply is returned as it is."""
+
+    def parse(self, text: str | None) -> str:
+        return text or ""
+
+
+class JsonOutput(OutputSpec):
+    """Any JSON object (OpenRouter's ``json_object`` mode)."""
+
+    description = "a JSON object"
+
+    @property
+    def response_format(self) -> dict[str, Any] | None:
+        return {"type": "json_object"}
+
+    def parse(self, text: str | None) -> Any:
+        try:
+            value = extract_json(text)
+        except ValueError as exc:
+            errors = [f"$: {exc}"]
+        else:
+            value, errors = self._check(value)
+        if errors:
+            raise OpenRouterOutputValidationError(
+                f"The model's reply is not {self.description}.", errors=errors[:_MAX_ERRORS], raw_output=text
+            )
+        return value
+
+    def _check(self, value: Any) -> tuple[Any, list[str]]:
+        """The validated value and the list of ``path: message`` errors (empty when valid)."""
+        if not isinstance(value, dict):
+            return value, [f"$: expected a JSON object, got {_json_type(value)}"]
+        return value, []
+
+
+class JsonSchemaOutput(JsonOutput):
+    """JSON valid against a JSON Schema, sent in strict form (see the module docstring)."""
+
+    def __init__(self, schema: Mapping[str, Any], *, name: str | None = None) -> None:
+        from jsonschema import validators
+
+        self.schema = dict(schema)
+        self.name = schema_name(name or self.schema.get("title"))
+        self.strict_schema = strict_schema(self.schema)
+        self.description = f"valid against the JSON schema {self.name!r}"
+        validator_class = validators.validator_for(self.schema, default=validators.Draft202012Validator)
+        validator_class.check_schema(self.schema)  # a broken schema fails here, before any request
+        self._validator = validator_class(self.schema)
+
+    @property
+    def response_format(self) -> dict[str, Any] | None:
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": self.name, "strict": True, "schema": self.strict_schema},
+        }
+
+    def _check(self, value: Any) -> tuple[Any, list[str]]:
+        value = drop_optional_nulls(value, self.schema)
+        errors = sorted(self._validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+        return value, [f"{json_path(e.absolute_path)}: {_shorten(e.message)}" for e in errors]
+
+
+class PydanticOutput(JsonSchemaOutput):
+    """JSON valid against a pydantic model; parses to ``model.model_dump(mode="json")``."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        super().__init__(model.model_json_schema(), name=model.__name__)
+        self.model = model
+        self.description = f"a valid {model.__name__}"
+
+    def _check(self, value: Any) -> tuple[Any, list[str]]:
+        from pydantic import ValidationError
+
+        try:
+            instance = self.model.model_validate(drop_optional_nulls(value, self.schema))
+        except ValidationError as exc:
+            return value, [f"{json_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return instance.model_dump(mode="json"), []
+
+
+def output_spec(response_format: type[BaseModel] | Mapping[str, Any] | str | None) -> OutputSpec:
+    """The :class:`OutputSpec` of an operator's ``response_format`` argument.
+
+    :param response_format: a pydantic model class, a JSON Schema dict, ``"json_object"``, or
+        ``None``/``"text"`` for free text.
+    """
+    if response_format is None or response_format == "text":
+        return TextOutput()
+    if response_format == "json_object":
+        return JsonOutput()
+    if isinstance(response_format, type) and callable(getattr(response_format, "model_json_schema", None)):
+        return PydanticOutput(response_format)
+    if isinstance(response_format, Mapping):
+        if response_format.get("type") in ("json_schema", "json_object", "text"):
+            raise ValueError(
+                "response_format takes the schema itself (or a pydantic model), not the wire form "
+                f"{{'type': {response_format['type']!r}, ...}}: the operator builds that."
+            )
+        return JsonSchemaOutput(response_format)
+    raise TypeError(
+        "response_format must be a pydantic model class, a JSON Schema dict, 'json_object', 'text' or None; "
+        f"got {response_format!r:.100}."
+    )
+
+
+def schema_name(raw: Any) -> str:
+    """A schema name OpenRouter accepts (``^[a-zA-Z0-9_-]{1,64}$``)."""
+    name = _NAME_ALLOWED.sub("_", str(raw or "")).strip("_")[:64]
+    return name or "response"
+
+
+# --- strict schemas --------------------------------------------------------------------------------
+
+
+def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of *schema* in the form ``strict: true`` requires (see the module docstring)."""
+    return _strict(dict(schema))
+
+
+def _strict(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_strict(item) for item in node]
+    if not isinstance(node, Mapping):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _SUBSCHEMA_MAPS and isinstance(value, Mapping):
+            out[key] = {name: _strict(sub) for name, sub in value.items()}
+        elif key in _SUBSCHEMAS:
+            out[key] = _strict(value)
+        elif key != "default":  # literal keywords (enum, const, required, ...) are copied as they are
+            out[key] = value
+    properties = out.get("properties")
+    if isinstance(properties, Mapping):
+        required = set(node.get("required", ()))
+        out["properties"] = {
+            name: sub if name in required else _nullable(sub) for name, sub in properties.items()
+        }
+        out["required"] = list(properties)
+        out["additionalProperties"] = False
+    return out
+
+
+def _nullable(schema: Any) -> Any:
+    """*schema*, also accepting ``null``."""
+    if not isinstance(schema, Mapping) or accepts_null(schema):
+        return schema
+    kind = schema.get("type")
+    if kind is not None and not {"$ref", "anyOf", "oneOf", "allOf", "const"} & schema.keys():
+        out = {**schema, "type": [*(kind if isinstance(kind, list) else [kind]), "null"]}
+        if "enum" in schema:
+            out["enum"] = [*schema["enum"], None]
+        return out
+    if isinstance(schema.get("anyOf"), list):
+        return {**schema, "anyOf": [*schema["anyOf"], _NULL]}
+    # $ref, oneOf, allOf, const: wrap. Annotations (description, title) stay beside the anyOf.
+    annotations = {k: v for k, v in schema.items() if k in ("title", "description")}
+    core = {k: v for k, v in schema.items() if k not in annotations}
+    return {**annotations, "anyOf": [core, _NULL]}
+
+
+def accepts_null(schema: Mapping[str, Any]) -> bool:
+    """Whether *schema* (without following ``$ref``) lets ``null`` through."""
+    if "enum" in schema:
+        return None in schema["enum"]
+    if "const" in schema:
+        return schema["const"] is None
+    kind = schema.get("type")
+    if kind is not None:
+        return kind == "null" or (isinstance(kind, list) and "null" in kind)
+    branches = [*schema.get("anyOf", ()), *schema.get("oneOf", ())]
+    if branches:
+        return any(isinstance(b, Mapping) and accepts_null(b) for b in branches)
+    return not {"$ref", "allOf", "not"} & schema.keys()  # no constraint at all
+
+
+def drop_optional_nulls(value: Any, schema: Mapping[str, Any]) -> Any:
+    """*value* without the ``null`` of properties the (original) *schema* neither requires nor allows null."""
+    return _drop_nulls(value, schema, schema)
+
+
+def _drop_nulls(value: Any, schema: Any, root: Mapping[str, Any]) -> Any:
+    schema = _deref(schema, root)
+    if not isinstance(schema, Mapping):
+        return value
+    branch = _single_branch(schema)
+    if branch is not None:
+        return _drop_nulls(value, branch, root)
+    properties = schema.get("properties")
+    if isinstance(value, dict) and isinstance(properties, Mapping):
+        required = set(schema.get("required", ()))
+        kept = {}
+        for key, item in value.items():
+            sub = _deref(properties.get(key, {}), root)
+            if item is None and key not in required and isinstance(sub, Mapping) and not accepts_null(sub):
+                continue
+            kept[key] = _drop_nulls(item, sub, root)
+        return kept
+    items = schema.get("items")
+    if isinstance(value, list) and isinstance(items, Mapping):
+        return [_drop_nulls(item, items, root) for item in value]
+    return value
+
+
+def _single_branch(schema: Mapping[str, Any]) -> Any:
+    """The one non-null branch of ``anyOf``/``oneOf``/``allOf`` (``Optional[Model]``), if there is one."""
+    for key in ("anyOf", "oneOf", "allOf"):
+        branches = [b for b in schema.get(key, ()) if b != _NULL]
+        if len(branches) == 1:
+            return branches[0]
+    return None
+
+
+def _deref(schema: Any, root: Mapping[str, Any]) -> Any:
+    """Follow local ``$ref`` pointers (``#/$defs/Name``)."""
+    seen = set()
+    while isinstance(schema, Mapping) and isinstance(ref := schema.get("$ref"), str) and ref.startswith("#"):
+        if ref in seen:  # a cycle: give up, leaving the value unchanged
+            return {}
+        seen.add(ref)
+        target: Any = root
+        for part in filter(None, ref[1:].split("/")):
+            part = part.replace("~1", "/").replace("~0", "~")
+            target = target.get(part, {}) if isinstance(target, Mapping) else {}
+        schema = target
+    return schema
+
+
+# --- reading replies -------------------------------------------------------------------------------
+
+_FENCE = re.compile(r"```[a-zA-Z0-9_-]*[ \t]*\n(.*?)```", re.DOTALL)
+_DECODER = json.JSONDecoder()
+
+
+def extract_json(text: str | None) -> Any:
+    """The JSON value of a reply, tolerating a Markdown code fence and prose around one object.
+
+    Raises ``ValueError`` with a short reason when there is no JSON to be found.
+    """
+    if not text or not text.strip():
+        raise ValueError("the reply is empty")
+    candidate = text.strip()
+    if fence := _FENCE.search(candidate):
+        candidate = fence.group(1).strip()
+    try:
+        return json.loads(candidate)
+    except json.JSONDecodeError as exc:
+        error = exc
+    # Prose around the value ("Here is the result: {...} Hope this helps"): decode from the first
+    # bracket and ignore whatever follows the value.
+    for bracket in "{[":
+        start = candidate.find(bracket)
+        if start >= 0:
+            try:
+                return _DECODER.raw_decode(candidate, start)[0]
+            except json.JSONDecodeError:
+                pass
+    raise ValueError(f"the reply is not valid JSON ({error.msg}: line {error.lineno} column {error.colno})")
+
+
+def json_path(parts: Sequence[Any]) -> str:
+    """``$.items[0].name`` for the path ``("items", 0, "name")``."""
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _shorten(message: str, limit: int = 200) -> str:
+    # jsonschema messages quote the offending value, which can be a whole document.
+    return message if len(message) <= limit else f"{message[: limit - 1]}…"
+
+
+# --- the repair round-trip -------------------------------------------------------------------------
+
+
+def repair_messages(reply: str | None, errors: Sequence[str]) -> list[dict[str, Any]]:
+    """The two messages that ask the model to correct *reply*: the reply itself, then the errors."""
+    listed = "\n".join(f"- {e}" for e in errors[:_MAX_ERRORS])
+    return [
+        {"role": "assistant", "content": reply or ""},
+        {
+            "role": "user",
+            "content": "Your previous reply does not match the required JSON format:\n"
+            f"{listed}\n\n"
+            "Reply again with only the corrected JSON: no explanation and no code fence.",
+        },
+    ]
+
+
+@dataclass
+class ValidatedReply:
+    """The outcome of :func:`complete_validated`."""
+
+    #: the parsed value, or the tool calls (see :func:`tool_calls`) when the model called tools
+    value: Any
+    #: every completion made, first to last: one, plus one per repair
+    completions: list[ChatCompletion] = field(default_factory=list)
+
+
+def complete_validated(
+    complete: Callable[[list[dict[str, Any]]], ChatCompletion],
+    messages: list[dict[str, Any]],
+    spec: OutputSpec,
+    *,
+    max_repair_attempts: int = 1,
+    logger: logging.Logger = log,
+) -> ValidatedReply:
+    """Call *complete* until the reply parses, sending the errors back up to *max_repair_attempts* times.
+
+    A reply with tool calls is returned as the tool calls, unvalidated: the caller runs the tools.
+
+    :param complete: sends a messages list, returns the completion (the hook call; no I/O here).
+    :raises OpenRouterOutputValidationError: the last reply was still invalid; ``attempts`` and
+        ``generation_id`` say how many calls were made and which generation failed last.
+    """
+    reply = ValidatedReply(value=None)
+    for attempt in range(1, max_repair_attempts + 2):
+        completion = complete(messages)
+        reply.completions.append(completion)
+        calls = tool_calls(completion)
+        if calls is not None:
+            reply.value = calls
+            return reply
+        try:
+            reply.value = spec.parse(completion.content)
+            return reply
+        except OpenRouterOutputValidationError as exc:
+            if attempt > max_repair_attempts:
+                raise OpenRouterOutputValidationError(
+                    f"The model's reply is still invalid after {attempt} attempt(s) "
+                    f"({max_repair_attempts} repair(s) allowed, see max_repair_attempts).",
+                    errors=exc.errors,
+                    raw_output=exc.raw_output,
+                    attempts=attempt,
+                    generation_id=completion.id or None,
+                ) from None
+            logger.warning(
+                "Reply %s is invalid (%d error(s): %s); asking the model to repair it (repair %d of %d).",
+                completion.id,
+                len(exc.errors),
+                "; ".join(exc.errors[:3]),
+                attempt,
+                max_repair_attempts,
+            )
+            messages = [*messages, *repair_messages(completion.content, exc.errors)]
+    raise AssertionError("unreachable")  # the loop always returns or raises
+
+
+def tool_calls(completion: ChatCompletion) -> list[dict[str, Any]] | None:
+    """The tool calls of a reply as ``[{"id", "name", "arguments"}]`` (arguments parsed), or ``None``."""
+    calls = completion.choices[0].message.tool_calls if completion.choices else None
+    if not calls:
+        return None
+    out = []
+    for call in calls:
+        try:
+            arguments = call.parsed_arguments()
+        except ValueError as exc:
+            raise OpenRouterOutputValidationError(
+                f"The model called tool {call.function.name!r} with arguments that are not valid JSON.",
+                errors=[f"$.arguments: {exc}"],
+                raw_output=call.function.arguments,
+                generation_id=completion.id or None,
+            ) from exc
+        out.append({"id": call.id, "name": call.function.name, "arguments": arguments})
+    return out
