@@ -335,6 +335,10 @@ def log_answer(call: Call[Any], status: int, started: float, result: Any) -> Non
         if usage.cost is not None:
             parts.append(f"cost=${usage.cost:.6f}")
     log.info(" ".join(parts))
+    if log.isEnabledFor(logging.DEBUG):
+        # Prompts and completions may hold personal data: only at DEBUG, never at INFO.
+        log.debug("OpenRouter request body: %s", _excerpt(json.dumps(call.body), 2000) if call.body else "-")
+        log.debug("OpenRouter answer: %s", _excerpt(getattr(result, "content", None) or repr(result), 2000))
 
 
 def _log_retry(call: Call[Any], error: OpenRouterError, retry_number: int, wait: float) -> None:
