@@ -50,9 +50,11 @@ class OpenApi:
         self._validators: dict[tuple[str, str], Draft202012Validator] = {}
 
     def errors(self, schema: str, instance: Any, spec: str = MAIN_SPEC) -> list[str]:
+        """``schema`` is a components/schemas name, or a JSON pointer ("#/paths/...") for inline schemas."""
         key = (spec, schema)
         if key not in self._validators:
-            ref = {"$ref": f"{_BASE}{spec}#/components/schemas/{schema}"}
+            pointer = schema if schema.startswith("#/") else f"#/components/schemas/{schema}"
+            ref = {"$ref": f"{_BASE}{spec}{pointer}"}
             self._validators[key] = Draft202012Validator(ref, registry=self._registry)
         return [
             f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
