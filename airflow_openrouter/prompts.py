@@ -120,23 +120,29 @@ class PromptTemplate:
 
     @classmethod
     def load(
-        cls, source: str, env: jinja2.Environment | None = None, *, field: str = "prompt"
+        cls,
+        source: str,
+        env: jinja2.Environment | None = None,
+        *,
+        field: str = "prompt",
+        extensions: Sequence[str] = TEMPLATE_EXTENSIONS,
     ) -> PromptTemplate:
-        """Compile inline template text, or load a template file when *source* ends in a template extension.
+        """Compile inline template text, or load a template file when *source* ends in one of *extensions*.
 
         :param source: inline Jinja text, or a file name (``prompts/summary.j2``) that *env*'s loader finds.
         :param env: where files, filters and macros come from; wrapped by :func:`prompt_environment`.
         :param field: names an inline template in errors (``"inline system_prompt"``).
+        :param extensions: the file extensions of templates (an operator passes its ``template_ext``).
         """
         sandbox = prompt_environment(env)
-        is_file = source.endswith(TEMPLATE_EXTENSIONS)
+        is_file = source.endswith(tuple(extensions))
         name = source if is_file else f"inline {field}"
         try:
             template = sandbox.get_template(source) if is_file else sandbox.from_string(source)
         except jinja2.TemplateNotFound as exc:
             raise PromptRenderError(
                 f"template file {exc.name!r} not found in {_search_path(sandbox)}. Text that ends in one of"
-                f" {', '.join(TEMPLATE_EXTENSIONS)} is read as a file name",
+                f" {', '.join(extensions)} is read as a file name",
                 template_name=name,
             ) from exc
         except jinja2.TemplateSyntaxError as exc:
@@ -196,6 +202,7 @@ def render_prompt_value(
     *,
     field: str,
     data_ids: Set[int] = frozenset(),
+    extensions: Sequence[str] = TEMPLATE_EXTENSIONS,
 ) -> Any:
     """Render a prompt-shaped value once: a prompt string, a ``messages`` list, or nested parts of one.
 
@@ -207,23 +214,24 @@ def render_prompt_value(
     * anything else is returned unchanged.
 
     :param field: the field's name, used to label inline templates in errors (``messages[1].content``).
+    :param extensions: the file extensions of templates (the operator's ``template_ext``).
     """
     if id(value) in data_ids:
         return value
     if isinstance(value, str):
-        return PromptTemplate.load(value, env, field=field).render(variables)
+        return PromptTemplate.load(value, env, field=field, extensions=extensions).render(variables)
     if _is_resolvable(value):
         return value.resolve(variables)
+
+    def render_part(part: Any, label: str) -> Any:
+        return render_prompt_value(
+            part, env, variables, field=label, data_ids=data_ids, extensions=extensions
+        )
+
     if isinstance(value, Mapping):
-        return {
-            k: render_prompt_value(v, env, variables, field=f"{field}.{k}", data_ids=data_ids)
-            for k, v in value.items()
-        }
+        return {k: render_part(v, f"{field}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [
-            render_prompt_value(v, env, variables, field=f"{field}[{i}]", data_ids=data_ids)
-            for i, v in enumerate(value)
-        ]
+        return [render_part(v, f"{field}[{i}]") for i, v in enumerate(value)]
     return value
 
 

@@ -30,7 +30,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_openrouter.exceptions import OpenRouterOutputValidationError
 
@@ -40,6 +40,11 @@ if TYPE_CHECKING:
     from airflow_openrouter.types import ChatCompletion
 
 log = logging.getLogger(__name__)
+
+
+class _Logger(Protocol):  # a stdlib logger, or an operator's self.log
+    def warning(self, msg: Any, /, *args: Any) -> Any: ...
+
 
 _NULL = {"type": "null"}
 _NAME_ALLOWED = re.compile(r"[^a-zA-Z0-9_-]+")
@@ -183,6 +188,18 @@ def output_spec(response_format: type[BaseModel] | Mapping[str, Any] | str | Non
         "response_format must be a pydantic model class, a JSON Schema dict, 'json_object', 'text' or None; "
         f"got {response_format!r:.100}."
     )
+
+
+def provider_preferences(spec: OutputSpec, provider: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The ``provider`` routing field to send with *spec*.
+
+    A ``response_format`` is only honoured by some of the providers behind a model; without
+    ``require_parameters`` OpenRouter may route to one that ignores it and answers in prose. So it
+    is set whenever a format is sent, unless the caller chose the routing (*provider*) themselves.
+    """
+    if provider is not None or spec.response_format is None:
+        return provider
+    return {"require_parameters": True}
 
 
 def schema_name(raw: Any) -> str:
@@ -388,7 +405,7 @@ def complete_validated(
     spec: OutputSpec,
     *,
     max_repair_attempts: int = 1,
-    logger: logging.Logger = log,
+    logger: _Logger = log,
 ) -> ValidatedReply:
     """Call *complete* until the reply parses, sending the errors back up to *max_repair_attempts* times.
 

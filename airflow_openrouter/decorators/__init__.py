@@ -1,0 +1,1 @@
+"""Task decorators of the OpenRouter provider: ``@task.openrouter`` (see :mod:`.openrouter`)."""

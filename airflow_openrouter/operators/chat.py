@@ -1,0 +1,328 @@
+"""OpenRouterChatOperator: one chat completion as a task, with templated prompts and validated output.
+
+The operator only wires things together: prompt rendering lives in :mod:`airflow_openrouter.prompts`,
+structured output and the repair loop in :mod:`airflow_openrouter.schemas`, and all I/O in the hook.
+This module imports nothing heavy at module level, because the DAG processor imports it on every parse.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    import jinja2
+    from airflow.sdk import Context
+    from pydantic import BaseModel
+
+    from airflow_openrouter._streaming import ChatStream
+    from airflow_openrouter.hooks.openrouter import OpenRouterHook
+    from airflow_openrouter.prompts import ImageSource
+    from airflow_openrouter.schemas import OutputSpec
+    from airflow_openrouter.types import ChatCompletion
+
+USAGE_XCOM_KEY = "openrouter_usage"
+
+# Rendered with prompt_vars in scope, after every other templated field (see render order below).
+_PROMPT_FIELDS = ("system_prompt", "prompt", "messages")
+# Request body fields passed to the hook as they are; the hook drops the ones left at None.
+_REQUEST_PARAMS = (
+    "seed",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "tools",
+    "tool_choice",
+    "models",
+    "reasoning",
+    "plugins",
+    "user",
+    "extra_body",
+)
+_STREAM_PROGRESS_EVERY_S = 2.0
+
+
+class OpenRouterChatOperator(BaseOperator):
+    """Send one chat completion to OpenRouter and return the reply: text, validated JSON, or tool calls.
+
+    **Prompts.** ``prompt``, ``system_prompt`` and ``messages`` are Jinja templates, inline or in a
+    file ending in ``.j2``, ``.jinja2``, ``.md`` or ``.txt`` (found in the DAG folder and
+    ``template_searchpath``). They see the task context plus ``prompt_vars``, whose values may be
+    ``XComArg``s. Each prompt is rendered once, in a sandbox with ``StrictUndefined``: upstream values
+    reach the model literally (``{{ ... }}`` inside them is never evaluated), and an undefined variable
+    fails the task before any request, naming the variable, the template and the line.
+
+    **Structured output.** With ``response_format`` (a pydantic model class, a JSON Schema dict, or
+    ``"json_object"``) the reply is parsed and validated; an invalid reply is sent back with its errors
+    up to ``max_repair_attempts`` times, then the task fails with ``OpenRouterOutputValidationError``.
+    The request then also carries ``provider={"require_parameters": true}`` so that OpenRouter routes
+    only to providers that honour the format, unless you pass ``provider`` yourself.
+
+    **Return value** (XCom ``return_value``): the text; or the validated JSON as plain dicts and lists
+    (a pydantic model's ``model_dump(mode="json")``); or, when the model called tools instead of
+    answering, ``[{"id": str, "name": str, "arguments": <parsed JSON>}]`` (the tools are not run).
+    XCom ``openrouter_usage`` holds ``model``, ``provider``, ``generation_id``, ``generation_ids``
+    (one per call, repairs included), ``prompt_tokens``, ``completion_tokens`` and ``cost`` (billed,
+    summed over every call), ``latency_s``, ``try_number`` and ``attempts``. With
+    ``do_xcom_push=False`` neither is pushed.
+
+    :param prompt: the user message (templated).
+    :param system_prompt: the system message (templated).
+    :param messages: a conversation in OpenAI chat format (templated); ``prompt``, if also given, is
+        appended as the last user turn.
+    :param prompt_vars: extra template variables (templated; values may be ``XComArg``).
+    :param images: image URLs, data URLs, local paths (relative to the DAG folder) or
+        ``ObjectStoragePath``s, attached to ``prompt`` (templated).
+    :param model: model id; defaults to the connection's ``default_model`` (templated).
+    :param models: fallback models, tried in order when ``model`` is unavailable.
+    :param provider: OpenRouter provider routing preferences.
+    :param response_format: see *Structured output* above.
+    :param max_repair_attempts: how many times an invalid structured reply is sent back for repair.
+    :param seed, max_tokens, temperature, top_p, stop, frequency_penalty, presence_penalty, logit_bias,
+        logprobs, top_logprobs, tools, tool_choice, reasoning, plugins, user: request fields, sent
+        as given (see OpenRouter's chat completion API); ``None`` leaves them out.
+    :param extra_body: more request fields, merged into the body as is.
+    :param openrouter_conn_id: the OpenRouter connection.
+    :param stream: stream the reply (logs progress; same result as without streaming).
+    """
+
+    template_fields: Sequence[str] = ("prompt_vars", "model", "images", *_PROMPT_FIELDS)
+    template_ext: Sequence[str] = (".j2", ".jinja2", ".md", ".txt")
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "prompt": "jinja",
+        "system_prompt": "jinja",
+        "messages": "json",
+        "prompt_vars": "json",
+        "images": "json",
+    }
+    ui_color = "#e8eaf6"
+
+    def __init__(
+        self,
+        *,
+        prompt: str | None = None,
+        system_prompt: str | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        prompt_vars: Mapping[str, Any] | None = None,
+        images: Sequence[ImageSource] | None = None,
+        model: str | None = None,
+        models: Sequence[str] | None = None,
+        provider: Mapping[str, Any] | None = None,
+        response_format: type[BaseModel] | Mapping[str, Any] | str | None = None,
+        max_repair_attempts: int = 1,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        frequency_penalty: float | None = None,
+        presence_penalty: float | None = None,
+        logit_bias: Mapping[str, float] | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        reasoning: Mapping[str, Any] | None = None,
+        plugins: Sequence[Mapping[str, Any]] | None = None,
+        user: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        openrouter_conn_id: str = "openrouter_default",
+        stream: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if max_repair_attempts < 0:
+            raise ValueError(f"max_repair_attempts must be 0 or more, got {max_repair_attempts}.")
+        self.prompt = prompt
+        self.system_prompt = system_prompt
+        self.messages = messages
+        self.prompt_vars = prompt_vars
+        self.images = images
+        self.model = model
+        self.models = models
+        self.provider = provider
+        self.response_format = response_format
+        self.max_repair_attempts = max_repair_attempts
+        self.seed = seed
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self.stop = stop
+        self.frequency_penalty = frequency_penalty
+        self.presence_penalty = presence_penalty
+        self.logit_bias = logit_bias
+        self.logprobs = logprobs
+        self.top_logprobs = top_logprobs
+        self.tools = tools
+        self.tool_choice = tool_choice
+        self.reasoning = reasoning
+        self.plugins = plugins
+        self.user = user
+        self.extra_body = extra_body
+        self.openrouter_conn_id = openrouter_conn_id
+        self.stream = stream
+        self._active_stream: ChatStream | None = None
+
+    # --- templating ------------------------------------------------------------------------------
+
+    def resolve_template_files(self) -> None:
+        # Airflow swaps a template file name for the file's text when it parses the DAG. The prompt
+        # fields keep the name instead, and the prompt renderer loads the file itself, so that a
+        # render error can name the file and not just "inline prompt".
+        prompt_values = {name: getattr(self, name) for name in _PROMPT_FIELDS}
+        super().resolve_template_files()
+        for name, value in prompt_values.items():
+            setattr(self, name, value)
+
+    def _do_render_template_fields(
+        self,
+        parent: Any,
+        template_fields: Iterable[str],
+        context: Context,
+        jinja_env: jinja2.Environment,
+        seen_oids: set[int],
+    ) -> None:
+        # Overridden here rather than render_template_fields() because a mapped task
+        # (.partial().expand()) renders through this method only. Same signature on Airflow 3.1-3.3.
+        if parent is not self:  # a nested object with template fields of its own
+            super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
+            return
+        from airflow_openrouter.prompts import render_prompt_value
+
+        # First everything but the prompts: prompt_vars' XComArgs resolve here, to plain values.
+        other_fields = [name for name in template_fields if name not in _PROMPT_FIELDS]
+        super()._do_render_template_fields(self, other_fields, context, jinja_env, seen_oids)
+        # Then the prompts, once, with prompt_vars beside the context. seen_oids holds the values
+        # Airflow already pulled from XCom for a mapped task: data, not templates.
+        variables = {**context, **self._rendered_prompt_vars()}
+        for name in template_fields:
+            if name in _PROMPT_FIELDS:
+                rendered = render_prompt_value(
+                    getattr(self, name),
+                    jinja_env,
+                    variables,
+                    field=name,
+                    data_ids=seen_oids,
+                    extensions=self.template_ext,
+                )
+                setattr(self, name, rendered)
+
+    def _rendered_prompt_vars(self) -> Mapping[str, Any]:
+        if self.prompt_vars is None:
+            return {}
+        if not isinstance(self.prompt_vars, Mapping):
+            raise TypeError(
+                f"prompt_vars must be a dict of template variables, got {type(self.prompt_vars).__name__}."
+            )
+        return self.prompt_vars
+
+    # --- execution -------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        from airflow_openrouter.hooks.openrouter import OpenRouterHook
+        from airflow_openrouter.schemas import complete_validated, output_spec
+
+        spec = output_spec(self.response_format)
+        messages = self._messages()
+        params = self._request_params(spec)
+        with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id) as hook:
+            model = self._model(hook)
+            self.log.debug("Messages sent to %s: %s", model, messages)
+
+            def complete(conversation: list[dict[str, Any]]) -> ChatCompletion:
+                request = {"messages": conversation, "model": model, **params}
+                if self.stream:
+                    return self._stream_completion(hook, **request)
+                return hook.chat_completion(**request)
+
+            started = time.monotonic()
+            reply = complete_validated(
+                complete, messages, spec, max_repair_attempts=self.max_repair_attempts, logger=self.log
+            )
+        self.log.debug("Reply: %s", reply.value)
+        if self.do_xcom_push:
+            usage = _usage(reply.completions, time.monotonic() - started, context["ti"].try_number)
+            context["ti"].xcom_push(key=USAGE_XCOM_KEY, value=usage)
+        return reply.value
+
+    def _messages(self) -> list[dict[str, Any]]:
+        from airflow_openrouter.prompts import build_messages
+
+        dag = self.get_dag()
+        return build_messages(
+            prompt=self.prompt,
+            system_prompt=self.system_prompt,
+            messages=self.messages,
+            images=self.images or (),
+            base_dir=dag.folder if dag else None,  # relative image paths, like template files
+        )
+
+    def _model(self, hook: OpenRouterHook) -> str:
+        model = self.model or hook.default_model
+        if not model:
+            raise ValueError(
+                f"No model for task {self.task_id!r}: pass model=... or set default_model in the extra "
+                f"of connection {self.openrouter_conn_id!r}."
+            )
+        return model
+
+    def _request_params(self, spec: OutputSpec) -> dict[str, Any]:
+        from airflow_openrouter.schemas import provider_preferences
+
+        provider = provider_preferences(spec, self.provider)
+        if provider is not self.provider:
+            self.log.info(
+                "Structured output requested: routing only to providers that support response_format "
+                "(provider.require_parameters=true). Pass provider=... to choose the routing yourself."
+            )
+        params = {name: getattr(self, name) for name in _REQUEST_PARAMS}
+        return {**params, "provider": provider, "response_format": spec.response_format}
+
+    def _stream_completion(self, hook: OpenRouterHook, **request: Any) -> ChatCompletion:
+        """Stream one completion, logging progress now and then; returns the assembled completion."""
+        stream = self._active_stream = hook.stream_chat_completion(**request)
+        chars, last_report = 0, time.monotonic()
+        try:
+            with stream:
+                for chunk in stream:
+                    chars += sum(len(choice.delta.content or "") for choice in chunk.choices)
+                    if time.monotonic() - last_report >= _STREAM_PROGRESS_EVERY_S:
+                        self.log.info("Streaming %s: %d characters so far.", stream.generation_id, chars)
+                        last_report = time.monotonic()
+                return stream.completion()
+        finally:
+            self._active_stream = None
+
+    def on_kill(self) -> None:
+        # Dropping the HTTP connection stops generation (and billing) on providers that support it.
+        if (stream := self._active_stream) is not None:
+            self.log.info("Task killed: closing the in-flight stream.")
+            stream.close()
+
+
+def _usage(completions: Sequence[ChatCompletion], latency_s: float, try_number: int) -> dict[str, Any]:
+    """The ``openrouter_usage`` XCom: billed totals over every call of the task (repairs included)."""
+    usages = [c.usage for c in completions if c.usage is not None]
+    costs = [u.cost for u in usages if u.cost is not None]
+    last = completions[-1]
+    return {
+        "model": last.model,
+        "provider": last.provider,
+        "generation_id": last.id,
+        "generation_ids": [c.id for c in completions],
+        "prompt_tokens": sum(u.prompt_tokens for u in usages),
+        "completion_tokens": sum(u.completion_tokens for u in usages),
+        "cost": sum(costs) if costs else None,
+        "latency_s": round(latency_s, 3),
+        "try_number": try_number,
+        "attempts": len(completions),
+    }
