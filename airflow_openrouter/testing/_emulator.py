@@ -122,6 +122,11 @@ class OpenRouterEmulator:
     # -- clock, credits, latency -----------------------------------------------------------------
 
     def advance(self, seconds: float) -> None:
+        """Move emulator time forward; batch lifecycles (and ``batch_not_found_for``) follow it.
+
+        With ``manual_clock=True`` this is the only way time passes; on the real clock it adds a
+        permanent offset, which is handy to finish batches at once.
+        """
         self._state.clock.advance(seconds)
 
     def set_credits(self, usd: float) -> None:
@@ -137,6 +142,13 @@ class OpenRouterEmulator:
 
     def clear_faults(self) -> None:
         self._state.faults.clear()
+
+    def reset(self) -> None:
+        """Forget requests, faults, batches, generations and spend; restore latency and the clock.
+
+        Lets one running emulator serve many tests (the server keeps its port).
+        """
+        self._state.reset()
 
     # -- HTTP faults -----------------------------------------------------------------------------
 

@@ -48,10 +48,16 @@ class EmulatorState:
         max_batch_requests: int = MAX_BATCH_REQUESTS,
     ) -> None:
         self.api_keys = frozenset(api_keys) if api_keys is not None else None
+        self.max_batch_requests = max_batch_requests
+        self._initial = (latency_ms, latency_jitter_ms, token_delay_ms, tuple(batch_durations), manual_clock)
         self.latency = Latency()
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the state right after construction (the HTTP app reads these attributes per request)."""
+        latency_ms, latency_jitter_ms, token_delay_ms, batch_durations, manual_clock = self._initial
         self.latency.set(latency_ms, latency_jitter_ms)
         self.token_delay_s = token_delay_ms / 1000
-        self.max_batch_requests = max_batch_requests
         self.clock = Clock(manual=manual_clock)
         self.account = Account()
         self.journal = Journal()

@@ -118,3 +118,15 @@ def test_cli_prints_the_base_url_serves_and_stops_on_signal(signum: int) -> None
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_reset_forgets_state_but_keeps_serving(emu: OpenRouterEmulator, client: httpx.Client) -> None:
+    chat(client)
+    emu.fail_next(status=500)
+    emu.set_latency(5)
+    port = emu.port
+    emu.reset()
+    assert emu.requests == [] and emu.port == port
+    cost = chat(client).json()["usage"]["cost"]  # no fault, no latency left over
+    assert client.get("/key").json()["data"]["usage"] == pytest.approx(cost)  # earlier spend forgotten
+    assert client.get("/batches").json()["data"] == []
