@@ -1,0 +1,16 @@
+"""DAGs that exist only for the end-to-end tests (a second DAG bundle next to ``example_dags/``).
+
+``e2e_core_deferral`` uses nothing from this provider: a core deferrable sensor. If it fails, the process
+harness or the Airflow install is broken, not the provider.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.providers.standard.sensors.time_delta import WaitSensor
+from airflow.sdk import DAG
+
+with DAG(dag_id="e2e_core_deferral", schedule=None, catchup=False, tags=["e2e"]):
+    # Measured from the task's start, so it always defers, however late the scheduler runs it.
+    WaitSensor(task_id="wait", time_to_wait=timedelta(seconds=4), deferrable=True)
