@@ -32,9 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--scenario", help="JSON scenario file with latency settings and faults")
     parser.add_argument(
         "--api-key",
-        action="append",
+        action="extend",
+        nargs="+",
         dest="api_keys",
-        help="accept only this key (repeatable); by default any non-empty bearer key is accepted",
+        metavar="KEY",
+        help="accept only these keys (repeatable); by default any non-empty bearer key is accepted",
     )
     return parser
 

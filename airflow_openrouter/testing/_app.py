@@ -220,7 +220,7 @@ class _Api:
     async def model_endpoints(self, call: _Call) -> Response:
         params = call.request.path_params
         model_id = f"{params['author']}/{params['slug']}"
-        matches = [spec for spec in CATALOGUE.values() if spec.id.split(":")[0] == model_id]
+        matches = [spec for spec in CATALOGUE.values() if model_id in (spec.id, spec.id.split(":")[0])]
         if not matches:
             raise ApiError(404, f"Model {model_id} not found")
         return JSONResponse({"data": matches[0].endpoints_json()})

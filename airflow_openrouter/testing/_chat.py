@@ -106,6 +106,13 @@ class ChatOutcome:
 
     # -- streaming -------------------------------------------------------------------------------
 
+    def _chunk_envelope(self) -> dict[str, Any]:
+        envelope = self._envelope("chat.completion.chunk")
+        # ChatStreamChunk types system_fingerprint as a plain string: omit it rather than send null.
+        if envelope["system_fingerprint"] is None:
+            del envelope["system_fingerprint"]
+        return envelope
+
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         choice = {
             "index": 0,
@@ -113,7 +120,7 @@ class ChatOutcome:
             "finish_reason": finish_reason,
             "native_finish_reason": finish_reason,
         }
-        return {**self._envelope("chat.completion.chunk"), "choices": [choice]}
+        return {**self._chunk_envelope(), "choices": [choice]}
 
     def content_pieces(self) -> list[str]:
         """The content split into word-sized "tokens", one per SSE chunk."""
@@ -134,7 +141,7 @@ class ChatOutcome:
             calls = [{"index": i, **call} for i, call in enumerate(self.completion.tool_calls)]
             yield self._chunk({"tool_calls": calls})
         yield self._chunk({"content": ""}, self.completion.finish_reason)
-        yield {**self._envelope("chat.completion.chunk"), "choices": [], "usage": self.usage()}
+        yield {**self._chunk_envelope(), "choices": [], "usage": self.usage()}
 
     def error_chunk(self, status: int, message: str) -> dict[str, Any]:
         """The in-band error event OpenRouter sends when a provider fails mid-stream."""

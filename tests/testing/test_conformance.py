@@ -39,8 +39,11 @@ def test_chat_result_conforms(client: httpx.Client, openapi: OpenApi, extra: dic
     openapi.assert_valid("ChatResult", response.json())
 
 
-def test_stream_chunks_conform(emu: OpenRouterEmulator, client: httpx.Client, openapi: OpenApi) -> None:
-    body = {"model": MODEL, "messages": user("hello there"), "stream": True}
+@pytest.mark.parametrize("model", [MODEL, "anthropic/claude-3.5-haiku"])
+def test_stream_chunks_conform(
+    emu: OpenRouterEmulator, client: httpx.Client, openapi: OpenApi, model: str
+) -> None:
+    body = {"model": model, "messages": user("hello there"), "stream": True}
     with client.stream("POST", "/chat/completions", json=body) as response:
         _, events = sse_events(response)
     emu.stream_error_next(after_tokens=1)

@@ -57,6 +57,8 @@ def test_model_endpoints_describe_the_provider(client: httpx.Client) -> None:
     data = client.get("/models/anthropic/claude-3.5-haiku/endpoints").json()["data"]
     assert data["id"] == "anthropic/claude-3.5-haiku" and data["endpoints"][0]["provider_name"] == "Anthropic"
     assert client.get("/models/nobody/nothing/endpoints").status_code == 404
+    free = client.get("/models/mistralai/mistral-7b-instruct:free/endpoints").json()["data"]
+    assert free["endpoints"][0]["pricing"]["prompt"] == "0"
 
 
 def test_key_reports_limit_and_growing_usage(emu: OpenRouterEmulator, client: httpx.Client) -> None:
