@@ -1,0 +1,171 @@
+"""Items in, one chat request per item out.
+
+Items come from a list (usually an upstream task's XCom) or, for inputs too large for XCom, from a
+JSONL file named by a URI or an ``ObjectStoragePath``; a file is read line by line, never whole.
+
+Each item gets a ``custom_id`` (the value of ``id_field``, else its index) and a request body: the
+prompt templates rendered once with ``item`` and ``index`` in scope. Rendering goes through
+:mod:`airflow_openrouter.prompts` (sandboxed, StrictUndefined): the item is a variable, so its text
+reaches the model literally and is never rendered as a template itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_openrouter.exceptions import OpenRouterError
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_openrouter.prompts import PromptTemplate
+
+MAX_CUSTOM_ID_LENGTH = 64
+
+
+class BatchInputError(OpenRouterError):
+    """An item cannot be turned into a request; the message names the item's index."""
+
+
+def iter_items(items: Any) -> Iterator[Any]:
+    """Every item, in order: from a list, or streamed from a JSONL file (URI or ``ObjectStoragePath``)."""
+    if items is None:
+        return iter(())
+    if isinstance(items, (list, tuple)):
+        return iter(items)
+    path = _jsonl_path(items)
+    if path is None:
+        raise BatchInputError(
+            f"items must be a list or the URI of a JSONL file, got {type(items).__name__} {items!r:.80}. "
+            "A templated string renders to text: pass the upstream output itself (items=task.output), "
+            "or a URI such as 's3://bucket/items.jsonl'."
+        )
+    return _read_jsonl(path)
+
+
+def _jsonl_path(items: Any) -> ObjectStoragePath | None:
+    from airflow.sdk import ObjectStoragePath
+
+    if isinstance(items, ObjectStoragePath):
+        return items
+    if isinstance(items, str) and "://" in items:
+        return ObjectStoragePath(items)
+    return None
+
+
+def _read_jsonl(path: ObjectStoragePath) -> Iterator[Any]:
+    with path.open("r", encoding="utf-8") as lines:
+        index = 0
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BatchInputError(
+                    f"Item {index} (line {number} of {path}) is not valid JSON: {exc.msg}."
+                ) from None
+            index += 1
+
+
+def custom_id_of(item: Any, index: int, id_field: str | None) -> str:
+    """The item's ``custom_id``: the value of *id_field*, else the index."""
+    if id_field is None:
+        return str(index)
+    if not isinstance(item, Mapping) or id_field not in item:
+        raise BatchInputError(f"Item {index} has no field {id_field!r} (id_field); every item needs one.")
+    value = item[id_field]
+    if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value) == "":
+        raise BatchInputError(
+            f"Item {index}: {id_field!r} must be a non-empty string or an integer, got {value!r:.80}."
+        )
+    custom_id = str(value)
+    if len(custom_id) > MAX_CUSTOM_ID_LENGTH:
+        raise BatchInputError(
+            f"Item {index}: {id_field!r} is {len(custom_id)} characters long; OpenRouter accepts custom ids "
+            f"of at most {MAX_CUSTOM_ID_LENGTH}."
+        )
+    return custom_id
+
+
+def index_custom_ids(items: Any, id_field: str | None) -> dict[str, int]:
+    """``custom_id -> index`` of every item, checking that the ids are unique.
+
+    This map (not the items, nor their requests) is what the results writer keeps in memory.
+    """
+    indexes: dict[str, int] = {}
+    for index, item in enumerate(iter_items(items)):
+        custom_id = custom_id_of(item, index, id_field)
+        if (first := indexes.setdefault(custom_id, index)) != index:
+            raise BatchInputError(
+                f"Items {first} and {index} have the same {id_field!r} value {custom_id!r}; "
+                "custom ids must be unique."
+            )
+    return indexes
+
+
+@dataclass(frozen=True)
+class ItemRequest:
+    """The request for one item, as a batch line: ``{"custom_id": ..., "body": {...}}``."""
+
+    index: int
+    custom_id: str
+    body: dict[str, Any]
+
+    def line(self) -> dict[str, Any]:
+        return {"custom_id": self.custom_id, "body": self.body}
+
+
+@dataclass
+class RequestBuilder:
+    """Renders the request of one item: the chat body the chat operator would send, without ``model``
+    (a batch names its model once; the concurrent engine passes it per call).
+
+    :param prompt: the compiled user prompt.
+    :param system_prompt: the compiled system prompt, if any.
+    :param variables: what the templates see besides ``item`` and ``index``: the task context and
+        ``prompt_vars``.
+    :param params: the other body fields (``max_tokens``, ``response_format``, ...); ``None`` values
+        are left out.
+    """
+
+    prompt: PromptTemplate
+    system_prompt: PromptTemplate | None
+    variables: Mapping[str, Any]
+    params: Mapping[str, Any]
+
+    def build(self, item: Any, index: int, custom_id: str) -> ItemRequest:
+        from airflow_openrouter.hooks.openrouter import chat_body
+        from airflow_openrouter.prompts import PromptRenderError, build_messages
+
+        try:
+            system = (
+                self.system_prompt.render(self.variables, item=item, index=index)
+                if self.system_prompt
+                else None
+            )
+            prompt = self.prompt.render(self.variables, item=item, index=index)
+        except PromptRenderError as exc:
+            raise exc.with_context(f"Item {index} (custom_id {custom_id!r})") from exc.__cause__
+        messages = build_messages(prompt=prompt, system_prompt=system)
+        return ItemRequest(index, custom_id, chat_body(messages, None, self.params))
+
+    def requests(self, items: Any, id_field: str | None) -> Iterator[ItemRequest]:
+        """The request of every item, in order; raises on the first item that cannot be rendered."""
+        for index, item in enumerate(iter_items(items)):
+            _check_serialisable(item, index)
+            yield self.build(item, index, custom_id_of(item, index, id_field))
+
+
+def _check_serialisable(item: Any, index: int) -> None:
+    # Items reach templates, the fingerprint and (for the concurrent engine) retries: they must be JSON.
+    try:
+        json.dumps(item)
+    except (TypeError, ValueError) as exc:
+        raise BatchInputError(
+            f"Item {index} is not JSON-serialisable ({exc}); items must be JSON values (dicts, lists, "
+            "strings, numbers)."
+        ) from None

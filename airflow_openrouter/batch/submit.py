@@ -1,0 +1,146 @@
+"""Split the rendered requests into batches and submit the ones not submitted yet.
+
+Every item is rendered before anything is sent, so that a template error in item 9,000 fails the
+task before the first ``POST /batches``. The rendered requests go to a local spool file, not to
+memory: the spool also yields the fingerprint of exactly what will be sent, and the split into
+batches of at most 5,000 requests and 200 MB (OpenRouter's limits; one model per batch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_openrouter.batch.state import SubmittedBatch
+
+if TYPE_CHECKING:
+    from airflow_openrouter.batch.items import ItemRequest
+    from airflow_openrouter.batch.state import BatchRecord, RecordStore
+    from airflow_openrouter.hooks.openrouter import OpenRouterHook
+
+MAX_REQUESTS_PER_BATCH = 5_000
+MAX_BYTES_PER_BATCH = 200 * 1024 * 1024
+# Room for what surrounds the requests in the POST body: endpoint, model, provider, brackets.
+_ENVELOPE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One future batch: a contiguous run of items and where its lines sit in the spool."""
+
+    first_index: int
+    count: int
+    offset: int
+    size: int
+
+
+class RequestSpool:
+    """The rendered requests in a local temporary file, one compact JSON line each.
+
+    :param requests: the requests, in item order (rendered lazily, one at a time).
+    :param fingerprint_of: what else decides what is sent (model, endpoint, provider); mixed into
+        the fingerprint with every line.
+    """
+
+    def __init__(
+        self,
+        requests: Iterable[ItemRequest],
+        *,
+        fingerprint_of: Mapping[str, Any],
+        max_requests: int = MAX_REQUESTS_PER_BATCH,
+        max_bytes: int = MAX_BYTES_PER_BATCH,
+    ) -> None:
+        # Closed by close() (the spool is a context manager); deleted by the OS if the process dies.
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115
+        self.chunks: list[Chunk] = []
+        self.total = 0
+        try:
+            self.fingerprint = self._spool(requests, fingerprint_of, max_requests, max_bytes)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _spool(
+        self,
+        requests: Iterable[ItemRequest],
+        fingerprint_of: Mapping[str, Any],
+        max_requests: int,
+        max_bytes: int,
+    ) -> str:
+        """Write every request line, cut the chunks, and return the fingerprint of it all."""
+        digest = hashlib.sha256(json.dumps(fingerprint_of, sort_keys=True).encode())
+        budget = max_bytes - _ENVELOPE_BYTES
+        first = offset = size = 0
+        for request in requests:
+            line = json.dumps(request.line(), separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+            if self.total > first and (self.total - first >= max_requests or size + len(line) > budget):
+                self.chunks.append(Chunk(first, self.total - first, offset, size))
+                first, offset, size = self.total, offset + size, 0
+            self._file.write(line)
+            digest.update(line)
+            size += len(line)
+            self.total += 1
+        if self.total > first:
+            self.chunks.append(Chunk(first, self.total - first, offset, size))
+        return digest.hexdigest()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Every request line, in item order."""
+        self._file.seek(0)
+        for line in self._file:
+            yield json.loads(line)
+
+    def read(self, chunk: Chunk) -> Iterator[dict[str, Any]]:
+        """The request lines of one chunk."""
+        self._file.seek(chunk.offset)
+        for line in self._file.read(chunk.size).splitlines():
+            yield json.loads(line)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> RequestSpool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def submit_missing_batches(
+    hook: OpenRouterHook,
+    spool: RequestSpool,
+    record: BatchRecord,
+    store: RecordStore,
+    *,
+    provider: Mapping[str, Any] | None = None,
+) -> list[SubmittedBatch]:
+    """Submit the chunks that have no batch in *record* yet; returns the batches submitted now.
+
+    The record is saved right after each ``POST /batches``, before the next chunk is sent: a crash
+    mid-way leaves a record of exactly the batches that exist, and the next try submits the rest.
+    Chunks are a pure function of the inputs, so chunk *n* of a retry is chunk *n* of the record.
+    """
+    from airflow_openrouter.exceptions import OpenRouterBadRequestError
+
+    submitted = []
+    for chunk in spool.chunks[len(record.batches) :]:
+        try:
+            batch = hook.create_batch(model=record.model, requests=list(spool.read(chunk)), provider=provider)
+        except OpenRouterBadRequestError as exc:
+            raise OpenRouterBadRequestError(
+                f"The Batch API rejected items {chunk.first_index}..{chunk.first_index + chunk.count - 1} "
+                f"for model {record.model!r}: {exc.message} Batches take text-only chat requests to models "
+                "with a batch variant; for other models or multimodal items use engine='concurrent'.",
+                status=exc.status,
+                code=exc.code,
+                metadata=exc.metadata,
+            ) from exc
+        entry = SubmittedBatch(batch.id, chunk.first_index, chunk.count, batch.created_at, batch.expires_at)
+        record.batches.append(entry)
+        store.save(record)
+        submitted.append(entry)
+    return submitted

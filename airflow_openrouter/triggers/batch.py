@@ -1,0 +1,88 @@
+"""OpenRouterBatchTrigger: waits in the triggerer until a set of OpenRouter batches has finished.
+
+Async only: the hook's async methods and an async connection lookup, so hundreds of waiting batches
+share the triggerer's event loop. It polls, never downloads results (the worker fetches them), and
+yields exactly one event: see :mod:`airflow_openrouter.batch.events` for its shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_openrouter.batch.events import MAX_CONSECUTIVE_POLL_ERRORS, BatchWatch
+
+
+class OpenRouterBatchTrigger(BaseTrigger):
+    """Poll OpenRouter batches until all are finished or the deadline passes.
+
+    :param batch_ids: the batches to wait for.
+    :param openrouter_conn_id: the connection (the key is looked up in the triggerer, never serialized).
+    :param poll_interval: seconds between two polls.
+    :param deadline: absolute wall-clock unix time at which to stop waiting and emit ``timeout``. Being
+        absolute, it survives a triggerer restart (the trigger is rebuilt from :meth:`serialize`).
+    :param max_consecutive_errors: poll errors of one batch tolerated in a row.
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_ids: Sequence[str],
+        openrouter_conn_id: str = "openrouter_default",
+        poll_interval: float = 30.0,
+        deadline: float | None = None,
+        max_consecutive_errors: int = MAX_CONSECUTIVE_POLL_ERRORS,
+    ) -> None:
+        super().__init__()
+        self.batch_ids = list(batch_ids)
+        self.openrouter_conn_id = openrouter_conn_id
+        self.poll_interval = float(poll_interval)
+        self.deadline = deadline
+        self.max_consecutive_errors = max_consecutive_errors
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "batch_ids": self.batch_ids,
+                "openrouter_conn_id": self.openrouter_conn_id,
+                "poll_interval": self.poll_interval,
+                "deadline": self.deadline,
+                "max_consecutive_errors": self.max_consecutive_errors,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_openrouter.exceptions import OpenRouterError
+        from airflow_openrouter.hooks.openrouter import OpenRouterHook
+
+        watch = BatchWatch(
+            self.batch_ids, deadline=self.deadline, max_consecutive_errors=self.max_consecutive_errors
+        )
+        self.log.info("Waiting for OpenRouter batch(es) %s.", ", ".join(self.batch_ids))
+        async with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id) as hook:
+            while (event := watch.outcome()) is None:
+                for batch_id in watch.pending_ids():
+                    try:
+                        watch.observe(await hook.aget_batch(batch_id))
+                    except OpenRouterError as exc:
+                        self.log.warning("Polling batch %s failed: %s", batch_id, exc)
+                        watch.observe_error(batch_id, exc)
+                if watch.outcome() is None:
+                    await asyncio.sleep(max(0.0, min(self.poll_interval, watch.seconds_left())))
+        self.log.info("Batch(es) %s: %s.", ", ".join(self.batch_ids), event["reason"] or event["status"])
+        yield TriggerEvent(event)
+
+    async def on_kill(self) -> None:
+        # Called by Airflow 3.3+ when a user marks the deferred task failed or successful, or clears
+        # it. OpenRouter has no endpoint to cancel a batch (DELETE only removes finished ones), so all
+        # that can be done is to say so, loudly.
+        self.log.warning(
+            "The task was stopped, but OpenRouter batch(es) %s keep running: OpenRouter has no batch cancel "
+            "endpoint, so they will finish and be billed. A retry or clear of the task re-attaches to them "
+            "instead of submitting again.",
+            ", ".join(self.batch_ids),
+        )
