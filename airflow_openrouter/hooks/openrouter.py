@@ -192,8 +192,12 @@ class OpenRouterHook(BaseHook):
         transport = self._async.get(loop)
         if transport is None:
             settings = await self.asettings()
-            transport = AsyncTransport(settings, self._policy(settings), self._async_transport)
-            self._async[loop] = transport
+            # Many coroutines may get here at once on a fresh hook: the first to finish wins, so the
+            # loop keeps a single pooled client.
+            transport = self._async.get(loop)
+            if transport is None:
+                transport = AsyncTransport(settings, self._policy(settings), self._async_transport)
+                self._async[loop] = transport
         return transport
 
     def close(self) -> None:
