@@ -426,7 +426,7 @@ class ShardedPoolTransport(httpx.AsyncBaseTransport):
         except BaseException:
             self._in_flight[shard] -= 1
             raise
-        response.stream = _ReleasingStream(response.stream, self._in_flight, shard)  # type: ignore[arg-type]
+        response.stream = _ReleasingStream(response.stream, self._in_flight, shard)
         return response
 
     async def aclose(self) -> None:
