@@ -14,7 +14,8 @@
     │   ├── OpenRouterConflictError         409: e.g. deleting a batch that still runs
     │   ├── OpenRouterRateLimitError        429
     │   └── OpenRouterServerError           408, 5xx, 524, 529, and errors reported inside a 200
-    └── OpenRouterOutputValidationError     the model's reply did not match the requested schema
+    ├── OpenRouterOutputValidationError     the model's reply did not match the requested schema
+    └── PromptRenderError                   a prompt template failed to load or render (prompts.py)
 """
 
 from __future__ import annotations
