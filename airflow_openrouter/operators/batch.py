@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from airflow_openrouter.schemas import OutputSpec
 
 Engine = Literal["batch", "concurrent"]
+BATCH_IDS_XCOM_KEY = "batch_ids"
 
 # Request body fields passed as they are (None leaves them out), as the chat operator sends them.
 _MODEL_PARAMETERS = (
@@ -90,7 +91,8 @@ class OpenRouterBatchOperator(BaseOperator):
         file ending in ``.jsonl``. Default: ``[openrouter] results_path``.
     :param engine: ``"batch"`` or ``"concurrent"``, see above.
     :param wait_for_completion: ``False`` submits, records and returns ``{"batch_ids": [...], ...}``;
-        an ``OpenRouterBatchSensor`` can wait for them.
+        an ``OpenRouterBatchSensor`` can wait for them. The ids are also pushed to XCom ``batch_ids``
+        whenever batches are submitted (``batch_ids=submit.output["batch_ids"]``).
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     :param poll_interval: seconds between two polls (default ``[openrouter] poll_interval``).
     :param timeout: how long to wait for the batches (seconds or timedelta); default: until they expire.
@@ -234,6 +236,9 @@ class OpenRouterBatchOperator(BaseOperator):
                         model,
                     )
         summary = {"batch_ids": record.batch_ids, "model": model, "total": record.total_items}
+        if self.do_xcom_push:
+            # Its own key, so that ``submit.output["batch_ids"]`` can feed a sensor.
+            context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=record.batch_ids)
         if not self.wait_for_completion:
             self.log.info("wait_for_completion=False: returning the batch ids; the results are not fetched.")
             return summary

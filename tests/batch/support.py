@@ -1,0 +1,84 @@
+"""Shared by the batch operator, trigger and sensor tests: an emulator on a real clock, and a way to run
+the operator through execute -> trigger -> execute_complete without a DAG run.
+
+Import the fixtures into a test module (``from tests.batch.support import batch_emu, batch_emulator``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from airflow_openrouter.testing import OpenRouterEmulator
+
+MODEL = "openai/gpt-4o-mini"
+# Short, real-clock lifecycles: a batch completes about 0.2 s after it is created.
+BATCH_DURATIONS = (0.05, 0.1, 0.05)
+
+
+@pytest.fixture(scope="module")
+def batch_emulator() -> Iterator[OpenRouterEmulator]:
+    with OpenRouterEmulator(batch_durations=BATCH_DURATIONS) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def batch_emu(batch_emulator: OpenRouterEmulator, monkeypatch: pytest.MonkeyPatch) -> OpenRouterEmulator:
+    """The module's emulator, clean, as ``openrouter_default`` (one HTTP retry, so faults stay fast)."""
+    batch_emulator.clear_faults()
+    batch_emulator.clear_requests()
+    batch_emulator.set_latency(0)
+    batch_emulator.set_credits(100)
+    batch_emulator.add_credits(0)  # releases a payment hold left by an earlier test
+    for name, value in batch_emulator.connection_env(max_retries=1).items():
+        monkeypatch.setenv(name, value)
+    return batch_emulator
+
+
+class FakeTaskInstance:
+    """What the operator reads from ``context["ti"]``: its identity, try number and XCom pushes."""
+
+    def __init__(self, run_id: str, task_id: str = "summarise", dag_id: str = "batch_unit") -> None:
+        self.dag_id, self.task_id, self.run_id, self.map_index = dag_id, task_id, run_id, -1
+        self.try_number = 1
+        self.xcoms: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[key] = value
+
+
+def task_context(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """A context of a task run unique to the calling test (its own results file and state record)."""
+    return {"ti": FakeTaskInstance(run_id=f"{request.node.name}")}
+
+
+def first_event(trigger: Any) -> dict[str, Any]:
+    return asyncio.run(anext(trigger.run())).payload
+
+
+def run_operator(operator: Any, context: dict[str, Any]) -> Any:
+    """execute(); when it defers, run the trigger to its event and resume with execute_complete()."""
+    try:
+        return operator.execute(context)
+    except TaskDeferred as deferred:
+        assert deferred.method_name == "execute_complete"
+        return operator.execute_complete(context, first_event(deferred.trigger))
+
+
+def read_rows(output_uri: str) -> dict[str, dict[str, Any]]:
+    """The rows of a local results file, by custom_id."""
+    lines = Path(output_uri.removeprefix("file://")).read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    by_id = {row["custom_id"]: row for row in rows}
+    assert len(by_id) == len(rows), "one row per item"
+    return by_id
+
+
+def batch_posts(emulator: OpenRouterEmulator) -> list[dict[str, Any]]:
+    return [r.body for r in emulator.requests_to("/batches", method="POST")]

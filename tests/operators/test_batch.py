@@ -1,0 +1,254 @@
+"""OpenRouterBatchOperator against the emulator, through the real hook: execute, the trigger's event,
+execute_complete -- the path a deferred task takes, without the cost of a DAG run."""
+
+# The emulator fixtures are imported from tests.batch.support (tests/operators/conftest.py belongs to
+# the chat operator's tests), so ruff sees every test argument as a redefinition.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
+from airflow.sdk.exceptions import TaskDeferred
+from pydantic import BaseModel
+
+from airflow_openrouter.batch.items import BatchInputError
+from airflow_openrouter.exceptions import OpenRouterBadRequestError, OpenRouterPaymentRequiredError
+from airflow_openrouter.operators.batch import OpenRouterBatchOperator
+from airflow_openrouter.prompts import PromptRenderError
+from tests.batch.support import (  # noqa: F401  (fixtures)
+    MODEL,
+    batch_emu,
+    batch_emulator,
+    batch_posts,
+    first_event,
+    read_rows,
+    run_operator,
+    task_context,
+)
+
+
+class Summary(BaseModel):
+    summary: str
+
+
+def docs(n: int) -> list[dict[str, Any]]:
+    return [{"id": f"doc-{i}", "text": f"Document {i} says hello."} for i in range(n)]
+
+
+def summarise(**kwargs: Any) -> OpenRouterBatchOperator:
+    options: dict[str, Any] = {
+        "task_id": "summarise",
+        "items": docs(6),
+        "prompt": "Summarise document {{ index }}: {{ item.text }}",
+        "model": MODEL,
+        "deferrable": True,
+        **kwargs,
+    }
+    return OpenRouterBatchOperator(**options)
+
+
+@pytest.fixture
+def context(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return task_context(request)
+
+
+# --- results and manifest --------------------------------------------------------------------------
+
+
+def test_rows_are_validated_and_the_manifest_is_small_and_complete(batch_emu, context):
+    manifest = run_operator(summarise(response_format=Summary, id_field="id"), context)
+
+    rows = read_rows(manifest["output_uri"])
+    assert set(rows) == {f"doc-{i}" for i in range(6)}
+    assert {r["status"] for r in rows.values()} == {"succeeded"}
+    assert all(Summary.model_validate(r["output"]) for r in rows.values())
+    assert rows["doc-4"]["index"] == 4 and rows["doc-4"]["usage"]["prompt_tokens"] > 0
+    assert manifest["counts"]["succeeded"] == 6 and manifest["total"] == 6
+    assert manifest["engine"] == "batch" and manifest["model"] == MODEL and manifest["provider"] == "OpenAI"
+    assert manifest["cost_usd"] > 0 and manifest["total_tokens"] > 0
+    assert len(manifest["batch_ids"]) == manifest["batch_count"] == 1
+    assert len(json.dumps(manifest)) < 2048
+    # The request is what the chat operator would send; the batch names the model once.
+    (post,) = batch_posts(batch_emu)
+    body = post["requests"][3]["body"]
+    assert post["model"] == MODEL and "model" not in body
+    assert body["messages"] == [{"role": "user", "content": "Summarise document 3: Document 3 says hello."}]
+    assert body["response_format"]["type"] == "json_schema"
+
+
+def test_item_text_is_data_and_never_rendered(batch_emu, context):
+    items = [{"text": "{{ var.value.secret }} {% if true %}x{% endif %}"}]
+    run_operator(summarise(items=items, prompt="{{ item.text }}"), context)
+
+    (post,) = batch_posts(batch_emu)
+    assert post["requests"][0]["body"]["messages"][0]["content"] == items[0]["text"]
+
+
+def test_partial_item_failures_within_max_failed_fraction_succeed(batch_emu, context):
+    batch_emu.batch_item_errors_next(custom_ids=["1", "4"])
+
+    manifest = run_operator(summarise(max_failed_fraction=0.5, deferrable=False), context)
+
+    rows = read_rows(manifest["output_uri"])
+    assert manifest["counts"]["failed"] == 2 and manifest["counts"]["succeeded"] == 4
+    assert rows["1"]["status"] == "failed" and rows["1"]["error"]
+
+
+def test_failures_beyond_max_failed_fraction_fail_after_writing_rows_and_manifest(batch_emu, context):
+    batch_emu.batch_item_errors_next(custom_ids=["2"])
+
+    with pytest.raises(AirflowFailException, match=r"1 of 6 items did not succeed \(1 failed\)"):
+        run_operator(summarise(), context)
+
+    manifest = context["ti"].xcoms["return_value"]
+    assert manifest["counts"]["failed"] == 1
+    assert len(read_rows(manifest["output_uri"])) == 6
+
+
+def test_invalid_structured_output_keeps_the_raw_text(batch_emu, context):
+    batch_emu.batch_invalid_output_next(custom_ids=["doc-2"])
+
+    manifest = run_operator(
+        summarise(response_format=Summary, id_field="id", max_failed_fraction=0.2), context
+    )
+
+    row = read_rows(manifest["output_uri"])["doc-2"]
+    assert row["status"] == "invalid_output"
+    assert isinstance(row["output"], str) and row["error"]
+    assert manifest["counts"]["invalid_output"] == 1
+
+
+@pytest.mark.parametrize(
+    ("outcome", "row_status"), [("expired", "expired"), ("failed", "failed"), ("cancelled", "cancelled")]
+)
+def test_a_batch_that_does_not_complete_fails_the_task_and_labels_every_row(
+    batch_emu, context, outcome, row_status
+):
+    batch_emu.batch_outcome_next(status=outcome, reason=f"provider said {outcome}")
+
+    with pytest.raises(AirflowFailException, match=f"batch\\(es\\) {outcome}: .*provider said {outcome}"):
+        run_operator(summarise(max_failed_fraction=1.0), context)
+
+    manifest = context["ti"].xcoms["return_value"]
+    assert manifest["status"] == outcome
+    rows = read_rows(manifest["output_uri"])
+    assert {r["status"] for r in rows.values()} == {row_status}
+
+
+# --- splitting and never paying twice --------------------------------------------------------------
+
+
+def test_more_than_5000_items_are_split_into_several_batches(batch_emu, context):
+    items = [{"n": i} for i in range(5_001)]
+
+    manifest = run_operator(summarise(items=items, prompt="Say {{ item.n }}", max_tokens=4), context)
+
+    assert [len(p["requests"]) for p in batch_posts(batch_emu)] == [5_000, 1]
+    assert manifest["batch_count"] == 2 and manifest["counts"]["succeeded"] == 5_001
+    assert read_rows(manifest["output_uri"])["5000"]["index"] == 5_000
+
+
+def test_a_retry_after_submission_re_attaches_without_a_second_post(batch_emu, context):
+    operator = summarise()
+    with pytest.raises(TaskDeferred) as first_try:
+        operator.execute(context)  # the worker dies while deferred: no execute_complete
+
+    context["ti"].try_number = 2
+    manifest = run_operator(summarise(), context)
+
+    assert len(batch_posts(batch_emu)) == 1
+    assert manifest["batch_ids"] == first_try.value.trigger.batch_ids
+    assert manifest["counts"]["succeeded"] == 6
+
+
+def test_changed_inputs_are_submitted_afresh(batch_emu, context, capsys):
+    run_operator(summarise(), context)
+    run_operator(summarise(prompt="Shorter: {{ item.text }}"), context)
+
+    assert len(batch_posts(batch_emu)) == 2
+    assert "The inputs changed since batch(es)" in capsys.readouterr().out
+
+
+def test_payment_required_then_a_retry_fetches_the_same_results_without_resubmitting(batch_emu, context):
+    batch_emu.batch_payment_required_until_credits()
+
+    with pytest.raises(
+        OpenRouterPaymentRequiredError, match=r"Add credits.*retry the task.*without submitting"
+    ):
+        run_operator(summarise(), context)
+
+    batch_emu.add_credits(10)
+    manifest = run_operator(summarise(), context)
+    assert manifest["counts"]["succeeded"] == 6
+    assert len(batch_posts(batch_emu)) == 1
+
+
+def test_wait_for_completion_false_returns_the_batch_ids(batch_emu, context):
+    result = summarise(wait_for_completion=False).execute(context)
+
+    assert len(batch_posts(batch_emu)) == 1
+    assert len(result["batch_ids"]) == 1 and result["batch_ids"][0].startswith("batch_")
+    assert result["total"] == 6 and result["model"] == MODEL
+
+
+def test_a_timeout_fails_naming_the_batches_and_a_retry_re_attaches(batch_emu, context):
+    operator = summarise(timeout=0)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context)
+    event = first_event(deferred.value.trigger)
+    assert event["status"] == "timeout"
+
+    with pytest.raises(Exception, match=r"keep running on OpenRouter.*Batch ids: batch_"):
+        operator.execute_complete(context, event)
+
+
+# --- bad input fails before anything is sent -------------------------------------------------------
+
+
+def test_empty_items_submit_nothing_and_return_a_zero_manifest(batch_emu, context):
+    manifest = run_operator(summarise(items=[]), context)
+
+    assert manifest["total"] == 0 and manifest["batch_count"] == 0 and manifest["cost_usd"] == 0
+    assert batch_posts(batch_emu) == []
+
+
+def test_a_template_error_names_the_item_and_line_before_submitting(batch_emu, context):
+    items = [{"text": "a"}, {"text": "b"}, {"txt": "c"}]
+    prompt = "Summarise:\n{{ item.text.upper() }}"
+
+    with pytest.raises(PromptRenderError, match=r"Item 2 \(custom_id '2'\).*line 2"):
+        run_operator(summarise(items=items, prompt=prompt), context)
+    assert batch_posts(batch_emu) == []
+
+
+@pytest.mark.parametrize(
+    ("items", "id_field", "message"),
+    [
+        ([{"text": "a"}, {"text": object()}], None, "Item 1 is not JSON-serialisable"),
+        ([{"id": "x"}, {"id": "y"}, {"id": "x"}], "id", "Items 0 and 2 have the same 'id'"),
+        ([{"id": "x"}, {}], "id", "Item 1 has no field 'id'"),
+        ([{"id": "x" * 65}], "id", "Item 0: 'id' is 65 characters long"),
+    ],
+)
+def test_bad_items_name_their_index(batch_emu, context, items, id_field, message):
+    with pytest.raises(BatchInputError, match=message):
+        run_operator(summarise(items=items, id_field=id_field), context)
+    assert batch_posts(batch_emu) == []
+
+
+def test_a_model_without_a_batch_variant_points_to_the_concurrent_engine(batch_emu, context):
+    with pytest.raises(OpenRouterBadRequestError, match="engine='concurrent'"):
+        run_operator(summarise(model="mistralai/mistral-7b-instruct:free"), context)
+
+
+def test_items_stream_from_a_jsonl_file(batch_emu, context, tmp_path):
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps(d) + "\n" for d in docs(3)))
+
+    manifest = run_operator(summarise(items=f"file://{source}", id_field="id"), context)
+
+    assert set(read_rows(manifest["output_uri"])) == {"doc-0", "doc-1", "doc-2"}
