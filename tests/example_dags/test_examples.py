@@ -1,0 +1,235 @@
+"""Every shipped example: it parses cleanly and cheaply, and a full run succeeds against the emulator.
+
+The runs use ``dag.test()`` (triggers run inline). Assertions are what a user of the example would look
+at: task states, the results file's rows, the manifest's counts, and what was actually sent to
+OpenRouter (from the emulator's request journal).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from airflow_openrouter.testing import OpenRouterEmulator
+from tests.conftest import EXAMPLE_DAGS, xcom_value
+
+EXAMPLES = {
+    "example_daily_digest.py": "example_openrouter_daily_digest",
+    "example_batch_extraction.py": "example_openrouter_batch_extraction",
+    "example_batch_sensor.py": "example_openrouter_batch_sensor",
+    "example_vision.py": "example_openrouter_vision",
+    "example_function_calling.py": "example_openrouter_function_calling",
+    "example_concurrent.py": "example_openrouter_concurrent",
+}
+INVOICES = sorted(p.stem for p in (EXAMPLE_DAGS / "data" / "invoices").glob("*.txt"))
+TICKETS = sorted(p.stem.removeprefix("ticket_") for p in (EXAMPLE_DAGS / "data" / "tickets").glob("*.md"))
+
+
+def load_example(file_name: str) -> ModuleType:
+    """Import an example file the way the DAG processor does (a fresh module per call)."""
+    path = EXAMPLE_DAGS / file_name
+    spec = importlib.util.spec_from_file_location(f"example_{path.stem}_under_test", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as Airflow's DagBag does
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_rows(uri: str) -> list[dict]:
+    from airflow.sdk import ObjectStoragePath
+
+    return [json.loads(line) for line in ObjectStoragePath(uri).read_text().splitlines()]
+
+
+@pytest.fixture
+def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenRouterEmulator]:
+    # A real clock with short phases: batches complete within about a second.
+    with OpenRouterEmulator(batch_durations=(0.2, 0.4, 0.1)) as emu:
+        for name, value in emu.connection_env().items():
+            monkeypatch.setenv(name, value)
+        yield emu
+
+
+# --- parsing ------------------------------------------------------------------------------------------
+
+
+def test_the_dag_processor_finds_exactly_the_examples_without_errors(airflow_db):
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow < 3.2
+        from airflow.models.dagbag import DagBag
+
+    bag = DagBag(dag_folder=EXAMPLE_DAGS, bundle_path=EXAMPLE_DAGS)  # load_examples is off in conftest
+
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == sorted(EXAMPLES.values())
+    # data/draw_chart.py, demo.py and the prompts are kept out of parsing by .airflowignore.
+    assert sorted(Path(stat.file).name for stat in bag.dagbag_stats) == sorted(EXAMPLES)
+    for dag_id in EXAMPLES.values():
+        dag = bag.get_dag(dag_id)
+        assert "example" in dag.tags and dag.description, dag_id
+        assert dag.doc_md is None or dag.doc_md.strip()
+
+
+# Imported by the provider's execute() paths only; a DAG file must not pull them in at parse time.
+HEAVY = (
+    "httpx",
+    "jsonschema",
+    "starlette",
+    "uvicorn",
+    "airflow_openrouter.hooks",
+    "airflow_openrouter._transport",
+    "airflow_openrouter.batch",
+    "airflow_openrouter.testing",
+    "airflow_openrouter.schemas",
+)
+
+
+@pytest.mark.parametrize("file_name", sorted(EXAMPLES))
+def test_parsing_an_example_imports_nothing_heavy(file_name):
+    """The DAG processor re-imports DAG files all the time: no HTTP client, hook or I/O at parse time."""
+    probe = (
+        "import runpy, sys, warnings\n"
+        "import airflow.sdk, pydantic\n"
+        "before = set(sys.modules)\n"
+        "warnings.simplefilter('error')\n"  # a warning at parse time is a bug in the example
+        f"runpy.run_path({str(EXAMPLE_DAGS / file_name)!r})\n"
+        f"print(sorted(m for m in set(sys.modules) - before if m.startswith({HEAVY!r})))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_no_example_prompt_uses_ds():
+    """``ds`` is undefined in runs triggered from the UI or API (no logical date)."""
+    sources = [*EXAMPLE_DAGS.glob("*.py"), *EXAMPLE_DAGS.glob("prompts/*.j2")]
+    offenders = [p.name for p in sources if "{{ ds" in p.read_text() or "{{ds" in p.read_text()]
+    assert offenders == []
+
+
+# --- runs ---------------------------------------------------------------------------------------------
+
+
+def test_daily_digest(airflow_db, emulator):
+    example = load_example("example_daily_digest.py")
+
+    dag_run = example.dag.test()
+
+    assert dag_run.state == "success"
+    digest = xcom_value(dag_run, "summarise")
+    example.DailyDigest.model_validate(digest)  # the downstream task got schema-valid data
+    assert xcom_value(dag_run, "publish_digest").startswith(f"*{digest['headline']}*")
+    (request,) = emulator.requests_to("/chat/completions", method="POST")
+    body = request.body
+    assert body["model"] == example.MODEL
+    assert body["response_format"]["type"] == "json_schema"
+    prompt = body["messages"][-1]["content"]
+    assert f"opened on {dag_run.run_after.strftime('%A %d %B %Y')} (16 in total)" in prompt
+    assert all(f"Ticket {ticket_id} |" in prompt for ticket_id in TICKETS)
+    usage = xcom_value(dag_run, "summarise", key="openrouter_usage")
+    assert usage["prompt_tokens"] > 0 and usage["cost"] > 0
+
+
+def test_batch_extraction_writes_one_validated_row_per_invoice(airflow_db, emulator):
+    example = load_example("example_batch_extraction.py")
+
+    dag_run = example.dag.test()
+
+    assert dag_run.state == "success"
+    manifest = xcom_value(dag_run, "extract_fields")
+    assert manifest["engine"] == "batch" and manifest["batch_count"] == 1
+    assert manifest["counts"]["succeeded"] == manifest["total"] == len(INVOICES) == 24
+    assert manifest["total_tokens"] > 0 and manifest["cost_usd"] > 0
+    rows = read_rows(manifest["output_uri"])
+    assert sorted(row["custom_id"] for row in rows) == INVOICES  # keyed by id_field
+    for row in rows:
+        assert INVOICES[row["index"]] == row["custom_id"]  # "index" is the item's position
+        assert row["status"] == "succeeded" and row["error"] is None
+        example.InvoiceFields.model_validate(row["output"])
+    # One Batch API submission holding every invoice, each prompt carrying its document.
+    (post,) = emulator.requests_to("/batches", method="POST")
+    requests = post.body["requests"]
+    assert len(requests) == 24 and emulator.requests_to("/chat/completions") == []
+    invoice_07 = (EXAMPLE_DAGS / "data" / "invoices" / "invoice_07.txt").read_text()
+    assert invoice_07 in requests[6]["body"]["messages"][-1]["content"]
+    report = xcom_value(dag_run, "report")
+    assert report["succeeded"] == 24
+    assert sum(report["totals_by_currency"].values()) == pytest.approx(
+        sum(r["output"]["total"] for r in rows)
+    )
+
+
+def test_batch_sensor_waits_then_the_results_are_collected(airflow_db, emulator):
+    example = load_example("example_batch_sensor.py")
+
+    dag_run = example.dag.test()
+
+    assert dag_run.state == "success"
+    submitted = xcom_value(dag_run, "submit_triage")
+    sensed = xcom_value(dag_run, "wait_for_triage")
+    assert sensed["batch_ids"] == submitted["batch_ids"] and len(submitted["batch_ids"]) == 1
+    assert sensed["batches"][0]["status"] == "completed" and sensed["batches"][0]["completed"] == 16
+    collected = xcom_value(dag_run, "collect_triage")
+    assert collected["counts"]["unreadable"] == 0 and sum(collected["counts"].values()) == 16
+    rows = read_rows(collected["results_file"])
+    assert sorted(row["ticket"] for row in rows) == TICKETS
+    for row in rows:
+        example.TicketTriage.model_validate(row["triage"])
+    assert len(emulator.requests_to("/batches", method="POST")) == 1
+
+
+def test_vision_sends_the_chart_inline_and_gets_a_structured_reading(airflow_db, emulator):
+    example = load_example("example_vision.py")
+
+    dag_run = example.dag.test()
+
+    assert dag_run.state == "success"
+    (request,) = emulator.requests_to("/chat/completions", method="POST")
+    text, image = request.body["messages"][-1]["content"]
+    assert text["type"] == "text" and "chart" in text["text"]
+    assert image["image_url"]["url"].startswith("data:image/png;base64,iVBORw0KGgo")
+    reading = example.ChartReading.model_validate(xcom_value(dag_run, "read_chart"))
+    compared = xcom_value(dag_run, "compare_quarters")
+    assert compared["values"] == {bar.label: bar.value for bar in reading.bars}
+
+
+def test_function_calling_hands_the_tool_call_downstream(airflow_db, emulator):
+    example = load_example("example_function_calling.py")
+
+    dag_run = example.dag.test()
+
+    assert dag_run.state == "success"
+    (request,) = emulator.requests_to("/chat/completions", method="POST")
+    assert [t["function"]["name"] for t in request.body["tools"]] == ["issue_refund", "escalate"]
+    assert request.body["tool_choice"] == "required"
+    (call,) = xcom_value(dag_run, "decide")
+    assert call["name"] in ("issue_refund", "escalate") and isinstance(call["arguments"], dict)
+    (ran,) = xcom_value(dag_run, "run_tool_calls")
+    assert ran["call_id"] == call["id"] and ran["tool"] == call["name"]
+
+
+def test_concurrent_engine_answers_every_invoice_without_the_batch_api(airflow_db, emulator):
+    example = load_example("example_concurrent.py")
+
+    dag_run = example.dag.test()
+
+    assert dag_run.state == "success"
+    manifest = xcom_value(dag_run, "extract_fields")
+    assert manifest["engine"] == "concurrent" and manifest["batch_ids"] == []
+    assert manifest["counts"]["succeeded"] == 24
+    assert 0 < manifest["cost_usd"] <= 0.05  # under the example's cost cap
+    rows = read_rows(manifest["output_uri"])
+    assert sorted(row["custom_id"] for row in rows) == INVOICES
+    assert emulator.requests_to("/batches") == []
+    assert len(emulator.requests_to("/chat/completions", method="POST")) == 24
+    assert xcom_value(dag_run, "report")["succeeded"] == 24
