@@ -11,8 +11,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator
+
+try:
+    from airflow.sdk import conf
+except ImportError:  # Airflow < 3.2; already imported by airflow.sdk, so free
+    from airflow.configuration import conf  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     import jinja2

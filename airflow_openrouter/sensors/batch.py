@@ -12,8 +12,12 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+try:
+    from airflow.sdk import conf
+except ImportError:  # Airflow < 3.2; already imported by airflow.sdk, so free
+    from airflow.configuration import conf  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -11,8 +11,7 @@ import json
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowFailException
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 from pydantic import BaseModel
 
 from airflow_openrouter.batch.items import BatchInputError

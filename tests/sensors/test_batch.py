@@ -12,8 +12,8 @@ from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
+    TaskDeferred,
 )
-from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_openrouter.hooks.openrouter import OpenRouterHook
 from airflow_openrouter.sensors.batch import OpenRouterBatchSensor
