@@ -17,7 +17,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 try:
     from airflow.sdk import conf
 except ImportError:  # Airflow < 3.2; already imported by airflow.sdk, so free
-    from airflow.configuration import conf  # type: ignore[no-redef]
+    from airflow.configuration import conf  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
