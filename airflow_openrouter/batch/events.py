@@ -185,4 +185,11 @@ class BatchEvent:
         return any(b.get("payment_required") for b in self.batches)
 
     def status_of(self, batch_id: str) -> str:
-        return next((b["status"] for b in self.batches if b["id"] == batch_id), "unknown")
+        return self._batch(batch_id).get("status", "unknown")
+
+    def error_of(self, batch_id: str) -> str | None:
+        """OpenRouter's reason for how the batch ended, when it gave one."""
+        return self._batch(batch_id).get("error")
+
+    def _batch(self, batch_id: str) -> dict[str, Any]:
+        return next((b for b in self.batches if b.get("id") == batch_id), {})

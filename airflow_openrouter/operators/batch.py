@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from airflow_openrouter.batch.events import BatchEvent
     from airflow_openrouter.batch.items import RequestBuilder
     from airflow_openrouter.batch.results import ResultsWriter
-    from airflow_openrouter.batch.state import BatchRecord
+    from airflow_openrouter.batch.state import BatchRecord, RecordStore
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_openrouter.schemas import OutputSpec
 
@@ -267,6 +267,7 @@ class OpenRouterBatchOperator(BaseOperator):
         from airflow_openrouter.batch.events import BatchEvent
         from airflow_openrouter.batch.items import index_custom_ids
         from airflow_openrouter.batch.results import ResultsWriter, build_manifest
+        from airflow_openrouter.exceptions import OpenRouterError
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
 
         record = self._record_store(context).load()
@@ -278,8 +279,6 @@ class OpenRouterBatchOperator(BaseOperator):
         event = BatchEvent.parse(payload, batch_ids=record.batch_ids)
         if event.status in ("timeout", "error"):
             # The batches still run (or may): fail this try, and let a retry re-attach and wait again.
-            from airflow_openrouter.exceptions import OpenRouterError
-
             raise OpenRouterError(f"{event.reason} Batch ids: {', '.join(record.batch_ids)}.")
         results_file = self._results_file(context)
         spec = self._output_spec()
@@ -482,7 +481,7 @@ class OpenRouterBatchOperator(BaseOperator):
             raise ValueError("No output_path: pass output_path=... or set [openrouter] results_path.")
         return TaskRunIdentity.from_context(context).results_file(str(output_path))
 
-    def _record_store(self, context: Context) -> Any:
+    def _record_store(self, context: Context) -> RecordStore:
         from airflow_openrouter.batch.state import TaskRunIdentity, record_store
 
         return record_store(context, TaskRunIdentity.from_context(context), self._results_file(context))
@@ -523,9 +522,7 @@ def _unfinished_outcome(record: BatchRecord, event: BatchEvent, index: int) -> t
         return "missing", f"Batch {batch.id} completed without a result for this item."
     if status in ("expired", "cancelled"):
         return status, f"Batch {batch.id} was {status} before this item was processed."
-    return "failed", f"Batch {batch.id} {status}: " + next(
-        (b.get("error") or "no reason given" for b in event.batches if b["id"] == batch.id), "no reason given"
-    )
+    return "failed", f"Batch {batch.id} {status}: {event.error_of(batch.id) or 'no reason given'}."
 
 
 def _failure(message: str) -> Exception:

@@ -1,0 +1,57 @@
+"""The pure parts of the batch engine: splitting the spooled requests, fingerprints, the run identity."""
+
+from __future__ import annotations
+
+import json
+
+from airflow_openrouter.batch.items import ItemRequest
+from airflow_openrouter.batch.state import BatchRecord, ObjectStorageRecord, SubmittedBatch, TaskRunIdentity
+from airflow_openrouter.batch.submit import _ENVELOPE_BYTES, RequestSpool
+
+
+def requests(n: int, text: str = "x") -> list[ItemRequest]:
+    return [ItemRequest(i, str(i), {"messages": [{"role": "user", "content": text}]}) for i in range(n)]
+
+
+def test_chunks_respect_the_request_count_and_the_byte_budget():
+    line_bytes = len(json.dumps(requests(1)[0].line(), separators=(",", ":")).encode()) + 1
+    max_bytes = _ENVELOPE_BYTES + 3 * line_bytes  # room for three lines per batch
+
+    with RequestSpool(requests(10), fingerprint_of={}, max_requests=4, max_bytes=max_bytes) as by_bytes:
+        assert [c.count for c in by_bytes.chunks] == [3, 3, 3, 1]
+        assert [line["custom_id"] for line in by_bytes.read(by_bytes.chunks[1])] == ["3", "4", "5"]
+    with RequestSpool(requests(10), fingerprint_of={}, max_requests=4) as by_count:
+        assert [(c.first_index, c.count) for c in by_count.chunks] == [(0, 4), (4, 4), (8, 2)]
+        assert [line["custom_id"] for line in by_count] == [str(i) for i in range(10)]
+
+
+def test_the_fingerprint_covers_what_is_sent_and_nothing_else():
+    def fingerprint(items: list[ItemRequest], model: str = "m") -> str:
+        with RequestSpool(items, fingerprint_of={"model": model}) as spool:
+            return spool.fingerprint
+
+    assert fingerprint(requests(3)) == fingerprint(requests(3))
+    assert fingerprint(requests(3)) != fingerprint(requests(3, text="y"))
+    assert fingerprint(requests(3)) != fingerprint(requests(3), model="other")
+
+
+def test_the_identity_of_a_task_run_ignores_the_try_number_and_names_a_readable_file():
+    identity = TaskRunIdentity("etl", "summarise", "manual__2026-01-01T00:00:00+00:00", map_index=3)
+
+    assert identity == TaskRunIdentity("etl", "summarise", "manual__2026-01-01T00:00:00+00:00", 3)
+    assert identity.key != TaskRunIdentity("etl", "summarise", "manual__2026-01-01T00:00:00+00:00", 4).key
+    path = identity.results_file("file:///data/out")
+    assert str(path) == "file:///data/out/etl/summarise/manual__2026-01-01T00_00_00_00_00.3.jsonl"
+    assert str(identity.results_file("file:///data/mine.jsonl")) == "file:///data/mine.jsonl"
+
+
+def test_a_record_beside_the_results_survives_a_round_trip(tmp_path):
+    from airflow.sdk import ObjectStoragePath
+
+    store = ObjectStorageRecord(ObjectStoragePath(f"file://{tmp_path}/_state/key.json"))
+    assert store.load() is None
+    record = BatchRecord("f" * 64, "m", 7, [SubmittedBatch("batch_1", 0, 7, created_at=1, expires_at=None)])
+
+    store.save(record)
+
+    assert store.load() == record
