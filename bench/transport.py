@@ -1,0 +1,153 @@
+"""2. Transport overhead: sequential small chat completions through ``OpenRouterHook.chat_completion``
+against raw ``httpx.Client.post(...).json()``, on the same zero-latency emulator, interleaved call by
+call in one process so that drift hits both alike. Under ``--peers`` the ``openai`` and ``openrouter`` SDKs
+are measured the same way, against their own raw baseline, in the peers' virtualenv.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench._common import EmulatorProcess, Goal, Row, connection_env, median, ratio, run_worker, unavailable
+
+BENCHMARK = "transport"
+GOAL = Goal("ratio", "<=", 1.15, "hook/raw <= 1.15")
+MODEL = "openai/gpt-4-1106-preview"
+BODY: dict[str, Any] = {
+    "model": MODEL,
+    "messages": [{"role": "user", "content": "Say hi."}],
+    "max_tokens": 16,
+}
+WARM_UP = 20
+
+Call = Callable[[], Any]
+
+
+# --- the clients: each factory returns a function making one call --------------------------------
+
+
+def raw_httpx(base_url: str, api_key: str) -> Call:
+    import httpx
+
+    client = httpx.Client(base_url=base_url + "/", headers={"Authorization": f"Bearer {api_key}"})
+    return lambda: client.post("chat/completions", json=BODY).json()
+
+
+def hook(base_url: str, api_key: str) -> Call:
+    os.environ.update(connection_env(base_url, api_key))
+    from airflow_openrouter.hooks.openrouter import OpenRouterHook
+
+    client = OpenRouterHook()
+    return lambda: client.chat_completion(**BODY)
+
+
+def openai_sdk(base_url: str, api_key: str) -> Call:
+    import openai
+
+    client = openai.OpenAI(base_url=base_url, api_key=api_key)
+    return lambda: client.chat.completions.create(**BODY)
+
+
+def openrouter_sdk(base_url: str, api_key: str) -> Call:
+    from openrouter import OpenRouter
+
+    client = OpenRouter(api_key=api_key, server_url=base_url)
+    return lambda: client.chat.send(**BODY)
+
+
+CLIENTS: dict[str, Callable[[str, str], Call]] = {
+    "raw": raw_httpx,
+    "hook": hook,
+    "openai": openai_sdk,
+    "openrouter": openrouter_sdk,
+}
+
+
+def measure_transport(base_url: str, api_key: str, calls: int, clients: list[str]) -> dict[str, Any]:
+    """Worker: wall time (median) and CPU time (mean) per call of each client.
+
+    The clients take turns call by call, in an order rotated every call, so that the bursts of other
+    work on a shared machine land on all of them alike. Clients that cannot be set up are returned
+    under ``errors`` and the others are still measured.
+    """
+    callers: dict[str, Call] = {}
+    errors: dict[str, str] = {}
+    for name in clients:
+        try:
+            callers[name] = CLIENTS[name](base_url, api_key)
+            for _ in range(WARM_UP):
+                callers[name]()
+        except Exception as exc:  # a peer SDK missing or incompatible: report it, measure the rest
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    names = list(callers)
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu = dict.fromkeys(names, 0.0)
+    for i in range(calls):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            call = callers[name]
+            started, started_cpu = time.perf_counter(), time.process_time()
+            call()
+            wall[name].append(time.perf_counter() - started)
+            cpu[name] += time.process_time() - started_cpu
+    return {
+        "wall_per_call": {name: median(wall[name]) for name in names},
+        "cpu_per_call": {name: cpu[name] / calls for name in names},
+        "errors": errors,
+    }
+
+
+def _rows(result: dict[str, Any], contenders: dict[str, str], goal: Goal | None, calls: int) -> list[Row]:
+    wall, cpu = result["wall_per_call"], result["cpu_per_call"]
+    rows = []
+    for client, label in contenders.items():
+        name = f"transport: {label} / raw httpx"
+        if client not in wall or "raw" not in wall:
+            reason = result["errors"].get(client) or result["errors"].get("raw", "not measured")
+            rows.append(unavailable(BENCHMARK, name, "µs/call", reason, goal))
+            continue
+        figure, baseline = wall[client] * 1e6, wall["raw"] * 1e6
+        cpu_ratio = cpu[client] / cpu["raw"]
+        rows.append(
+            Row(
+                BENCHMARK,
+                name,
+                "µs/call",
+                figure,
+                baseline=baseline,
+                baseline_label="raw httpx",
+                ratio=ratio(figure, baseline),
+                goal=goal,
+                note=(
+                    f"median wall time of {calls} calls each; client CPU per call "
+                    f"{cpu[client] * 1e6:,.0f} µs vs {cpu['raw'] * 1e6:,.0f} µs raw ({cpu_ratio:.2f}x)"
+                ),
+                details={
+                    "calls_each": calls,
+                    "cpu_per_call_s": cpu[client],
+                    "raw_cpu_per_call_s": cpu["raw"],
+                },
+            )
+        )
+    return rows
+
+
+def run(*, quick: bool, peers_python: Path | None = None) -> list[Row]:
+    calls = 20 if quick else 2000
+    rows = []
+    with EmulatorProcess(latency_ms=0) as emulator:
+        ours = run_worker(measure_transport, **emulator.endpoint, calls=calls, clients=["raw", "hook"])
+        rows += _rows(ours, {"hook": "OpenRouterHook"}, GOAL, calls)
+        if peers_python is not None:
+            peers = run_worker(
+                measure_transport,
+                python=peers_python,
+                **emulator.endpoint,
+                calls=calls,
+                clients=["raw", "openai", "openrouter"],
+            )
+            rows += _rows(peers, {"openai": "openai SDK", "openrouter": "openrouter SDK"}, None, calls)
+    return rows
