@@ -261,7 +261,8 @@ class AirflowStack:
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": "4",
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                # Paused until a test unpauses it: the scheduled examples must not run by themselves.
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
                 # Workers reach the Execution API over HTTP; it must point at the port we chose.
@@ -277,7 +278,7 @@ class AirflowStack:
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3",
                 "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
                 "AIRFLOW__OPENROUTER__RESULTS_PATH": f"file://{self.results_dir}",
-                "AIRFLOW__OPENROUTER__POLL_INTERVAL": "1",
+                "AIRFLOW__OPENROUTER__POLL_INTERVAL": "2",
             }
         )
         for name, base_url in self.emulators.items():
@@ -343,6 +344,11 @@ class AirflowStack:
 
         return self.wait_until(parsed, timeout, f"DAG {dag_id!r} to be parsed", every=1)
 
+    def unpause(self, dag_id: str) -> None:
+        resp = self.api.patch(f"/dags/{dag_id}", json={"is_paused": False})
+        if resp.status_code >= 400:
+            raise StackError(f"unpausing {dag_id} failed: {resp.status_code} {resp.text}")
+
     # -- REST API v2 ---------------------------------------------------------------------------------
 
     @property
@@ -363,7 +369,8 @@ class AirflowStack:
         return self._client
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        """Trigger a run as the UI does: ``logical_date`` None, so ``ds`` is undefined in templates."""
+        """Unpause the DAG and trigger a run as the UI does: ``logical_date`` None (no ``ds``)."""
+        self.unpause(dag_id)
         resp = self.api.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
         if resp.status_code >= 400:
             raise StackError(f"triggering {dag_id} failed: {resp.status_code} {resp.text}")
@@ -383,6 +390,19 @@ class AirflowStack:
         resp = self.api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
         resp.raise_for_status()
         return {ti["task_id"]: ti for ti in resp.json()["task_instances"]}
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        resp = self.api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
+        resp.raise_for_status()
+        return resp.json()["value"]
+
+    def emulator_get(self, name: str, path: str) -> dict[str, Any]:
+        """GET from an emulator's API, as the deployment's connection would."""
+        resp = httpx.get(
+            f"{self.emulators[name]}{path}", headers={"Authorization": "Bearer sk-or-e2e-key"}, timeout=10
+        )
+        resp.raise_for_status()
+        return resp.json()
 
     def set_task_state(self, dag_id: str, run_id: str, task_id: str, new_state: str) -> None:
         """What "Mark failed/success" in the UI sends."""
@@ -410,7 +430,13 @@ class AirflowStack:
 
         def finished() -> dict[str, Any] | None:
             run = self.dag_run(dag_id, run_id)
-            return run if run["state"] in ("success", "failed") else None
+            if run["state"] in ("success", "failed"):
+                return run
+            # Fail fast instead of sitting out a retry_delay: a retry already means something broke.
+            states = {t: ti["state"] for t, ti in self.task_instances(dag_id, run_id).items()}
+            if {"up_for_retry", "failed"} & set(states.values()):
+                raise StackError(f"run {run_id} of {dag_id} has a failed try: {states}")
+            return None
 
         run = self.wait_until(finished, timeout, f"run {run_id} of {dag_id} to finish", every=1)
         run["task_states"] = {t: ti["state"] for t, ti in self.task_instances(dag_id, run_id).items()}
