@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
+from airflow.sdk import BaseHook
 
 from airflow_openrouter import DEFAULT_BASE_URL
+from airflow_openrouter._compat import AirflowNotFoundException, get_connection_async, mask_secret_async
 from airflow_openrouter._streaming import AsyncChatStream, ChatStream
 from airflow_openrouter._transport import (
     AsyncTransport,
@@ -125,18 +126,13 @@ class OpenRouterHook(BaseHook):
     async def asettings(self) -> ClientSettings:
         """The connection, resolved once per hook without blocking the event loop."""
         if self._settings is None:
-            from airflow.providers.common.compat.connection import (
-                get_async_connection,
-                get_async_extra_dejson,
-            )
-
+            conn: Connection | None
             try:
-                conn: Connection | None = await get_async_connection(self.openrouter_conn_id, self)
+                conn, extra = await get_connection_async(self, self.openrouter_conn_id)
             except AirflowNotFoundException:
-                conn = None
-            extra = await get_async_extra_dejson(conn) if conn else {}
+                conn, extra = None, {}
             settings = self._settings_from(conn, extra)
-            await _amask_secret(settings.api_key)
+            await mask_secret_async(settings.api_key)
             self._settings = settings
         return self._settings
 
@@ -552,12 +548,3 @@ def _extra(extra: Mapping[str, Any], name: str, kind: type, default: Any, conn_i
         raise OpenRouterError(
             f"Connection {conn_id!r}: extra field {name!r} must be a {kind.__name__}, got {value!r}."
         ) from None
-
-
-async def _amask_secret(secret: str) -> None:
-    import airflow.sdk.log as sdk_log
-
-    if hasattr(sdk_log, "amask_secret"):
-        await sdk_log.amask_secret(secret)
-    else:  # Airflow < 3.2: the sync call may talk to the supervisor, so keep it off the loop.
-        await asyncio.to_thread(sdk_log.mask_secret, secret)

@@ -526,6 +526,6 @@ def _unfinished_outcome(record: BatchRecord, event: BatchEvent, index: int) -> t
 
 
 def _failure(message: str) -> Exception:
-    from airflow.providers.common.compat.sdk import AirflowFailException
+    from airflow_openrouter._compat import AirflowFailException
 
     return AirflowFailException(message)

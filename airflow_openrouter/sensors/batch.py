@@ -86,7 +86,7 @@ class OpenRouterBatchSensor(BaseSensorOperator):
 
     def _poke_honouring_soft_fail(self, context: Context) -> bool | PokeReturnValue:
         # BaseSensorOperator.execute applies soft_fail to a failing poke; this path bypasses it.
-        from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException
+        from airflow_openrouter._compat import AirflowFailException, AirflowSkipException
 
         try:
             return self.poke(context)
@@ -119,8 +119,7 @@ class OpenRouterBatchSensor(BaseSensorOperator):
 
     def _conclude(self, payload: Any) -> dict[str, Any]:
         """The XCom value of completed batches; raises for anything else."""
-        from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSensorTimeout
-
+        from airflow_openrouter._compat import AirflowFailException, AirflowSensorTimeout
         from airflow_openrouter.batch.events import BatchEvent
 
         event = BatchEvent.parse(payload, batch_ids=self._ids())

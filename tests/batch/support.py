@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import TaskDeferred
 
+from airflow_openrouter._compat import TaskDeferred
 from airflow_openrouter.testing import OpenRouterEmulator
 
 MODEL = "openai/gpt-4o-mini"

@@ -11,9 +11,9 @@ import json
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 from pydantic import BaseModel
 
+from airflow_openrouter._compat import AirflowFailException, TaskDeferred
 from airflow_openrouter.batch.items import BatchInputError
 from airflow_openrouter.exceptions import OpenRouterBadRequestError, OpenRouterPaymentRequiredError
 from airflow_openrouter.operators.batch import OpenRouterBatchOperator

@@ -8,13 +8,13 @@ import time
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import (
+
+from airflow_openrouter._compat import (
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
     TaskDeferred,
 )
-
 from airflow_openrouter.hooks.openrouter import OpenRouterHook
 from airflow_openrouter.sensors.batch import OpenRouterBatchSensor
 from tests.batch.support import MODEL, FakeTaskInstance, first_event
