@@ -23,7 +23,7 @@ This is the DAG ``make demo`` runs.
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from airflow.sdk import DAG, ObjectStoragePath, task
+from airflow.sdk import DAG, ObjectStoragePath, Param, task
 from pydantic import BaseModel, Field
 
 from airflow_openrouter.operators.batch import OpenRouterBatchOperator
@@ -55,20 +55,27 @@ with DAG(
     # Retries are safe here: the batch operator re-attaches to the batch it submitted.
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
     tags=["openrouter", "example", "batch"],
+    # Trigger with {"max_documents": 3} for a cheap trial run on a real key.
+    params={
+        "max_documents": Param(
+            None, type=["null", "integer"], minimum=1, description="Process only the first N"
+        )
+    },
 ) as dag:
 
     @task
-    def list_invoices() -> list[dict]:
+    def list_invoices(params=None) -> list[dict]:
         """One item per document. Items travel through XCom, so keep them small.
 
         For thousands of documents, write the items to a JSONL file on object storage instead and pass
         its URI as ``items=``: the operator streams it.
         """
         folder = ObjectStoragePath(INVOICES)
+        documents = sorted((p for p in folder.iterdir() if p.name.endswith(".txt")), key=lambda p: p.name)
+        limit = params["max_documents"]
         return [
             {"id": path.stem, "file": path.name, "text": path.read_text(encoding="utf-8")}
-            for path in sorted(folder.iterdir(), key=lambda p: p.name)
-            if path.name.endswith(".txt")
+            for path in documents[:limit]
         ]
 
     extract_fields = OpenRouterBatchOperator(
