@@ -21,7 +21,7 @@ from airflow_openrouter._transport import (
     in_band_error,
     log_answer,
 )
-from airflow_openrouter.exceptions import OpenRouterConnectionError
+from airflow_openrouter.exceptions import OpenRouterConnectionError, OpenRouterServerError
 from airflow_openrouter.types import ChatCompletion, ChatCompletionChunk, Choice, Message, ToolCall, Usage
 
 DONE = object()
@@ -79,7 +79,9 @@ class StreamAccumulator:
         chunk = ChatCompletionChunk.model_validate(payload)
         self.first = self.first or chunk
         if chunk.error is not None:
-            raise in_band_error(chunk.error.model_dump(), self.conn_id, chunk.id or None)
+            # Tokens streamed before the error were generated and billed: a retry would pay again.
+            billed = bool(self.content or self.tool_calls)
+            raise in_band_error(chunk.error.model_dump(), self.conn_id, chunk.id or None, billed=billed)
         for choice in chunk.choices:
             delta = choice.delta
             if delta.content:
@@ -150,21 +152,31 @@ class _BaseStream:
         return first.id if first else None
 
     def _on_line(self, line: str) -> ChatCompletionChunk | None:
-        payload = self._decoder.feed(line)
-        if payload is None:
-            return None
-        if payload is DONE:
-            self._accumulator.done = True
-            log_answer(self._call, self._response.status_code, self._started, self.completion())
-            return None
-        return self._accumulator.add(payload)
+        try:
+            payload = self._decoder.feed(line)
+            if payload is None:
+                return None
+            if payload is DONE:
+                self._accumulator.done = True
+                log_answer(self._call, self._response.status_code, self._started, self.completion())
+                return None
+            return self._accumulator.add(payload)
+        except ValueError:  # not JSON, or not a chunk (pydantic's ValidationError is a ValueError)
+            raise OpenRouterServerError(
+                f"The stream from {self._settings.base_url} sent an event that is not a chat chunk "
+                f"(generation {self.generation_id or 'unknown'}).",
+                generation_id=self.generation_id,
+            ) from None
 
     def _on_end(self) -> None:
-        if not self._accumulator.done and not self._closed.is_set():
-            raise OpenRouterConnectionError(
-                f"The stream from {self._settings.base_url} ended before [DONE] "
-                f"(generation {self.generation_id or 'unknown'}); the answer is incomplete."
-            )
+        if self._accumulator.done:
+            return
+        if self._closed.is_set():
+            raise OpenRouterConnectionError("The stream was closed by the client; the answer is incomplete.")
+        raise OpenRouterConnectionError(
+            f"The stream from {self._settings.base_url} ended before [DONE] "
+            f"(generation {self.generation_id or 'unknown'}); the answer is incomplete."
+        )
 
     def _on_transport_error(self, exc: httpx.TransportError) -> Exception:
         if self._closed.is_set():

@@ -8,10 +8,14 @@ wait before trying again, what to log) lives in plain functions and objects used
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
+import functools
 import json
 import logging
+import os
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,7 +38,7 @@ from airflow_openrouter.exceptions import (
     OpenRouterServerError,
     OpenRouterTimeoutError,
 )
-from airflow_openrouter.types import Usage
+from airflow_openrouter.types import ChatCompletion, Usage
 
 log = logging.getLogger("airflow_openrouter.transport")
 
@@ -77,8 +81,12 @@ class ClientSettings:
         return httpx.Timeout(self.timeout, connect=self.connect_timeout, pool=self.timeout)
 
 
-# Enough keep-alive connections for the concurrent engine's default concurrency to reuse sockets.
-POOL_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=128)
+# The sync client serves one task at a time; a few kept-alive connections are plenty.
+SYNC_POOL_LIMITS = httpx.Limits(max_connections=32, max_keepalive_connections=8)
+# The async client: 8 pools x 16 connections, enough for the concurrent engine (see ShardedPoolTransport).
+ASYNC_POOL_SHARDS = 8
+ASYNC_CONNECTIONS_PER_SHARD = 16
+_PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")
 
 
 # --- one API call ----------------------------------------------------------------------------------
@@ -140,10 +148,16 @@ def api_error(
     metadata: Mapping[str, Any] | None = None,
     generation_id: str | None = None,
     retry_after: float | None = None,
+    billed: bool = False,
 ) -> OpenRouterAPIError:
     """The typed error for an OpenRouter error, with a message that says what to change."""
     kind = status if isinstance(status, int) else (code if isinstance(code, int) else None)
-    cls = _ERROR_CLASSES.get(kind or 0, OpenRouterServerError if (kind or 500) >= 408 else OpenRouterAPIError)
+    if kind in _ERROR_CLASSES:
+        cls = _ERROR_CLASSES[kind]
+    elif kind is None or kind == 408 or kind >= 500:
+        cls = OpenRouterServerError
+    else:
+        cls = OpenRouterAPIError
     metadata = dict(metadata or {})
     hint = _hint(cls, conn_id, metadata)
     where = f" (provider {metadata['provider_name']})" if metadata.get("provider_name") else ""
@@ -157,6 +171,7 @@ def api_error(
         metadata=metadata,
         generation_id=generation_id,
         retry_after=retry_after,
+        billed=billed,
     )
 
 
@@ -196,8 +211,13 @@ def error_from_response(response: httpx.Response, conn_id: str) -> OpenRouterAPI
     )
 
 
-def in_band_error(error: Mapping[str, Any], conn_id: str, generation_id: str | None) -> OpenRouterAPIError:
-    """The typed error for an ``error`` object inside a 200 body or an SSE chunk."""
+def in_band_error(
+    error: Mapping[str, Any], conn_id: str, generation_id: str | None, *, billed: bool = False
+) -> OpenRouterAPIError:
+    """The typed error for an ``error`` object inside a 200 body or an SSE chunk.
+
+    ``billed``: output was already generated (and charged) before the error, so a retry would pay again.
+    """
     code = error.get("code")
     status = code if isinstance(code, int) else 502
     return api_error(
@@ -207,6 +227,7 @@ def in_band_error(error: Mapping[str, Any], conn_id: str, generation_id: str | N
         code=code,
         metadata=error.get("metadata") if isinstance(error.get("metadata"), dict) else None,
         generation_id=generation_id,
+        billed=billed,
     )
 
 
@@ -217,11 +238,16 @@ def error_from_transport(
     # Connect failures happen before a byte of the request is sent: safe to retry even a batch creation.
     sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
     if isinstance(exc, httpx.TimeoutException):
-        which = "connect" if isinstance(exc, httpx.ConnectTimeout) else "read"
-        limit = settings.connect_timeout if which == "connect" else settings.timeout
+        if isinstance(exc, httpx.ConnectTimeout):
+            which, limit, setting = "connect", settings.connect_timeout, "connect_timeout"
+        elif isinstance(exc, httpx.PoolTimeout):
+            which, limit, setting = "connection pool", settings.timeout, "timeout"
+        else:
+            which = "write" if isinstance(exc, httpx.WriteTimeout) else "read"
+            limit, setting = settings.timeout, "timeout"
         return OpenRouterTimeoutError(
-            f"{target} hit the {which} timeout ({limit:g} s). Raise 'timeout' / 'connect_timeout' "
-            f"on connection {settings.conn_id!r} if the model needs longer.",
+            f"{target} hit the {which} timeout ({limit:g} s). Raise {setting!r} on connection "
+            f"{settings.conn_id!r} if the model needs longer.",
             request_sent=sent,
         )
     return OpenRouterConnectionError(
@@ -241,6 +267,7 @@ def decode_json(response: httpx.Response, conn_id: str) -> Any:
             status=response.status_code,
             generation_id=response.headers.get("x-generation-id"),
         ) from None
+    # A batch object also has an "error" field (why it failed) next to its "status": that is data.
     if isinstance(data, dict) and isinstance(data.get("error"), dict) and "status" not in data:
         raise in_band_error(data["error"], conn_id, data.get("id") or response.headers.get("x-generation-id"))
     return data
@@ -264,8 +291,14 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if value.strip() else None
-        return None if when is None else max(0.0, when.timestamp() - time.time())
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None  # unreadable: fall back to our own backoff
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - time.time())
 
 
 # --- retries ---------------------------------------------------------------------------------------
@@ -291,7 +324,7 @@ class RetryPolicy:
     def should_retry(self, error: OpenRouterError, *, idempotent: bool) -> bool:
         if isinstance(error, OpenRouterConnectionError):
             return idempotent or not error.request_sent
-        if not isinstance(error, OpenRouterAPIError):
+        if not isinstance(error, OpenRouterAPIError) or error.billed:
             return False
         status = error.status
         if not idempotent:
@@ -327,7 +360,7 @@ def log_answer(call: Call[Any], status: int, started: float, result: Any) -> Non
     model = getattr(result, "model", None) or call.model
     if model:
         parts.append(f"model={model}")
-    if getattr(result, "object", None) in ("chat.completion", None) and getattr(result, "id", None):
+    if isinstance(result, ChatCompletion) and result.id:
         parts.append(f"generation={result.id}")
     usage = getattr(result, "usage", None)
     if isinstance(usage, Usage):
@@ -347,6 +380,33 @@ def _log_retry(call: Call[Any], error: OpenRouterError, retry_number: int, wait:
     )
 
 
+def _finish(call: Call[T], response: httpx.Response, started: float, conn_id: str) -> T:
+    """Turn a received (non-streamed) answer into the call's result, or into a typed error."""
+    if response.is_error:
+        raise error_from_response(response, conn_id)
+    data = decode_json(response, conn_id)
+    try:
+        result = call.parse(data)
+    except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise OpenRouterServerError(
+            f"OpenRouter's answer to {call.method} {call.path} has an unexpected shape "
+            f"({type(exc).__name__}: {_excerpt(str(exc))})",
+            status=response.status_code,
+        ) from None
+    log_answer(call, response.status_code, started, result)
+    return result
+
+
+def _uses_proxy() -> bool:
+    return any(os.environ.get(name) or os.environ.get(name.upper()) for name in _PROXY_VARIABLES)
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One CA bundle per process: loading it costs ~35 ms, too much to repeat per client on an event loop."""
+    return httpx.create_ssl_context()
+
+
 class SyncTransport:
     """Pooled ``httpx.Client`` plus the retry loop, for workers."""
 
@@ -362,7 +422,8 @@ class SyncTransport:
             base_url=settings.base_url.rstrip("/") + "/",
             headers=settings.headers(),
             timeout=settings.httpx_timeout(),
-            limits=POOL_LIMITS,
+            limits=SYNC_POOL_LIMITS,
+            verify=_ssl_context(),
             transport=transport,
         )
 
@@ -385,37 +446,101 @@ class SyncTransport:
         started = time.perf_counter()
         try:
             response = self.client.send(call.build(self.client), stream=call.stream)
+            if call.stream and response.is_error:
+                try:
+                    response.read()
+                finally:
+                    response.close()
         except httpx.TransportError as exc:
             raise error_from_transport(exc, call, self.settings) from None
-        if call.stream:
-            if response.is_error:
-                response.read()
-                response.close()
-                raise error_from_response(response, self.settings.conn_id)
+        if call.stream and not response.is_error:
             return call.parse(response)
-        if response.is_error:
-            raise error_from_response(response, self.settings.conn_id)
-        result = call.parse(decode_json(response, self.settings.conn_id))
-        log_answer(call, response.status_code, started, result)
-        return result
+        return _finish(call, response, started, self.settings.conn_id)
 
     def close(self) -> None:
         self.client.close()
+
+
+class AsyncTransport:
+    """Pooled ``httpx.AsyncClient`` plus the retry loop, for triggers and the concurrent engine.
+
+    Build it with :meth:`create`, which loads the CA bundle off the event loop.
+    """
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        policy: RetryPolicy,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        if transport is None and not _uses_proxy():
+            # httpx reads proxy settings from the environment only when it builds its own transport.
+            transport = ShardedPoolTransport(ASYNC_POOL_SHARDS, ASYNC_CONNECTIONS_PER_SHARD)
+        self.client = httpx.AsyncClient(
+            base_url=settings.base_url.rstrip("/") + "/",
+            headers=settings.headers(),
+            timeout=settings.httpx_timeout(),
+            verify=_ssl_context(),
+            transport=transport,
+        )
+
+    @classmethod
+    async def create(
+        cls, settings: ClientSettings, policy: RetryPolicy, transport: httpx.AsyncBaseTransport | None = None
+    ) -> AsyncTransport:
+        await asyncio.to_thread(_ssl_context)
+        return cls(settings, policy, transport)
+
+    async def request(self, call: Call[T]) -> T:
+        """Send ``call``, retrying as the policy allows; returns the parsed answer."""
+        retry_number, waited = 0, 0.0
+        while True:
+            try:
+                return await self._attempt(call)
+            except OpenRouterError as error:
+                retry_number += 1
+                wait = self.policy.delay(retry_number, error, waited, idempotent=call.idempotent)
+                if wait is None:
+                    raise
+                _log_retry(call, error, retry_number, wait)
+                await self.policy.async_sleep(wait)
+                waited += wait
+
+    async def _attempt(self, call: Call[T]) -> T:
+        started = time.perf_counter()
+        try:
+            response = await self.client.send(call.build(self.client), stream=call.stream)
+            if call.stream and response.is_error:
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
+        except httpx.TransportError as exc:
+            raise error_from_transport(exc, call, self.settings) from None
+        if call.stream and not response.is_error:
+            return call.parse(response)
+        return _finish(call, response, started, self.settings.conn_id)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
 
 class ShardedPoolTransport(httpx.AsyncBaseTransport):
     """Several small httpcore connection pools behind one transport, each request to the least busy.
 
     httpcore's pool does work proportional to (connections x idle connections) every time a request
-    starts or ends; with 64 requests in flight on one pool that bookkeeping costs more CPU than the
-    requests themselves. Small pools keep it negligible at the concurrency the concurrent engine uses.
+    starts or ends; with 64 requests in flight on one pool that bookkeeping cost ~15 ms of CPU per
+    request here. Small pools keep it negligible at the concurrency the concurrent engine uses.
     """
 
-    def __init__(self, shards: int = 8, connections_per_shard: int = 16) -> None:
+    def __init__(self, shards: int, connections_per_shard: int) -> None:
         limits = httpx.Limits(
             max_connections=connections_per_shard, max_keepalive_connections=connections_per_shard
         )
-        self._pools = [httpx.AsyncHTTPTransport(limits=limits) for _ in range(shards)]
+        context = _ssl_context()
+        self._pools = [httpx.AsyncHTTPTransport(limits=limits, verify=context) for _ in range(shards)]
         self._in_flight = [0] * shards
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -452,59 +577,3 @@ class _ReleasingStream(httpx.AsyncByteStream):
             self._released = True
             self._in_flight[self._shard] -= 1
         await self._stream.aclose()
-
-
-class AsyncTransport:
-    """Pooled ``httpx.AsyncClient`` plus the retry loop, for triggers and the concurrent engine."""
-
-    def __init__(
-        self,
-        settings: ClientSettings,
-        policy: RetryPolicy,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.settings = settings
-        self.policy = policy
-        self.client = httpx.AsyncClient(
-            base_url=settings.base_url.rstrip("/") + "/",
-            headers=settings.headers(),
-            timeout=settings.httpx_timeout(),
-            limits=POOL_LIMITS,
-            transport=transport or ShardedPoolTransport(),
-        )
-
-    async def request(self, call: Call[T]) -> T:
-        """Send ``call``, retrying as the policy allows; returns the parsed answer."""
-        retry_number, waited = 0, 0.0
-        while True:
-            try:
-                return await self._attempt(call)
-            except OpenRouterError as error:
-                retry_number += 1
-                wait = self.policy.delay(retry_number, error, waited, idempotent=call.idempotent)
-                if wait is None:
-                    raise
-                _log_retry(call, error, retry_number, wait)
-                await self.policy.async_sleep(wait)
-                waited += wait
-
-    async def _attempt(self, call: Call[T]) -> T:
-        started = time.perf_counter()
-        try:
-            response = await self.client.send(call.build(self.client), stream=call.stream)
-        except httpx.TransportError as exc:
-            raise error_from_transport(exc, call, self.settings) from None
-        if call.stream:
-            if response.is_error:
-                await response.aread()
-                await response.aclose()
-                raise error_from_response(response, self.settings.conn_id)
-            return call.parse(response)
-        if response.is_error:
-            raise error_from_response(response, self.settings.conn_id)
-        result = call.parse(decode_json(response, self.settings.conn_id))
-        log_answer(call, response.status_code, started, result)
-        return result
-
-    async def aclose(self) -> None:
-        await self.client.aclose()

@@ -54,6 +54,7 @@ class OpenRouterAPIError(OpenRouterError):
     :param metadata: ``error.metadata``: moderation ``reasons``, ``provider_name``, ``error_type``, ...
     :param generation_id: the generation the error belongs to, when known.
     :param retry_after: seconds the server asked us to wait, when it said so.
+    :param billed: output had been generated (and charged) before the error; never retried automatically.
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class OpenRouterAPIError(OpenRouterError):
         metadata: Mapping[str, Any] | None = None,
         generation_id: str | None = None,
         retry_after: float | None = None,
+        billed: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -73,6 +75,7 @@ class OpenRouterAPIError(OpenRouterError):
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.generation_id = generation_id
         self.retry_after = retry_after
+        self.billed = billed
 
     @property
     def provider_name(self) -> str | None:

@@ -8,8 +8,8 @@ the sync or the async transport. Retries, timeouts, error mapping and logging li
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
-import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -102,9 +102,7 @@ class OpenRouterHook(BaseHook):
         self._settings: ClientSettings | None = None
         self._sync: SyncTransport | None = None
         # One AsyncClient per event loop: an httpx.AsyncClient must not cross loops.
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncTransport] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._async: dict[asyncio.AbstractEventLoop, AsyncTransport] = {}
 
     # --- connection ------------------------------------------------------------------------------
 
@@ -152,10 +150,9 @@ class OpenRouterHook(BaseHook):
             values["timeout"] = self._timeout
         if self._max_retries is not None:
             values["max_retries"] = self._max_retries
-        base_url = (conn.host if conn and conn.host else DEFAULT_BASE_URL).rstrip("/")
-        if "://" not in base_url:
-            base_url = f"https://{base_url}"
-        return ClientSettings(conn_id=conn_id, base_url=base_url, api_key=self._api_key(conn), **values)
+        return ClientSettings(
+            conn_id=conn_id, base_url=_base_url(conn), api_key=self._api_key(conn), **values
+        )
 
     def _api_key(self, conn: Connection | None) -> str:
         conn_id = self.openrouter_conn_id
@@ -188,19 +185,29 @@ class OpenRouterHook(BaseHook):
         transport = self._async.get(loop)
         if transport is None:
             settings = await self.asettings()
+            new = await AsyncTransport.create(settings, self._policy(settings), self._async_transport)
             # Many coroutines may get here at once on a fresh hook: the first to finish wins, so the
             # loop keeps a single pooled client.
             transport = self._async.get(loop)
             if transport is None:
-                transport = AsyncTransport(settings, self._policy(settings), self._async_transport)
-                self._async[loop] = transport
+                transport = self._async[loop] = new
+                self._forget_closed_loops()
+            else:
+                await new.aclose()
         return transport
 
+    def _forget_closed_loops(self) -> None:
+        # A client cannot outlive its loop, and its connections keep the loop referenced, so entries of
+        # finished loops (one per asyncio.run) are dropped here rather than by garbage collection.
+        for loop in [loop for loop in self._async if loop.is_closed()]:
+            del self._async[loop]
+
     def close(self) -> None:
-        """Close the pooled sync client (async clients: :meth:`aclose`)."""
+        """Close the pooled sync client (async clients: :meth:`aclose`, on their loop)."""
         if self._sync is not None:
             self._sync.close()
             self._sync = None
+        self._forget_closed_loops()
 
     async def aclose(self) -> None:
         """Close this event loop's pooled async client."""
@@ -223,22 +230,29 @@ class OpenRouterHook(BaseHook):
     # --- chat completions ------------------------------------------------------------------------
 
     def _chat_call(
-        self, messages: Sequence[Mapping[str, Any]], model: str | None, params: Mapping[str, Any]
-    ) -> Call[ChatCompletion]:
-        body = chat_body(messages, model or self._default_model_or_log(), params)
-        return Call(
-            "POST", "/chat/completions", parse=self._parse_completion, body=body, model=body.get("model")
-        )
-
-    def _default_model_or_log(self) -> str | None:
-        model = self._settings.default_model if self._settings else None
-        if model is None:
+        self,
+        settings: ClientSettings,
+        messages: Sequence[Mapping[str, Any]],
+        model: str | None,
+        params: Mapping[str, Any],
+        stream: type[ChatStream | AsyncChatStream] | None = None,
+    ) -> Call[Any]:
+        if model is None and settings.default_model is None:
             self.log.info(
                 "No model given and connection %r has no default_model: OpenRouter uses the account's "
                 "default model.",
-                self.openrouter_conn_id,
+                settings.conn_id,
             )
-        return model
+        body = chat_body(
+            messages, model or settings.default_model, {**params, "stream": True} if stream else params
+        )
+        call: Call[Any] = Call(
+            "POST", "/chat/completions", parse=self._parse_completion, body=body, model=body.get("model")
+        )
+        if stream is not None:
+            call.stream = True
+            call.parse = functools.partial(stream, settings=settings, call=call)
+        return call
 
     def _parse_completion(self, data: Any) -> ChatCompletion:
         completion = ChatCompletion.model_validate(data)
@@ -251,7 +265,9 @@ class OpenRouterHook(BaseHook):
         choice = completion.choices[0]
         if choice.error is not None or choice.finish_reason == "error":
             error = choice.error.model_dump() if choice.error else {"message": "finish_reason is 'error'"}
-            raise in_band_error(error, self.openrouter_conn_id, completion.id or None)
+            # Output generated before the error was billed: a retry would pay for it again.
+            billed = bool(completion.usage and completion.usage.completion_tokens)
+            raise in_band_error(error, self.openrouter_conn_id, completion.id or None, billed=billed)
         return completion
 
     def chat_completion(
@@ -261,39 +277,31 @@ class OpenRouterHook(BaseHook):
         ``response_format``, ``tools``, ``provider``, ``models``, ``reasoning``, ``plugins``, ...);
         ``extra_body`` is merged into the body as is, for fields newer than this provider."""
         transport = self._sync_transport()
-        return transport.request(self._chat_call(messages, model, params))
+        return transport.request(self._chat_call(transport.settings, messages, model, params))
 
     async def achat_completion(
         self, *, messages: Sequence[Mapping[str, Any]], model: str | None = None, **params: Any
     ) -> ChatCompletion:
         transport = await self._async_transport_for_loop()
-        return await transport.request(self._chat_call(messages, model, params))
+        return await transport.request(self._chat_call(transport.settings, messages, model, params))
 
     def stream_chat_completion(
         self, *, messages: Sequence[Mapping[str, Any]], model: str | None = None, **params: Any
     ) -> ChatStream:
         """Stream a chat completion (SSE). Iterate the result for chunks; ``.completion()`` afterwards
         gives the same :class:`ChatCompletion` as :meth:`chat_completion`. Retried only before the
-        first byte; an error mid-stream raises the typed error."""
+        first byte; an error mid-stream raises the typed error. ``close()`` aborts it."""
         transport = self._sync_transport()
-        call = self._stream_call(messages, model, params)
-        call.parse = lambda response: ChatStream(response, transport.settings, call)
-        return transport.request(call)
+        return transport.request(self._chat_call(transport.settings, messages, model, params, ChatStream))
 
     async def astream_chat_completion(
         self, *, messages: Sequence[Mapping[str, Any]], model: str | None = None, **params: Any
     ) -> AsyncChatStream:
+        """Async twin of :meth:`stream_chat_completion`; use it as ``async with`` (or ``aclose()`` it)
+        when you may stop iterating early, so the connection goes back to the pool."""
         transport = await self._async_transport_for_loop()
-        call = self._stream_call(messages, model, params)
-        call.parse = lambda response: AsyncChatStream(response, transport.settings, call)
+        call = self._chat_call(transport.settings, messages, model, params, AsyncChatStream)
         return await transport.request(call)
-
-    def _stream_call(
-        self, messages: Sequence[Mapping[str, Any]], model: str | None, params: Mapping[str, Any]
-    ) -> Call[Any]:
-        call: Call[Any] = self._chat_call(messages, model, {**params, "stream": True})
-        call.stream = True
-        return call
 
     # --- batches ---------------------------------------------------------------------------------
 
@@ -548,3 +556,19 @@ def _extra(extra: Mapping[str, Any], name: str, kind: type, default: Any, conn_i
         raise OpenRouterError(
             f"Connection {conn_id!r}: extra field {name!r} must be a {kind.__name__}, got {value!r}."
         ) from None
+
+
+def _base_url(conn: Connection | None) -> str:
+    """The API base URL: the connection's host as typed in the UI (a full URL), or built from the parts a
+    URI-style connection (``openrouter://:KEY@host:port/api%2Fv1``) splits it into."""
+    if conn is None or not conn.host:
+        return DEFAULT_BASE_URL
+    if "://" in conn.host:
+        return conn.host.rstrip("/")
+    local = conn.host in ("localhost", "127.0.0.1", "::1")
+    url = f"{'http' if local else 'https'}://{conn.host}"
+    if conn.port:
+        url += f":{conn.port}"
+    if conn.schema:
+        url += "/" + conn.schema.strip("/")
+    return url

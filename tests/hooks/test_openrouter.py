@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import json
 import logging
 
@@ -16,7 +18,9 @@ from airflow_openrouter.exceptions import (
     OpenRouterConflictError,
     OpenRouterConnectionError,
     OpenRouterError,
+    OpenRouterNotFoundError,
     OpenRouterPaymentRequiredError,
+    OpenRouterPermissionDeniedError,
     OpenRouterRateLimitError,
     OpenRouterServerError,
     OpenRouterTimeoutError,
@@ -158,7 +162,11 @@ def test_503_is_retried_with_jittered_backoff_then_succeeds(hook, emu, sleeps):
         (400, OpenRouterBadRequestError),
         (401, OpenRouterAuthenticationError),
         (402, OpenRouterPaymentRequiredError),
+        (403, OpenRouterPermissionDeniedError),
+        (404, OpenRouterNotFoundError),
         (409, OpenRouterConflictError),
+        (413, OpenRouterBadRequestError),
+        (422, OpenRouterBadRequestError),
     ],
 )
 def test_client_errors_are_not_retried(hook, emu, sleeps, status, error):
@@ -167,6 +175,40 @@ def test_client_errors_are_not_retried(hook, emu, sleeps, status, error):
         hook.chat_completion(model=MODEL, messages=MESSAGES)
     assert sleeps == []
     assert len(emu.requests_to("/chat/completions")) == 1
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504, 524, 529])
+def test_transient_statuses_are_retried(hook, emu, sleeps, status):
+    emu.fail_next(status=status)
+    assert hook.chat_completion(model=MODEL, messages=MESSAGES).content
+    assert len(sleeps) == 1
+    assert len(emu.requests_to("/chat/completions")) == 2
+
+
+def test_async_calls_retry_with_the_same_policy(hook, emu, sleeps):
+    emu.fail_next(status=429, times=2, retry_after=3)
+
+    async def run():
+        async with hook:
+            return await hook.achat_completion(model=MODEL, messages=MESSAGES)
+
+    assert asyncio.run(run()).content
+    assert sleeps == [3.0, 3.0]
+
+
+def test_retry_after_as_http_date_is_honoured(hook, emu, sleeps):
+    when = email.utils.format_datetime(
+        datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=30), usegmt=True
+    )
+    emu.fail_next(status=503, retry_after=when)
+    hook.chat_completion(model=MODEL, messages=MESSAGES)
+    assert len(sleeps) == 1 and 25 <= sleeps[0] <= 31
+
+
+def test_unreadable_retry_after_falls_back_to_backoff(hook, emu, sleeps):
+    emu.fail_next(status=503, retry_after="soon")
+    assert hook.chat_completion(model=MODEL, messages=MESSAGES).content
+    assert len(sleeps) == 1 and sleeps[0] <= 0.5
 
 
 def test_402_carrying_retry_after_is_retried(hook, emu, sleeps):
@@ -288,13 +330,15 @@ def test_async_stream_matches_sync_stream(hook):
     assert asyncio.run(run()) == sync_text
 
 
-def test_stream_error_chunk_mid_stream_raises_typed_error(hook, emu):
+def test_stream_error_chunk_mid_stream_raises_typed_error(hook, emu, sleeps):
     emu.stream_error_next(after_tokens=2, code=502)
     stream = hook.stream_chat_completion(model=MODEL, messages=MESSAGES)
     with pytest.raises(OpenRouterServerError) as info:
         list(stream)
     assert info.value.status == 502
+    assert info.value.billed, "tokens were generated before the error: a retry would pay again"
     assert stream.completion().content, "the tokens received before the error are kept"
+    assert sleeps == [] and len(emu.requests_to("/chat/completions")) == 1
 
 
 def test_stream_cut_before_done_raises_connection_error(hook, emu):
@@ -456,3 +500,126 @@ def test_api_key_never_appears_in_logs_or_errors_of_a_failing_call(emu, monkeypa
     for text in (caplog.text, str(info.value), repr(info.value), out.out, out.err):
         assert secret not in text
     assert all(secret not in r.getMessage() for r in caplog.records)
+
+
+# --- edge cases no server here produces --------------------------------------------------------
+
+
+def _mock_hook(handler, sleeps, **kwargs) -> OpenRouterHook:
+    hook = OpenRouterHook(retry_policy=RetryPolicy(sleep=sleeps, async_sleep=sleeps.async_sleep), **kwargs)
+    hook._settings = _settings()
+    return hook
+
+
+def test_error_status_on_a_stream_whose_body_breaks_is_typed_and_retried(sleeps):
+    class BrokenBody(httpx.SyncByteStream):
+        def __iter__(self):
+            raise httpx.ReadTimeout("body stalled")
+
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) == 1:
+            return httpx.Response(503, stream=BrokenBody())
+        body = 'data: {"id":"gen-1","choices":[{"index":0,"delta":{"content":"ok"}}]}\n\ndata: [DONE]\n\n'
+        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+    hook = _mock_hook(handler, sleeps, transport=httpx.MockTransport(handler))
+    chunks = list(hook.stream_chat_completion(model=MODEL, messages=MESSAGES))
+    assert [c.choices[0].delta.content for c in chunks] == ["ok"]
+    assert len(calls) == 2 and len(sleeps) == 1
+
+
+def test_answer_of_an_unexpected_shape_is_a_typed_error(sleeps):
+    handler = lambda request: httpx.Response(200, json={"data": "not-a-key-object"})  # noqa: E731
+    hook = _mock_hook(handler, sleeps, transport=httpx.MockTransport(handler))
+    with pytest.raises(OpenRouterServerError, match="unexpected shape"):
+        hook.get_key()
+    ok, message = hook.test_connection()
+    assert not ok and "unexpected shape" in message
+
+
+def test_in_band_error_after_billed_output_is_not_retried(sleeps):
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            json={
+                "id": "gen-1",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "error",
+                        "message": {"content": "half an ans"},
+                        "error": {"code": 502, "message": "provider died"},
+                    }
+                ],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9, "cost": 0.01},
+            },
+        )
+
+    hook = _mock_hook(handler, sleeps, transport=httpx.MockTransport(handler))
+    with pytest.raises(OpenRouterServerError, match="provider died") as info:
+        hook.chat_completion(model=MODEL, messages=MESSAGES)
+    assert info.value.billed and sleeps == []
+
+
+def test_uri_style_connection_keeps_port_and_path(monkeypatch, emu):
+    port = emu.base_url.split(":")[2].split("/")[0]
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OPENROUTER_DEFAULT", f"openrouter://:sk-or-k@127.0.0.1:{port}/api%2Fv1?timeout=30"
+    )
+    hook = OpenRouterHook()
+    assert hook.settings.base_url == f"http://127.0.0.1:{port}/api/v1"
+    assert hook.settings.timeout == 30.0
+    assert hook.chat_completion(model=MODEL, messages=MESSAGES).content
+
+
+def test_one_async_client_per_running_loop_and_finished_loops_are_forgotten(hook):
+    async def call():
+        await hook.achat_completion(model=MODEL, messages=MESSAGES)
+        return len(hook._async)
+
+    seen = [asyncio.run(call()) for _ in range(4)]
+    assert seen == [1, 1, 1, 1]
+
+
+def test_async_client_honours_proxy_environment(hook, monkeypatch):
+    from airflow_openrouter._transport import ShardedPoolTransport
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+
+    async def client():
+        return (await hook._async_transport_for_loop()).client
+
+    proxied = asyncio.run(client())
+    assert not isinstance(proxied._transport, ShardedPoolTransport)
+    assert [str(pattern.pattern) for pattern in proxied._mounts] == ["https://"]
+
+
+def test_api_key_stays_out_of_async_and_streamed_failures(emu, monkeypatch, capsys, sleeps):
+    secret = "sk-or-v1-" + "t0ps3cr3t" * 6
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OPENROUTER_DEFAULT",
+        json.dumps({**json.loads(emu.connection_json()), "password": secret}),
+    )
+    hook = OpenRouterHook(
+        retry_policy=RetryPolicy(max_retries=1, sleep=sleeps, async_sleep=sleeps.async_sleep)
+    )
+    emu.fail_next(status=503, times=10)
+    texts = []
+
+    async def failing_async():
+        with pytest.raises(OpenRouterServerError) as info:
+            await hook.achat_completion(model=MODEL, messages=MESSAGES)
+        texts.append(repr(info.value))
+
+    asyncio.run(failing_async())
+    emu.clear_faults()
+    emu.stream_error_next(after_tokens=1)
+    with pytest.raises(OpenRouterServerError) as info:
+        list(hook.stream_chat_completion(model=MODEL, messages=MESSAGES))
+    texts.append(repr(info.value))
+    out = capsys.readouterr()
+    for text in [*texts, out.out, out.err]:
+        assert secret not in text
