@@ -12,8 +12,9 @@ guards come with it:
 
 * ``max_concurrency`` -- requests in flight at most (and ``requests_per_minute`` to pace them), so one
   DAG doesn't exhaust your OpenRouter rate limit for everyone else;
-* ``max_cost_usd`` -- once the billed cost reaches the cap, no new request starts; the items left over
-  are written as ``missing`` and the task fails if they exceed ``max_failed_fraction``.
+* ``max_cost_usd`` -- once the billed cost reaches the cap, no new request starts. The items left over
+  get a ``failed`` row saying "Not started: the billed cost reached max_cost_usd", and the task fails
+  if they exceed ``max_failed_fraction``; raise the cap and clear the task to run just those.
 
 Answers are saved as they arrive: a retry skips the items that are already done and pays only for the
 rest. The results file and the manifest have the same format as the batch engine's.
