@@ -1,7 +1,9 @@
 """DAGs that exist only for the end-to-end tests (a second DAG bundle next to ``example_dags/``).
 
-``e2e_core_deferral`` uses nothing from this provider: a core deferrable sensor. If it fails, the process
-harness or the Airflow install is broken, not the provider.
+* ``e2e_core_deferral`` uses nothing from this provider: a core deferrable sensor. If it fails, the
+  process harness or the Airflow install is broken, not the provider.
+* ``e2e_kill_batch`` defers on a batch that never finishes (connection ``openrouter_slow``), so a test
+  can mark it failed while the trigger runs.
 """
 
 from __future__ import annotations
