@@ -74,7 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)
     write_json(rows, args.output, command=command.strip(), quick=args.quick)
     about = machine()
-    header = f"{about['date']}, {about['cores']} cores, Python {about['python']}: {command.strip()}"
+    header = (
+        f"{about['date']}, {about['cores']} cores (load average {about['load_average_1m']}), "
+        f"Python {about['python']}: {command.strip()}"
+    )
     print(f"\n{header}\n\n{render_text(rows)}\n\nwritten to {args.output}")
     if args.markdown:
         args.markdown.write_text(f"# Benchmark results\n\n{header}\n\n{render_markdown(rows)}\n")

@@ -10,11 +10,13 @@ the peers' virtualenv, where the provider is not installed.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -104,9 +106,14 @@ def median(values: Sequence[float]) -> float:
 
 
 class EmulatorProcess:
-    """``python -m airflow_openrouter.testing`` on a free port, for the length of a ``with`` block."""
+    """``python -m airflow_openrouter.testing`` on a free port, for the length of a ``with`` block.
 
-    def __init__(self, *, latency_ms: float = 0, batch_durations: Sequence[float] = (0, 0, 0)) -> None:
+    The account gets ample credits (the default $100 would run out at 20,000 two-kilobyte answers).
+    """
+
+    def __init__(
+        self, *, latency_ms: float = 0, batch_durations: Sequence[float] = (0, 0, 0), credits_usd: float = 1e6
+    ) -> None:
         self._args = [
             "--port",
             "0",
@@ -115,19 +122,31 @@ class EmulatorProcess:
             "--batch-durations",
             *map(str, batch_durations),
         ]
+        self._credits_usd = credits_usd
         self._process: subprocess.Popen[str] | None = None
         self.base_url = ""
 
     def __enter__(self) -> EmulatorProcess:
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "airflow_openrouter.testing", *self._args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            cwd=REPO,
-        )
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline()  # "OpenRouter emulator listening on <url>"
+        with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="bench-scenario-") as scenario:
+            json.dump({"credits": self._credits_usd}, scenario)
+            scenario.flush()
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "airflow_openrouter.testing",
+                    *self._args,
+                    "--scenario",
+                    scenario.name,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                cwd=REPO,
+            )
+            assert self._process.stdout is not None
+            # Read once the server listens, so only then may the scenario file go.
+            line = self._process.stdout.readline()  # "OpenRouter emulator listening on <url>"
         if "listening on" not in line:
             self.__exit__()
             raise RuntimeError(f"the emulator did not start: {line!r}")
@@ -198,3 +217,32 @@ class Stopwatch:
     def __exit__(self, *exc_info: object) -> None:
         self.wall = time.perf_counter() - self._wall
         self.cpu = time.process_time() - self._cpu
+
+
+class GcPauses:
+    """The pauses of Python's cyclic garbage collector over a block: a full collection walks every
+    object Airflow's imports left on the heap, stopping the event loop meanwhile."""
+
+    def __enter__(self) -> GcPauses:
+        self.pauses: list[tuple[int, float]] = []  # (generation, seconds)
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._started))
+
+    def summary(self) -> dict[str, Any]:
+        full = [seconds for generation, seconds in self.pauses if generation == 2]
+        return {
+            "collections": len(self.pauses),
+            "full_collections": len(full),
+            "longest_pause_s": max((seconds for _, seconds in self.pauses), default=0.0),
+            "total_pause_s": sum(seconds for _, seconds in self.pauses),
+        }

@@ -27,7 +27,7 @@ def cells(row: Row) -> tuple[str, ...]:
     baseline = number(row.baseline, row.unit)
     if row.baseline is not None and row.baseline_label:
         baseline = f"{baseline} ({row.baseline_label})"
-    ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
+    ratio = "-" if row.ratio is None else f"{row.ratio:.3g}"
     return (
         row.name,
         number(row.figure, row.unit),
@@ -58,6 +58,8 @@ def machine() -> dict[str, Any]:
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cores": os.cpu_count(),
+        # Shared machines: the load next to the run says how much of the cores the run could have.
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
     }

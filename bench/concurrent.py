@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from bench._common import EmulatorProcess, Goal, Row, Stopwatch, connection_env, run_worker
+from bench._common import EmulatorProcess, GcPauses, Goal, Row, Stopwatch, connection_env, run_worker
 
 BENCHMARK = "concurrent"
 LATENCY_S = 0.2
@@ -57,7 +57,7 @@ def measure_engine(
         await hook.achat_completion(model=MODEL, messages=[{"role": "user", "content": "warm-up"}])
         hook.starts.clear()
         succeeded = 0
-        with Stopwatch() as watch:
+        with Stopwatch() as watch, GcPauses() as gc_pauses:
             outcomes = run_concurrently(
                 hook,
                 _requests(items),
@@ -73,6 +73,7 @@ def measure_engine(
             "cpu_s": watch.cpu,
             "succeeded": succeeded,
             "start_span_s": starts[-1] - starts[0],
+            "gc": gc_pauses.summary(),
         }
 
     return asyncio.run(main())
@@ -92,7 +93,8 @@ def throughput_row(items: int, result: dict[str, Any]) -> Row:
         goal=EFFICIENCY_GOAL,
         note=(
             f"worker CPU {result['cpu_s'] / items * 1000:.2f} ms per item "
-            f"({result['cpu_s'] / result['wall_s']:.0%} of a core); {result['succeeded']}/{items} succeeded"
+            f"({result['cpu_s'] / result['wall_s']:.0%} of a core); {result['succeeded']}/{items} succeeded; "
+            f"longest GC pause {result['gc']['longest_pause_s'] * 1000:.0f} ms"
         ),
         details=result,
     )

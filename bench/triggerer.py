@@ -13,7 +13,16 @@ import time
 from typing import Any
 
 from bench._batches import submit_batches
-from bench._common import EmulatorProcess, Goal, Row, connection_env, median, run_worker, unavailable
+from bench._common import (
+    EmulatorProcess,
+    GcPauses,
+    Goal,
+    Row,
+    connection_env,
+    median,
+    run_worker,
+    unavailable,
+)
 
 BENCHMARK = "triggerer"
 GOAL = Goal("figure", "<=", 50.0, "max lag < 50 ms")
@@ -67,8 +76,9 @@ def measure_triggerer(
             for batch_id in batch_ids
         ]
         wall, cpu = time.perf_counter(), time.process_time()
-        tasks = [asyncio.create_task(consume(trigger)) for trigger in triggers]
-        busy = await probe_lag(seconds)
+        with GcPauses() as gc_pauses:
+            tasks = [asyncio.create_task(consume(trigger)) for trigger in triggers]
+            busy = await probe_lag(seconds)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         for task in tasks:
             task.cancel()
@@ -83,6 +93,7 @@ def measure_triggerer(
             "polls_per_s": polls[0] / wall,
             "triggers": len(triggers),
             "finished_early": finished_early,
+            "gc": gc_pauses.summary(),
         }
 
     return asyncio.run(main())
@@ -120,7 +131,9 @@ def run(*, quick: bool, peers_python: Any = None) -> list[Row]:
             goal=GOAL,
             note=(
                 f"p99 lag {result['p99_lag_s'] * 1000:.1f} ms; loop CPU {result['cpu_share']:.0%} of a core; "
-                f"{result['polls_per_s']:.0f} polls/s (ideal {count / poll_interval:.0f}/s)"
+                f"{result['polls_per_s']:.0f} polls/s (ideal {count / poll_interval:.0f}/s); "
+                f"longest GC pause {result['gc']['longest_pause_s'] * 1000:.0f} ms "
+                f"({result['gc']['full_collections']} full collections)"
             ),
             details=result,
         )
