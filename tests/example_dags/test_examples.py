@@ -181,6 +181,8 @@ def test_batch_extraction_writes_one_validated_row_per_invoice(airflow_db, emula
 
 def test_batch_sensor_waits_then_the_results_are_collected(airflow_db, emulator):
     example = load_example("example_batch_sensor.py")
+    # The example polls every minute, as suits a real batch; the emulator's batch is done in a second.
+    example.dag.get_task("wait_for_triage").poke_interval = 0.5
 
     dag_run = example.dag.test()
 
