@@ -6,9 +6,10 @@ have them require Python 3.11, while Airflow 3.1 (and this provider) support Pyt
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseHook, Connection
@@ -52,7 +53,10 @@ async def get_connection_async(hook: BaseHook, conn_id: str) -> tuple[Connection
         conn = hook.get_connection(conn_id)
         return conn, conn.extra_dejson
 
-    return await asyncio.to_thread(lookup)
+    # sync_to_async, not asyncio.to_thread: in the 3.1 triggerer the sync lookup talks to the supervisor
+    # through async_to_sync, which must find the trigger loop; from a bare thread it starts a second loop
+    # and the supervisor's frames arrive out of order.
+    return await sync_to_async(lookup)()
 
 
 async def mask_secret_async(secret: str) -> None:
@@ -60,5 +64,5 @@ async def mask_secret_async(secret: str) -> None:
 
     if hasattr(sdk_log, "amask_secret"):
         await sdk_log.amask_secret(secret)
-    else:  # the sync call may talk to the supervisor: keep it off the loop
-        await asyncio.to_thread(sdk_log.mask_secret, secret)
+    else:  # the sync call may talk to the supervisor: keep it off the loop (see above)
+        await sync_to_async(sdk_log.mask_secret)(secret)

@@ -66,6 +66,9 @@ def load_dag(path: Path, dag_id: str):
     spec = importlib.util.spec_from_file_location(f"_dagfile_{path.stem}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    # Registered like Airflow's DAG processor does, so that annotations and pydantic models defined in
+    # the file resolve against it.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     dags = {d.dag_id: d for d in vars(module).values() if isinstance(d, DAG)}
     assert dag_id in dags, f"{path} defines no DAG {dag_id!r} (found {sorted(dags)})"

@@ -35,7 +35,8 @@ class OpenRouterBatchSensor(BaseSensorOperator):
         or ``submit.output["batch_ids"]``.
     :param openrouter_conn_id: the OpenRouter connection.
     :param deferrable: wait in the triggerer (same trigger as the operator) instead of poking.
-    :param poll_interval: seconds between two polls in deferrable mode (default: ``poke_interval``).
+    :param poll_interval: seconds between two polls in deferrable mode (default: ``[openrouter]
+        poll_interval``, like the operator; ``poke_interval`` paces poke and reschedule modes).
     """
 
     template_fields: Sequence[str] = ("batch_ids",)
@@ -77,7 +78,8 @@ class OpenRouterBatchSensor(BaseSensorOperator):
             trigger=OpenRouterBatchTrigger(
                 batch_ids=self._ids(),
                 openrouter_conn_id=self.openrouter_conn_id,
-                poll_interval=self.poll_interval or self.poke_interval,
+                poll_interval=self.poll_interval
+                or conf.getfloat("openrouter", "poll_interval", fallback=self.poke_interval),
                 deadline=time.time() + self.timeout,
             ),
             method_name="execute_complete",
