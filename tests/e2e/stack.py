@@ -339,17 +339,27 @@ class AirflowStack:
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> dict[str, Any]:
         def parsed() -> dict[str, Any] | None:
-            resp = self.api.get(f"/dags/{dag_id}")
+            resp = self._call("GET", f"/dags/{dag_id}")
             return resp.json() if resp.status_code == 200 else None
 
         return self.wait_until(parsed, timeout, f"DAG {dag_id!r} to be parsed", every=1)
 
     def unpause(self, dag_id: str) -> None:
-        resp = self.api.patch(f"/dags/{dag_id}", json={"is_paused": False})
+        resp = self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
         if resp.status_code >= 400:
             raise StackError(f"unpausing {dag_id} failed: {resp.status_code} {resp.text}")
 
     # -- REST API v2 ---------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One REST call, repeated while SQLite is locked: four processes write one SQLite file, and on a
+        loaded machine the api-server sometimes answers 500 "Database error" for a busy database."""
+        for _ in range(5):
+            resp = self.api.request(method, path, **kwargs)
+            if resp.status_code < 500 or self.deadline.remaining() <= 0:
+                return resp
+            time.sleep(1)
+        return resp
 
     @property
     def api(self) -> httpx.Client:
@@ -371,28 +381,28 @@ class AirflowStack:
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         """Unpause the DAG and trigger a run as the UI does: ``logical_date`` None (no ``ds``)."""
         self.unpause(dag_id)
-        resp = self.api.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        resp = self._call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
         if resp.status_code >= 400:
             raise StackError(f"triggering {dag_id} failed: {resp.status_code} {resp.text}")
         return resp.json()["dag_run_id"]
 
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        resp = self.api.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+        resp = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
         resp.raise_for_status()
         return resp.json()
 
     def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
-        resp = self.api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+        resp = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
         resp.raise_for_status()
         return resp.json()
 
     def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
-        resp = self.api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        resp = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
         resp.raise_for_status()
         return {ti["task_id"]: ti for ti in resp.json()["task_instances"]}
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        resp = self.api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
+        resp = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
         resp.raise_for_status()
         return resp.json()["value"]
 
@@ -406,8 +416,8 @@ class AirflowStack:
 
     def set_task_state(self, dag_id: str, run_id: str, task_id: str, new_state: str) -> None:
         """What "Mark failed/success" in the UI sends."""
-        resp = self.api.patch(
-            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", json={"new_state": new_state}
+        resp = self._call(
+            "PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", json={"new_state": new_state}
         )
         if resp.status_code >= 400:
             raise StackError(f"setting {task_id} to {new_state} failed: {resp.status_code} {resp.text}")
