@@ -87,6 +87,8 @@ SYNC_POOL_LIMITS = httpx.Limits(max_connections=32, max_keepalive_connections=8)
 ASYNC_POOL_SHARDS = 8
 ASYNC_CONNECTIONS_PER_SHARD = 16
 _PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")
+# Async answers larger than this are decoded and validated in a worker thread, off the event loop.
+OFF_LOOP_BODY_BYTES = 256 * 1024
 
 
 # --- one API call ----------------------------------------------------------------------------------
@@ -521,6 +523,10 @@ class AsyncTransport:
             raise error_from_transport(exc, call, self.settings) from None
         if call.stream and not response.is_error:
             return call.parse(response)
+        if len(response.content) > OFF_LOOP_BODY_BYTES:
+            # e.g. a completed batch polled by a trigger inlines all its results: decoding megabytes on
+            # the triggerer's loop would stall every other trigger.
+            return await asyncio.to_thread(_finish, call, response, started, self.settings.conn_id)
         return _finish(call, response, started, self.settings.conn_id)
 
     async def aclose(self) -> None:

@@ -7,6 +7,7 @@ import datetime
 import email.utils
 import json
 import logging
+import threading
 
 import httpx
 import pytest
@@ -623,3 +624,30 @@ def test_api_key_stays_out_of_async_and_streamed_failures(emu, monkeypatch, caps
     out = capsys.readouterr()
     for text in [*texts, out.out, out.err]:
         assert secret not in text
+
+
+def test_large_async_answers_are_decoded_off_the_event_loop(hook, emu):
+    """A completed batch inlines its results: the trigger's loop must not decode megabytes itself."""
+    from airflow_openrouter._transport import OFF_LOOP_BODY_BYTES, Call
+
+    requests = [{"custom_id": f"r{i}", "body": {"messages": MESSAGES, "max_tokens": 400}} for i in range(400)]
+    batch = hook.create_batch(model=MODEL, requests=requests)
+    _wait_terminal(hook, batch.id)
+    parsed_in = {}
+
+    def parse(data):
+        parsed_in[len(json.dumps(data)) > OFF_LOOP_BODY_BYTES] = threading.current_thread()
+        return data
+
+    async def fetch(path):
+        transport = await hook._async_transport_for_loop()
+        return await transport.request(Call("GET", path, parse=parse))
+
+    async def run():
+        await fetch(f"/batches/{batch.id}")  # large: results inline
+        await fetch("/key")  # small
+        return threading.current_thread()
+
+    loop_thread = asyncio.run(run())
+    assert parsed_in[True] is not loop_thread
+    assert parsed_in[False] is loop_thread
