@@ -121,8 +121,12 @@ class OpenRouterServerError(OpenRouterAPIError):
 class OpenRouterOutputValidationError(OpenRouterError):
     """The model's reply did not validate against the requested schema, even after repair attempts.
 
-    :param errors: one readable line per validation error (``path: message``).
-    :param raw_output: the last reply as received (kept whole; ``str()`` shows an excerpt).
+    ``str()`` is *message* alone, which never quotes the model's output (it ends up in task logs):
+    the raiser lists error paths and keywords there. The details are attributes, for code.
+
+    :param errors: one readable line per validation error (``path: message``); messages may quote
+        values from the reply.
+    :param raw_output: the last reply as received, kept whole.
     """
 
     def __init__(
@@ -134,17 +138,8 @@ class OpenRouterOutputValidationError(OpenRouterError):
         attempts: int = 1,
         generation_id: str | None = None,
     ) -> None:
-        excerpt = _excerpt(raw_output)
-        details = "".join(f"\n  - {e}" for e in list(errors)[:10])
-        super().__init__(f"{message}{details}\nRaw reply (excerpt): {excerpt}")
+        super().__init__(message)
         self.errors = list(errors)
         self.raw_output = raw_output
         self.attempts = attempts
         self.generation_id = generation_id
-
-
-def _excerpt(text: str | None, limit: int = 300) -> str:
-    if text is None:
-        return "<none>"
-    text = text.strip()
-    return text if len(text) <= limit else f"{text[: limit - 20]} … ({len(text)} chars)"

@@ -21,6 +21,12 @@ This keeps one rule for both kinds of schema and never accepts a value the user'
 Objects without ``properties`` (free-form maps such as ``dict[str, int]``) are left as they are:
 closing them would silently force the model to return ``{}``. A provider that insists on strict
 maps will reject the request, with an error naming the problem.
+
+**Logs.** Validation messages quote values from the reply, and the reply is user data (see the design's
+"secrets stay secret"): what is logged at WARNING and above, and ``str()`` of
+:class:`~airflow_openrouter.exceptions.OpenRouterOutputValidationError`, name only the error paths,
+the failed keywords, counts and generation ids. The messages themselves are sent back to the model for
+repair, kept on the exception's ``errors`` (and the reply on ``raw_output``), and logged at DEBUG.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from airflow_openrouter.exceptions import OpenRouterOutputValidationError
 
@@ -43,6 +49,8 @@ log = logging.getLogger(__name__)
 
 
 class _Logger(Protocol):  # a stdlib logger, or an operator's self.log
+    def debug(self, msg: Any, /, *args: Any) -> Any: ...
+
     def warning(self, msg: Any, /, *args: Any) -> Any: ...
 
 
@@ -66,6 +74,36 @@ _SUBSCHEMAS = frozenset(
     }
 )
 _MAX_ERRORS = 20
+_MAX_SUMMARISED = 10
+
+
+class Problem(NamedTuple):
+    """One reason a reply is invalid."""
+
+    #: where, as a JSON path (``$.items[0].name``)
+    path: str
+    #: which rule failed: the JSON Schema keyword (``type``, ``maxItems``), the pydantic error type
+    #: (``missing``, ``float_parsing``), or ``json`` when the reply is not JSON at all
+    keyword: str
+    #: the readable message; **may quote values from the reply**
+    message: str
+
+    @property
+    def line(self) -> str:
+        """``path: message``, as sent back to the model and kept on the exception's ``errors``."""
+        return f"{self.path}: {self.message}"
+
+    @property
+    def summary(self) -> str:
+        """``path (keyword)``: no value from the reply, so fit for logs."""
+        return f"{self.path} ({self.keyword})"
+
+
+def summarise(problems: Sequence[Problem]) -> str:
+    """``2 error(s): $.a (type); $.b (missing)``, for logs and exception messages."""
+    listed = "; ".join(p.summary for p in problems[:_MAX_SUMMARISED])
+    more = f"; and {len(problems) - _MAX_SUMMARISED} more" if len(problems) > _MAX_SUMMARISED else ""
+    return f"{len(problems)} error(s): {listed}{more}"
 
 
 # --- the output specs ------------------------------------------------------------------------------
@@ -104,19 +142,22 @@ class JsonOutput(OutputSpec):
         try:
             value = extract_json(text)
         except ValueError as exc:
-            errors = [f"$: {exc}"]
+            problems = [Problem("$", "json", str(exc))]
         else:
-            value, errors = self._check(value)
-        if errors:
+            value, problems = self._check(value)
+        if problems:
+            # The message names paths and keywords only: it is what task logs show.
             raise OpenRouterOutputValidationError(
-                f"The model's reply is not {self.description}.", errors=errors[:_MAX_ERRORS], raw_output=text
+                f"The model's reply is not {self.description}: {summarise(problems)}.",
+                errors=[p.line for p in problems[:_MAX_ERRORS]],
+                raw_output=text,
             )
         return value
 
-    def _check(self, value: Any) -> tuple[Any, list[str]]:
-        """The validated value and the list of ``path: message`` errors (empty when valid)."""
+    def _check(self, value: Any) -> tuple[Any, list[Problem]]:
+        """The validated value and its problems (none when valid)."""
         if not isinstance(value, dict):
-            return value, [f"$: expected a JSON object, got {_json_type(value)}"]
+            return value, [Problem("$", "type", f"expected a JSON object, got {_json_type(value)}")]
         return value, []
 
 
@@ -141,10 +182,12 @@ class JsonSchemaOutput(JsonOutput):
             "json_schema": {"name": self.name, "strict": True, "schema": self.strict_schema},
         }
 
-    def _check(self, value: Any) -> tuple[Any, list[str]]:
+    def _check(self, value: Any) -> tuple[Any, list[Problem]]:
         value = drop_optional_nulls(value, self.schema)
         errors = sorted(self._validator.iter_errors(value), key=lambda e: list(e.absolute_path))
-        return value, [f"{json_path(e.absolute_path)}: {_shorten(e.message)}" for e in errors]
+        return value, [
+            Problem(json_path(e.absolute_path), str(e.validator), _shorten(e.message)) for e in errors
+        ]
 
 
 class PydanticOutput(JsonSchemaOutput):
@@ -155,13 +198,13 @@ class PydanticOutput(JsonSchemaOutput):
         self.model = model
         self.description = f"a valid {model.__name__}"
 
-    def _check(self, value: Any) -> tuple[Any, list[str]]:
+    def _check(self, value: Any) -> tuple[Any, list[Problem]]:
         from pydantic import ValidationError
 
         try:
             instance = self.model.model_validate(drop_optional_nulls(value, self.schema))
         except ValidationError as exc:
-            return value, [f"{json_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
+            return value, [Problem(json_path(e["loc"]), e["type"], e["msg"]) for e in exc.errors()]
         return instance.model_dump(mode="json"), []
 
 
@@ -427,22 +470,23 @@ def complete_validated(
             reply.value = spec.parse(completion.content)
             return reply
         except OpenRouterOutputValidationError as exc:
+            # str(exc) names paths and keywords only; the messages quote the reply: DEBUG only.
+            logger.debug("Reply %s failed validation: %s", completion.id, exc.errors)
             if attempt > max_repair_attempts:
                 raise OpenRouterOutputValidationError(
-                    f"The model's reply is still invalid after {attempt} attempt(s) "
-                    f"({max_repair_attempts} repair(s) allowed, see max_repair_attempts).",
+                    f"Reply {completion.id or '(no generation id)'} is still invalid after {attempt} "
+                    f"attempt(s) ({max_repair_attempts} repair(s) allowed, see max_repair_attempts). {exc}",
                     errors=exc.errors,
                     raw_output=exc.raw_output,
                     attempts=attempt,
                     generation_id=completion.id or None,
                 ) from None
             logger.warning(
-                "Reply %s is invalid (%d error(s): %s); asking the model to repair it (repair %d of %d).",
+                "Reply %s is invalid; asking the model to repair it (repair %d of %d). %s",
                 completion.id,
-                len(exc.errors),
-                "; ".join(exc.errors[:3]),
                 attempt,
                 max_repair_attempts,
+                exc,
             )
             messages = [*messages, *repair_messages(completion.content, exc.errors)]
     raise AssertionError("unreachable")  # the loop always returns or raises
@@ -457,9 +501,10 @@ def tool_calls(completion: ChatCompletion) -> list[dict[str, Any]] | None:
     for call in calls:
         try:
             arguments = call.parsed_arguments()
-        except ValueError as exc:
+        except ValueError as exc:  # json's messages give a position, never the text
             raise OpenRouterOutputValidationError(
-                f"The model called tool {call.function.name!r} with arguments that are not valid JSON.",
+                f"The model called tool {call.function.name!r} with arguments that are not valid JSON "
+                f"({exc}) in reply {completion.id or '(no generation id)'}.",
                 errors=[f"$.arguments: {exc}"],
                 raw_output=call.function.arguments,
                 generation_id=completion.id or None,

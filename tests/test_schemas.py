@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import jsonschema
 import pytest
 from pydantic import BaseModel, Field
@@ -179,6 +181,9 @@ def test_pydantic_errors_are_path_and_message_lines():
         "$.billing.city: Field required",
     ]
     assert info.value.raw_output.startswith('{"number"')
+    assert str(info.value) == (
+        "The model's reply is not a valid Invoice: 2 error(s): $.total (float_parsing); $.billing.city (missing)."
+    )
 
 
 def test_json_schema_output_validates_against_the_original_schema():
@@ -207,15 +212,19 @@ def test_invalid_json_schema_fails_before_any_request():
 
 def test_json_object_mode_requires_an_object():
     assert JsonOutput().response_format == {"type": "json_object"}
-    with pytest.raises(OpenRouterOutputValidationError, match=r"\$: expected a JSON object, got an array"):
+    with pytest.raises(
+        OpenRouterOutputValidationError, match=r"^The model's reply is not a JSON object"
+    ) as info:
         JsonOutput().parse("[1, 2]")
+    assert info.value.errors == ["$: expected a JSON object, got an array"]
 
 
 def test_unparseable_reply_is_a_validation_error_at_the_root():
     with pytest.raises(OpenRouterOutputValidationError) as info:
         PydanticOutput(Address).parse("I cannot help with that.")
 
-    assert info.value.errors[0].startswith("$: the reply is not valid JSON")
+    assert info.value.errors == ["$: the reply is not valid JSON (Expecting value: line 1 column 1)"]
+    assert str(info.value) == "The model's reply is not a valid Address: 1 error(s): $ (json)."
 
 
 @pytest.mark.parametrize(
@@ -296,5 +305,95 @@ def test_tool_calls_are_returned_structured_and_unvalidated():
 
 
 def test_tool_call_with_malformed_arguments_is_a_validation_error():
-    with pytest.raises(OpenRouterOutputValidationError, match="tool 'lookup'"):
-        tool_calls(completion(tool_call_args='{"city": '))
+    with pytest.raises(OpenRouterOutputValidationError) as info:
+        tool_calls(completion(tool_call_args='{"city": "Zanzibar-canary", "days": '))
+
+    assert str(info.value) == (
+        "The model called tool 'lookup' with arguments that are not valid JSON "
+        "(Expecting value: line 1 column 37 (char 36)) in reply gen-1."
+    )
+    assert info.value.raw_output == '{"city": "Zanzibar-canary", "days": '
+
+
+# --- no model output in logs or in str(error) -------------------------------------------------------
+
+CANARY = "Zanzibar-canary-7731"
+TAGGED = {
+    "title": "Tagged",
+    "type": "object",
+    "properties": {
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 1},
+        "n": {"type": "integer"},
+    },
+    "required": ["tags", "n"],
+}
+
+
+@pytest.mark.parametrize(
+    ("spec", "reply", "summary"),
+    [
+        (
+            JsonSchemaOutput(TAGGED),
+            f'{{"tags": ["{CANARY}", "{CANARY}"], "n": "{CANARY}"}}',
+            "2 error(s): $.n (type); $.tags (maxItems)",
+        ),
+        (PydanticOutput(Address), f'{{"city": ["{CANARY}"]}}', "1 error(s): $.city (string_type)"),
+        (JsonOutput(), f'["{CANARY}"]', "1 error(s): $ (type)"),
+        (PydanticOutput(Address), f"Sorry, {CANARY} is not an address.", "1 error(s): $ (json)"),
+    ],
+    ids=["json-schema", "pydantic", "json-object", "not-json"],
+)
+def test_validation_error_names_paths_and_keywords_but_never_the_reply(spec, reply, summary):
+    with pytest.raises(OpenRouterOutputValidationError) as info:
+        spec.parse(reply)
+
+    assert str(info.value).endswith(f": {summary}.")
+    assert CANARY not in str(info.value)
+    assert info.value.raw_output == reply
+
+
+def test_many_errors_are_counted_and_the_first_ten_listed():
+    schema = {"type": "object", "properties": {f"p{i:02}": {"type": "integer"} for i in range(12)}}
+
+    with pytest.raises(OpenRouterOutputValidationError) as info:
+        JsonSchemaOutput(schema).parse(str({f"p{i:02}": "x" for i in range(12)}).replace("'", '"'))
+
+    listed = "; ".join(f"$.p{i:02} (type)" for i in range(10))
+    assert str(info.value).endswith(f"12 error(s): {listed}; and 2 more.")
+    assert len(info.value.errors) == 12
+
+
+def test_repair_loop_logs_paths_keywords_and_generation_ids_and_quotes_the_reply_only_at_debug(caplog):
+    replies = iter(
+        [
+            completion(f'{{"tags": ["{CANARY}", "b"], "n": 1}}', gen_id="gen-a"),
+            completion(f'{{"tags": ["{CANARY}"], "n": "{CANARY}"}}', gen_id="gen-b"),
+        ]
+    )
+    logger = logging.getLogger("tests.schemas.repair")
+    caplog.set_level(logging.DEBUG, logger=logger.name)
+
+    with pytest.raises(OpenRouterOutputValidationError) as info:
+        complete_validated(
+            lambda messages: next(replies),
+            [{"role": "user", "content": "tag it"}],
+            JsonSchemaOutput(TAGGED),
+            max_repair_attempts=1,
+            logger=logger,
+        )
+
+    [warning] = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert warning.levelno == logging.WARNING
+    assert warning.getMessage() == (
+        "Reply gen-a is invalid; asking the model to repair it (repair 1 of 1). The model's reply is not "
+        "valid against the JSON schema 'Tagged': 1 error(s): $.tags (maxItems)."
+    )
+    assert str(info.value) == (
+        "Reply gen-b is still invalid after 2 attempt(s) (1 repair(s) allowed, see max_repair_attempts). "
+        "The model's reply is not valid against the JSON schema 'Tagged': 1 error(s): $.n (type)."
+    )
+    assert CANARY in info.value.raw_output
+    assert info.value.errors == [f"$.n: '{CANARY}' is not of type 'integer'"]
+    # The quoted values are there, at DEBUG only.
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(debug) == 2 and all(CANARY in m for m in debug)

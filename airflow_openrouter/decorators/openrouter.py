@@ -7,7 +7,9 @@
         return f"Summarise this document:\\n{doc}"
 
 The function returns the prompt (a string) or a full ``messages`` list; the decorator's keyword
-arguments are the operator's. What the function returns is **data**: it is sent as is and never
+arguments are the operator's. A returned prompt with ``messages=...`` on the decorator is appended to
+that conversation as the last user turn, as with the operator; a returned messages list *is* the
+conversation, so passing ``messages=...`` as well is an error (the task fails before any request). What the function returns is **data**: it is sent as is and never
 rendered as a Jinja template, so a document containing ``{{ var.value.secret }}`` reaches the model
 literally. (The operator's own template fields, e.g. ``system_prompt``, are rendered as usual,
 before the function is called.)
@@ -68,6 +70,13 @@ class _OpenRouterDecoratedOperator(DecoratedOperator, OpenRouterChatOperator):
         if isinstance(returned, str) and returned.strip():
             self.prompt = returned
         elif isinstance(returned, list) and returned:
+            if self.messages is not None:
+                raise ValueError(
+                    f"The @task.openrouter function {self.python_callable.__name__!r} returned a messages "
+                    "list, but messages=... was also passed to the decorator: one of them would be "
+                    "dropped. Return the whole conversation and drop messages=..., or keep messages=... "
+                    "and return only the prompt (a string, appended as the last user turn)."
+                )
             self.prompt, self.messages = None, returned
         else:
             raise TypeError(

@@ -7,6 +7,9 @@ This module imports nothing heavy at module level, because the DAG processor imp
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -19,6 +22,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from airflow_openrouter._streaming import ChatStream
+    from airflow_openrouter.exceptions import OpenRouterConnectionError
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_openrouter.prompts import ImageSource
     from airflow_openrouter.schemas import OutputSpec
@@ -49,6 +53,10 @@ _REQUEST_PARAMS = (
     "extra_body",
 )
 _STREAM_PROGRESS_EVERY_S = 2.0
+# How often a retry wait checks whether the task was killed.
+_KILL_POLL_S = 0.1
+# httpcore trace events whose return value is a new network stream (plain TCP, then TLS on top).
+_CONNECT_EVENTS = frozenset({"connection.connect_tcp.complete", "connection.start_tls.complete"})
 
 
 class OpenRouterChatOperator(BaseOperator):
@@ -93,6 +101,11 @@ class OpenRouterChatOperator(BaseOperator):
     :param extra_body: more request fields, merged into the body as is.
     :param openrouter_conn_id: the OpenRouter connection.
     :param stream: stream the reply (logs progress; same result as without streaming).
+
+    **Killing the task** (``on_kill``: marked failed, timed out, or the worker stops) aborts whatever is
+    in flight: the HTTP connection is dropped (which stops generation, and billing, on providers that
+    support it), a retry wait ends, no repair is sent, and the task fails with
+    ``OpenRouterConnectionError``; a reply that arrives anyway is never returned as a success.
     """
 
     template_fields: Sequence[str] = ("prompt_vars", "model", "images", *_PROMPT_FIELDS)
@@ -170,7 +183,13 @@ class OpenRouterChatOperator(BaseOperator):
         self.extra_body = extra_body
         self.openrouter_conn_id = openrouter_conn_id
         self.stream = stream
+        # Execution state, shared with on_kill (which may run on another thread): plain values only,
+        # so that the operator can still be deep-copied.
         self._active_stream: ChatStream | None = None
+        self._hook: OpenRouterHook | None = None
+        self._connections: list[Any] = []  # httpcore network streams opened by this try
+        self._execute_thread: int | None = None
+        self._killed = False
 
     # --- templating ------------------------------------------------------------------------------
 
@@ -228,26 +247,43 @@ class OpenRouterChatOperator(BaseOperator):
     # --- execution -------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        from airflow_openrouter._transport import RetryPolicy
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
         from airflow_openrouter.schemas import complete_validated, output_spec
 
+        self._killed, self._connections = False, []
+        self._execute_thread = threading.get_ident()
         spec = output_spec(self.response_format)
         messages = self._messages()
         params = self._request_params(spec)
-        with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id) as hook:
+        # The hook's usual policy, except that a retry wait ends as soon as the task is killed.
+        policy = RetryPolicy(sleep=self._sleep_unless_killed)
+        with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id, retry_policy=policy) as hook:
+            policy.max_retries = hook.settings.max_retries
             model = self._model(hook)
             self.log.debug("Messages sent to %s: %s", model, messages)
 
             def complete(conversation: list[dict[str, Any]]) -> ChatCompletion:
+                self._watch_connections(hook)
+                self._raise_if_killed()  # e.g. killed during the previous call: no repair request
                 request = {"messages": conversation, "model": model, **params}
                 if self.stream:
                     return self._stream_completion(hook, **request)
                 return hook.chat_completion(**request)
 
+            self._hook = hook
             started = time.monotonic()
-            reply = complete_validated(
-                complete, messages, spec, max_repair_attempts=self.max_repair_attempts, logger=self.log
-            )
+            try:
+                reply = complete_validated(
+                    complete, messages, spec, max_repair_attempts=self.max_repair_attempts, logger=self.log
+                )
+            except Exception as exc:
+                if self._killed:  # whatever the aborted call raised, the cause is the kill
+                    raise self._killed_error() from exc
+                raise
+            finally:
+                self._hook = None
+            self._raise_if_killed()  # a reply that made it through anyway is not a success
         self.log.debug("Reply: %s", reply.value)
         if self.do_xcom_push:
             usage = _usage(reply.completions, time.monotonic() - started, context["ti"].try_number)
@@ -303,10 +339,80 @@ class OpenRouterChatOperator(BaseOperator):
             self._active_stream = None
 
     def on_kill(self) -> None:
-        # Dropping the HTTP connection stops generation (and billing) on providers that support it.
-        if (stream := self._active_stream) is not None:
-            self.log.info("Task killed: closing the in-flight stream.")
+        """Abort the in-flight request, stream or retry wait; ``execute`` then raises.
+
+        Safe to call from another thread, or from the SIGTERM handler on the thread running ``execute``.
+        """
+        self._killed = True
+        stream, hook = self._active_stream, self._hook
+        if stream is None and hook is None:
+            return
+        self.log.info("Task killed: aborting the in-flight OpenRouter request.")
+        # Closing a socket does not wake a thread blocked reading it; shutting it down does, and drops
+        # the connection, which stops generation (and billing) on providers that support it.
+        for connection in list(self._connections):
+            _shut_down(connection)
+        if threading.get_ident() == self._execute_thread:
+            # Airflow's SIGTERM handler, on the thread running execute, which may be holding httpx's
+            # connection pool lock at this very moment: closing the stream or the client here could
+            # deadlock. The blocked read fails on the shut-down socket, and execute closes the hook
+            # on its way out.
+            return
+        if stream is not None:
             stream.close()
+        if hook is not None:
+            hook.close()  # a retry or a repair cannot reuse the pooled client
+
+    # --- kill support ----------------------------------------------------------------------------
+
+    def _watch_connections(self, hook: OpenRouterHook) -> None:
+        """Record every connection the hook's sync client opens, so that on_kill can shut it down."""
+        client = hook._sync_transport().client  # a new client after hook.close(): watch it too
+        request_hooks = client.event_hooks["request"]
+        if self._trace_requests not in request_hooks:
+            request_hooks.append(self._trace_requests)
+
+    def _trace_requests(self, request: Any) -> None:  # an httpx request event hook
+        request.extensions.setdefault("trace", self._on_trace)
+
+    def _on_trace(self, event: str, info: Mapping[str, Any]) -> None:  # httpcore's trace extension
+        if event in _CONNECT_EVENTS and (connection := info.get("return_value")) is not None:
+            self._connections.append(connection)
+            if self._killed:  # on_kill ran while this connection was being opened
+                _shut_down(connection)
+
+    def _sleep_unless_killed(self, seconds: float) -> None:
+        """The retry policy's wait: ends early, raising, when the task is killed."""
+        deadline = time.monotonic() + seconds
+        while not self._killed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            # Short sleeps rather than an Event: on_kill may run in a signal handler on this thread.
+            time.sleep(min(remaining, _KILL_POLL_S))
+        raise self._killed_error()
+
+    def _raise_if_killed(self) -> None:
+        if self._killed:
+            raise self._killed_error()
+
+    def _killed_error(self) -> OpenRouterConnectionError:
+        from airflow_openrouter.exceptions import OpenRouterConnectionError
+
+        return OpenRouterConnectionError(
+            f"Task {self.task_id!r} was killed: the request to OpenRouter was aborted and no result is "
+            "returned."
+        )
+
+
+def _shut_down(connection: Any) -> None:
+    """Shut down the socket under an httpcore network stream, waking any thread blocked on it."""
+    sock = connection.get_extra_info("socket")
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):  # already closed (fd -1), or not connected any more
+            # socket.socket's own shutdown, also for an SSLSocket: SSLSocket.shutdown() would drop its
+            # SSL object under the reading thread's feet.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _usage(completions: Sequence[ChatCompletion], latency_s: float, try_number: int) -> dict[str, Any]:

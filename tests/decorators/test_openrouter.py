@@ -80,3 +80,31 @@ def test_function_must_return_a_prompt(emulator, returned):
         run_task(decorated_operator(ask))
 
     assert emulator.requests == []
+
+
+def test_returned_messages_list_conflicts_with_messages_passed_to_the_decorator(emulator):
+    @task.openrouter(messages=[{"role": "system", "content": "Be brief."}])
+    def ask() -> list:
+        return [{"role": "user", "content": "Capital of Norway?"}]
+
+    with pytest.raises(
+        ValueError,
+        match=r"^The @task.openrouter function 'ask' returned a messages list, but messages=\.\.\. was also "
+        r"passed to the decorator",
+    ):
+        run_task(decorated_operator(ask))
+
+    assert emulator.requests == []
+
+
+def test_returned_prompt_is_appended_to_messages_passed_to_the_decorator(emulator):
+    earlier = [{"role": "user", "content": "Capital of Norway?"}, {"role": "assistant", "content": "Oslo."}]
+
+    @task.openrouter(messages=earlier)
+    def ask() -> str:
+        return "And of Sweden?"
+
+    run_task(decorated_operator(ask))
+
+    [request] = emulator.requests_to("/chat/completions")
+    assert request.body["messages"] == [*earlier, {"role": "user", "content": "And of Sweden?"}]

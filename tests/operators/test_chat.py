@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import base64
+import logging
+import os
+import re
+import signal
 import threading
+import time
 
 import pytest
 from airflow.sdk import DAG
@@ -84,16 +89,69 @@ def test_reply_still_invalid_after_max_repair_attempts_fails_the_task(emulator):
     assert info.value.errors and all(e.startswith("$") for e in info.value.errors)
     assert info.value.raw_output
     assert len(chat_bodies(emulator)) == 3
+    assert info.value.generation_id
+    assert str(info.value).startswith(f"Reply {info.value.generation_id} is still invalid after 3 attempt(s)")
 
 
 def test_no_repair_when_max_repair_attempts_is_zero(emulator):
     emulator.invalid_output_next(times=1)
     op = OpenRouterChatOperator(task_id="t", prompt="Triage", response_format=Ticket, max_repair_attempts=0)
 
-    with pytest.raises(OpenRouterOutputValidationError):
+    with pytest.raises(
+        OpenRouterOutputValidationError, match=r"still invalid after 1 attempt\(s\) \(0 repair\(s\) allowed"
+    ) as info:
         run_task(op)
 
+    assert info.value.attempts == 1
     assert len(chat_bodies(emulator)) == 1
+
+
+# The emulator breaks a reply by dropping the first property (all are required on the wire) and giving
+# the next one a wrong value: here "count" becomes the string "not-a-number", which jsonschema quotes.
+COUNTED = {
+    "title": "Counted",
+    "type": "object",
+    "properties": {"label": {"type": "string"}, "count": {"type": "integer"}},
+    "required": ["label", "count"],
+}
+
+
+def test_invalid_replies_stay_out_of_the_logs_and_the_error_but_are_kept_on_it(emulator, caplog, monkeypatch):
+    emulator.invalid_output_next(times=2)
+    op = OpenRouterChatOperator(task_id="t", prompt="Count them", response_format=COUNTED)
+    # The task logger is structlog's, outside caplog: a stdlib logger stands in for it.
+    task_log = logging.getLogger("tests.chat.task")
+    monkeypatch.setattr(OpenRouterChatOperator, "log", property(lambda self: task_log))
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger=task_log.name)
+
+    with pytest.raises(OpenRouterOutputValidationError) as info:
+        run_task(op)
+
+    error = info.value
+    assert "not-a-number" in error.raw_output
+    assert error.errors == [
+        "$: 'label' is a required property",
+        "$.count: 'not-a-number' is not of type 'integer'",
+    ]
+    assert error.generation_id
+    assert str(error) == (
+        f"Reply {error.generation_id} is still invalid after 2 attempt(s) (1 repair(s) allowed, see "
+        "max_repair_attempts). The model's reply is not valid against the JSON schema 'Counted': "
+        "2 error(s): $ (required); $.count (type)."
+    )
+    logged = [r for r in caplog.records if r.levelno >= logging.INFO]
+    [warning] = [r for r in logged if "is invalid" in r.getMessage()]
+    first = re.fullmatch(
+        r"Reply (\S+) is invalid; asking the model to repair it \(repair 1 of 1\)\. The model's reply is "
+        r"not valid against the JSON schema 'Counted': 2 error\(s\): \$ \(required\); \$\.count \(type\)\.",
+        warning.getMessage(),
+    )
+    assert first and first.group(1) != error.generation_id
+    assert warning.levelno == logging.WARNING
+    assert not [r.getMessage() for r in logged if "not-a-number" in r.getMessage()]
+    # ... while DEBUG has the details (so the assertion above can see the value when it is logged).
+    assert any("not-a-number" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
 
 
 @pytest.mark.parametrize(
@@ -154,28 +212,163 @@ def test_streaming_returns_the_same_value_as_not_streaming(emulator, response_fo
     assert [b.get("stream") for b in chat_bodies(emulator)] == [None, True]
 
 
-def test_on_kill_closes_the_in_flight_stream(monkeypatch):
+class Killed:
+    """Runs an operator's execute on a thread, so that the test can kill it from the main thread."""
+
+    def __init__(self, op):
+        self.op = op
+        self.results: list = []
+        self.errors: list[BaseException] = []
+        self.worker = threading.Thread(target=self._execute, daemon=True)
+        self.worker.start()
+
+    def _execute(self):
+        try:
+            self.results.append(run_task(self.op))
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def kill(self, when, *, then: float = 0.1) -> float:
+        """Kill *then* seconds after ``when()`` holds; returns how long execute took to end once killed."""
+        deadline = time.monotonic() + 10
+        while not when() and time.monotonic() < deadline and self.worker.is_alive():
+            time.sleep(0.01)
+        assert when(), "the awaited moment never came"
+        self.worker.join(then)
+        assert self.worker.is_alive(), f"execute ended before the kill: {self.results or self.errors}"
+        killed_at = time.monotonic()
+        self.op.on_kill()
+        self.worker.join(10)
+        assert not self.worker.is_alive()
+        return time.monotonic() - killed_at
+
+    def error(self) -> BaseException:
+        assert self.results == [], "a killed task returned a result"
+        [error] = self.errors
+        return error
+
+
+KILLED = r"Task 't' was killed: the request to OpenRouter was aborted and no result is returned\."
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream-awaiting-headers"])
+def test_on_kill_aborts_a_request_waiting_for_its_answer(emulator, stream):
+    emulator.set_latency(3000)
+    op = OpenRouterChatOperator(task_id="t", prompt="Write a haiku", stream=stream)
+
+    run = Killed(op)
+    took = run.kill(when=lambda: chat_bodies(emulator), then=0.3)  # the request is in, its answer not
+
+    error = run.error()
+    assert type(error) is OpenRouterConnectionError
+    assert re.fullmatch(KILLED, str(error))
+    assert took < 1.0  # the answer was 2.7 s away
+    [request] = emulator.requests_to("/chat/completions")
+    assert request.body.get("stream") is (True if stream else None)
+
+
+def test_on_kill_aborts_the_in_flight_stream_and_returns_no_partial_text(monkeypatch):
     with OpenRouterEmulator(token_delay_ms=200) as slow:
         for name, value in slow.connection_env(default_model=MODEL).items():
             monkeypatch.setenv(name, value)
         op = OpenRouterChatOperator(task_id="t", prompt="Write a long essay", max_tokens=400, stream=True)
-        errors: list[BaseException] = []
 
-        def execute():
-            try:
-                run_task(op)
-            except BaseException as exc:
-                errors.append(exc)
+        run = Killed(op)
+        took = run.kill(when=lambda: op._active_stream is not None, then=0.5)  # a couple of tokens in
 
-        worker = threading.Thread(target=execute)
-        worker.start()
-        while op._active_stream is None and worker.is_alive():
-            worker.join(0.05)
+        error = run.error()
+        assert type(error) is OpenRouterConnectionError
+        assert re.fullmatch(KILLED, str(error))
+        assert took < 1.0
+        [request] = slow.requests_to("/chat/completions")
+        assert request.body["stream"] is True
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_on_kill_from_the_sigterm_handler_on_the_executing_thread_fails_the_task_promptly(emulator, stream):
+    # As Airflow's task runner does it: on_kill runs in the SIGTERM handler, on the thread in execute.
+    emulator.set_latency(3000)
+    op = OpenRouterChatOperator(task_id="t", prompt="Write a haiku", stream=stream)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: op.on_kill())
+    killed_at: list[float] = []
+
+    def sigterm_once_the_request_is_in():
+        deadline = time.monotonic() + 10
+        while not chat_bodies(emulator) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        killed_at.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = threading.Thread(target=sigterm_once_the_request_is_in, daemon=True)
+    try:
+        killer.start()
+        with pytest.raises(OpenRouterConnectionError) as info:
+            run_task(op)
+        ended_at = time.monotonic()
+        killer.join(10)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    assert ended_at - killed_at[0] < 1.0  # the answer was 2.7 s away
+    assert re.fullmatch(KILLED, str(info.value))
+    assert len(chat_bodies(emulator)) == 1
+
+
+def test_on_kill_ends_a_retry_wait_without_retrying(emulator):
+    emulator.fail_next(status=429, retry_after=30)
+    op = OpenRouterChatOperator(task_id="t", prompt="Write a haiku")
+
+    run = Killed(op)
+    took = run.kill(when=lambda: chat_bodies(emulator), then=0.5)  # the 429 is in, the retry 30 s away
+
+    error = run.error()
+    assert type(error) is OpenRouterConnectionError
+    assert re.fullmatch(KILLED, str(error))
+    assert took < 1.0  # not the 30 s the server asked for
+    assert len(chat_bodies(emulator)) == 1  # no retry after the kill
+
+
+def test_a_reply_arriving_after_the_kill_fails_the_task_and_is_not_repaired(emulator, monkeypatch):
+    emulator.invalid_output_next(times=1)
+    op = OpenRouterChatOperator(task_id="t", prompt="Triage: printer on fire", response_format=Ticket)
+    real_chat_completion = OpenRouterHook.chat_completion
+
+    def answered_then_killed(hook, **request):
+        completion = real_chat_completion(hook, **request)
+        op.on_kill()  # the kill lands while the reply is being read
+        return completion
+
+    monkeypatch.setattr(OpenRouterHook, "chat_completion", answered_then_killed)
+
+    with pytest.raises(OpenRouterConnectionError, match=KILLED):
+        run_task(op)
+
+    assert len(chat_bodies(emulator)) == 1  # no repair request
+
+
+def test_a_valid_reply_arriving_after_the_kill_is_not_returned(emulator, monkeypatch):
+    op = OpenRouterChatOperator(task_id="t", prompt="Say hello")
+    real_chat_completion = OpenRouterHook.chat_completion
+
+    def answered_then_killed(hook, **request):
+        completion = real_chat_completion(hook, **request)
         op.on_kill()
-        worker.join(30)
+        return completion
 
-    assert not worker.is_alive()
-    assert isinstance(errors[0], OpenRouterConnectionError)
+    monkeypatch.setattr(OpenRouterHook, "chat_completion", answered_then_killed)
+
+    with pytest.raises(OpenRouterConnectionError, match=KILLED):
+        run_task(op)
+
+
+def test_a_killed_try_does_not_poison_the_next_one(emulator):
+    op = OpenRouterChatOperator(task_id="t", prompt="Say hello")
+    op.on_kill()  # nothing in flight: a no-op apart from the flag, which execute resets
+
+    value, _ = run_task(op)
+
+    assert isinstance(value, str) and value
 
 
 # --- prompts ---------------------------------------------------------------------------------------
@@ -296,5 +489,5 @@ def test_explicit_model_and_sampling_fields_are_sent_as_given(emulator):
 
 
 def test_negative_max_repair_attempts_is_rejected_when_the_dag_is_parsed():
-    with pytest.raises(ValueError, match="max_repair_attempts"):
+    with pytest.raises(ValueError, match=r"^max_repair_attempts must be 0 or more, got -1\.$"):
         OpenRouterChatOperator(task_id="t", prompt="x", max_repair_attempts=-1)
