@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_openrouter.exceptions import OpenRouterError
 
@@ -62,16 +62,22 @@ class BatchWatch:
     _errors: dict[str, int] = field(default_factory=dict, init=False)
     _first_not_found: dict[str, float] = field(default_factory=dict, init=False)
     _fatal: str | None = field(default=None, init=False)
+    _polled: set[str] = field(default_factory=set, init=False)
 
     def pending_ids(self) -> list[str]:
         """The batches not known to be finished yet: the ones to poll next."""
         return [i for i in self.batch_ids if self._seen.get(i, {}).get("status") not in _SEVERITY]
+
+    def polled_once(self) -> bool:
+        """Whether every batch has been polled at least once (whatever the answer)."""
+        return self._polled.issuperset(self.batch_ids)
 
     def seconds_left(self) -> float:
         return float("inf") if self.deadline is None else self.deadline - self.clock()
 
     def observe(self, batch: Batch) -> None:
         """Record what a poll of one batch returned."""
+        self._polled.add(batch.id)
         self._errors.pop(batch.id, None)
         self._first_not_found.pop(batch.id, None)
         counts = batch.request_counts
@@ -95,6 +101,7 @@ class BatchWatch:
 
     def observe_error(self, batch_id: str, error: Exception) -> None:
         """Record that polling one batch failed; decides whether that is worth waiting out."""
+        self._polled.add(batch_id)
         from airflow_openrouter._transport import RETRYABLE_STATUSES
         from airflow_openrouter.exceptions import (
             OpenRouterAPIError,
@@ -133,7 +140,9 @@ class BatchWatch:
         if not self.pending_ids():
             worst = min((b["status"] for b in self._seen.values()), key=_SEVERITY.index)
             return self._event(worst, None if worst == "completed" else self._reason(worst))
-        if self.seconds_left() <= 0:
+        # Never a timeout before every batch was polled at least once: a task re-attaching after its
+        # deadline must learn that its batches finished long ago, not give up on them unseen.
+        if self.seconds_left() <= 0 and self.polled_once():
             return self._event(
                 "timeout",
                 f"The deadline passed while batch(es) {', '.join(self.pending_ids())} were still running. "
@@ -149,6 +158,20 @@ class BatchWatch:
     def _event(self, status: str, reason: str | None) -> dict[str, Any]:
         batches = [self._seen.get(i, {"id": i, "status": "unknown"}) for i in self.batch_ids]
         return {"status": status, "batches": batches, "usage": dict(self._usage), "reason": reason}
+
+
+class _SyncBatchGetter(Protocol):
+    def get_batch(self, batch_id: str) -> Batch: ...
+
+
+def poll_round(hook: _SyncBatchGetter, watch: BatchWatch, log: Any) -> None:
+    """Poll every pending batch once, from a worker (the trigger does the same with the async hook)."""
+    for batch_id in watch.pending_ids():
+        try:
+            watch.observe(hook.get_batch(batch_id))
+        except OpenRouterError as exc:
+            log.warning("Polling batch %s failed: %s", batch_id, exc)
+            watch.observe_error(batch_id, exc)
 
 
 @dataclass(frozen=True)

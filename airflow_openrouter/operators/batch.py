@@ -23,10 +23,10 @@ if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
     from pydantic import BaseModel
 
-    from airflow_openrouter.batch.events import BatchEvent
+    from airflow_openrouter.batch.events import BatchEvent, BatchWatch
     from airflow_openrouter.batch.items import RequestBuilder
     from airflow_openrouter.batch.results import ResultsWriter
-    from airflow_openrouter.batch.state import BatchRecord, RecordStore
+    from airflow_openrouter.batch.state import BatchRecord, RecordStore, SubmittedBatch
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_openrouter.schemas import OutputSpec
 
@@ -46,9 +46,11 @@ _MODEL_PARAMETERS = (
     "user",
     "extra_body",
 )
-# Without a timeout, wait until the batches' expires_at, plus time for OpenRouter to report them expired;
-# when OpenRouter gives no expires_at, as long as the slowest documented provider (Vertex: 96 h).
+# Without a timeout, wait until the batches' expires_at, plus time for OpenRouter to report them expired.
+# The documented batch object has no expires_at: then created_at plus the 24 h completion window. Only
+# when OpenRouter gives neither, as long as the slowest documented provider (Vertex: 96 h).
 _EXPIRY_GRACE_S = 3600.0
+_COMPLETION_WINDOW_S = 24 * 3600.0
 _LONGEST_BATCH_S = 96 * 3600.0
 
 
@@ -221,6 +223,7 @@ class OpenRouterBatchOperator(BaseOperator):
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
         from airflow_openrouter.triggers.batch import OpenRouterBatchTrigger
 
+        watch: BatchWatch | None = None
         with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id) as hook:
             model = self._model(hook)
             store = self._record_store(context)
@@ -231,7 +234,11 @@ class OpenRouterBatchOperator(BaseOperator):
                 record = reattach_or_start(
                     store, fingerprint=spool.fingerprint, model=model, total_items=spool.total, log=self.log
                 )
-                for batch in submit_missing_batches(hook, spool, record, store, provider=self.provider):
+                if record.batches and self.wait_for_completion:
+                    # Re-attaching: look at the recorded batches once, here, before anything else.
+                    watch = self._poll_recorded(hook, record)
+                submitted = submit_missing_batches(hook, spool, record, store, provider=self.provider)
+                for batch in submitted:
                     self.log.info(
                         "Submitted batch %s: items %d..%d to %s.",
                         batch.id,
@@ -246,6 +253,11 @@ class OpenRouterBatchOperator(BaseOperator):
         if not self.wait_for_completion:
             self.log.info("wait_for_completion=False: returning the batch ids; the results are not fetched.")
             return summary
+        if watch is not None and not submitted:
+            finished = watch.outcome()
+            if finished is not None and finished["status"] not in ("timeout", "error"):
+                self.log.info("Every recorded batch has finished: fetching the results without deferring.")
+                return self._fetch_results(context, finished)
         deadline = self._deadline(record)
         trigger = OpenRouterBatchTrigger(
             batch_ids=record.batch_ids,
@@ -258,6 +270,14 @@ class OpenRouterBatchOperator(BaseOperator):
             backstop = max(0.0, deadline - time.time()) + 60 + 2 * trigger.poll_interval
             self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=backstop))
         return self._fetch_results(context, _first_event(trigger))
+
+    def _poll_recorded(self, hook: OpenRouterHook, record: BatchRecord) -> BatchWatch:
+        """Poll the recorded batches once on the worker (a re-attach may come long after they finished)."""
+        from airflow_openrouter.batch.events import BatchWatch, poll_round
+
+        watch = BatchWatch(record.batch_ids)
+        poll_round(hook, watch, self.log)
+        return watch
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger: fetch the results on the worker and build the manifest."""
@@ -492,14 +512,24 @@ class OpenRouterBatchOperator(BaseOperator):
         return conf.getfloat("openrouter", "poll_interval", fallback=30.0)
 
     def _deadline(self, record: BatchRecord) -> float:
-        """When to stop waiting: ``timeout`` from now, else when the last batch expires."""
+        """When to stop waiting: ``timeout`` from now, else when the last batch expires; never sooner than
+        two polls from now, so that a re-attached task always polls before it can time out."""
+        now = time.time()
         if self.timeout is not None:
-            return time.time() + self.timeout
-        expiries = [b.expires_at for b in record.batches if b.expires_at]
-        if expiries:
-            return max(expiries) + _EXPIRY_GRACE_S
-        created = [b.created_at for b in record.batches if b.created_at]
-        return max(created, default=time.time()) + _LONGEST_BATCH_S
+            computed = now + self.timeout
+        else:
+            computed = max((_expiry_of(b, now) for b in record.batches), default=now + _LONGEST_BATCH_S)
+        return max(computed, now + 2 * self._poll_interval())
+
+
+def _expiry_of(batch: SubmittedBatch, now: float) -> float:
+    """When OpenRouter will have reported *batch* expired: its ``expires_at``, else its ``created_at`` plus
+    the 24 h completion window; plus grace. Without either, the slowest documented provider (96 h)."""
+    if batch.expires_at:
+        return batch.expires_at + _EXPIRY_GRACE_S
+    if batch.created_at:
+        return batch.created_at + _COMPLETION_WINDOW_S + _EXPIRY_GRACE_S
+    return now + _LONGEST_BATCH_S
 
 
 def _first_event(trigger: Any) -> dict[str, Any]:

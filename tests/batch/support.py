@@ -41,6 +41,22 @@ def batch_emu(batch_emulator: OpenRouterEmulator, monkeypatch: pytest.MonkeyPatc
     return batch_emulator
 
 
+@pytest.fixture(scope="module")
+def paused_emulator() -> Iterator[OpenRouterEmulator]:
+    with OpenRouterEmulator(manual_clock=True) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def paused_emu(paused_emulator: OpenRouterEmulator, monkeypatch: pytest.MonkeyPatch) -> OpenRouterEmulator:
+    """An emulator whose batches run only when the test calls ``advance()``: no timing races."""
+    paused_emulator.clear_faults()
+    paused_emulator.clear_requests()
+    for name, value in paused_emulator.connection_env(max_retries=1).items():
+        monkeypatch.setenv(name, value)
+    return paused_emulator
+
+
 class FakeTaskInstance:
     """What the operator reads from ``context["ti"]``: its identity, try number and XCom pushes."""
 
@@ -82,3 +98,7 @@ def read_rows(output_uri: str) -> dict[str, dict[str, Any]]:
 
 def batch_posts(emulator: OpenRouterEmulator) -> list[dict[str, Any]]:
     return [r.body for r in emulator.requests_to("/batches", method="POST")]
+
+
+def batch_polls(emulator: OpenRouterEmulator) -> int:
+    return len(emulator.requests_to("/batches/{id}", method="GET"))

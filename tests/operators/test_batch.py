@@ -8,6 +8,9 @@ execute_complete -- the path a deferred task takes, without the cost of a DAG ru
 from __future__ import annotations
 
 import json
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,15 +18,22 @@ from pydantic import BaseModel
 
 from airflow_openrouter._compat import AirflowFailException, TaskDeferred
 from airflow_openrouter.batch.items import BatchInputError
-from airflow_openrouter.exceptions import OpenRouterBadRequestError, OpenRouterPaymentRequiredError
+from airflow_openrouter.exceptions import (
+    OpenRouterBadRequestError,
+    OpenRouterError,
+    OpenRouterPaymentRequiredError,
+)
 from airflow_openrouter.operators.batch import OpenRouterBatchOperator
 from airflow_openrouter.prompts import PromptRenderError
 from tests.batch.support import (  # noqa: F401  (fixtures)
     MODEL,
     batch_emu,
     batch_emulator,
+    batch_polls,
     batch_posts,
     first_event,
+    paused_emu,
+    paused_emulator,
     read_rows,
     run_operator,
     task_context,
@@ -51,8 +61,20 @@ def summarise(**kwargs: Any) -> OpenRouterBatchOperator:
 
 
 @pytest.fixture
-def context(request: pytest.FixtureRequest) -> dict[str, Any]:
+def context(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    monkeypatch.setenv("AIRFLOW__OPENROUTER__RESULTS_PATH", f"file://{tmp_path}/out")
     return task_context(request)
+
+
+def _record_file(context: dict[str, Any]) -> Path:
+    """The JSON record of the context's task run (Airflow < 3.3, or no task state store)."""
+    from airflow_openrouter.batch.state import STATE_DIR, TaskRunIdentity
+
+    identity = TaskRunIdentity.from_context(context)
+    results = identity.results_file(os.environ["AIRFLOW__OPENROUTER__RESULTS_PATH"])
+    return Path(str(results).removeprefix("file://")).parent / STATE_DIR / f"{identity.key}.json"
 
 
 # --- results and manifest --------------------------------------------------------------------------
@@ -194,15 +216,57 @@ def test_wait_for_completion_false_returns_the_batch_ids(batch_emu, context):
     assert result["total"] == 6 and result["model"] == MODEL
 
 
-def test_a_timeout_fails_naming_the_batches_and_a_retry_re_attaches(batch_emu, context):
-    operator = summarise(timeout=0)
+def test_a_timeout_fails_naming_the_batches_and_a_retry_re_attaches(paused_emu, context):
+    operator = summarise(timeout=0, poll_interval=0.05)
     with pytest.raises(TaskDeferred) as deferred:
         operator.execute(context)
     event = first_event(deferred.value.trigger)
     assert event["status"] == "timeout"
+    assert batch_polls(paused_emu) >= 1  # it looked before giving up
 
-    with pytest.raises(Exception, match=r"keep running on OpenRouter.*Batch ids: batch_"):
+    with pytest.raises(OpenRouterError, match=r"keep running on OpenRouter.*Batch ids: batch_") as failed:
         operator.execute_complete(context, event)
+    assert not isinstance(failed.value, AirflowFailException)  # retryable
+
+    paused_emu.advance(3600)  # the batch finishes while the task waits for its retry
+    context["ti"].try_number = 2
+    manifest = run_operator(summarise(timeout=0, poll_interval=0.05), context)
+
+    assert len(batch_posts(paused_emu)) == 1
+    assert manifest["batch_ids"] == deferred.value.trigger.batch_ids
+    assert manifest["counts"]["succeeded"] == 6
+
+
+def test_a_re_attach_long_after_the_deadline_polls_once_and_does_not_defer(batch_emu, context):
+    run_operator(summarise(), context)
+    record = _record_file(context)
+    saved = json.loads(record.read_text())
+    for batch in saved["batches"]:  # the task is cleared four days later
+        batch["created_at"], batch["expires_at"] = int(time.time()) - 97 * 3600, None
+    record.write_text(json.dumps(saved))
+    polls = batch_polls(batch_emu)
+
+    context["ti"].try_number = 2
+    manifest = summarise().execute(context)  # no TaskDeferred: the batch finished long ago
+
+    assert manifest["counts"]["succeeded"] == 6
+    assert batch_polls(batch_emu) == polls + 1
+    assert len(batch_posts(batch_emu)) == 1
+
+
+def test_the_default_deadline_follows_created_at_and_the_24_hour_window(monkeypatch):
+    from airflow_openrouter.batch.state import BatchRecord, SubmittedBatch
+
+    monkeypatch.setattr(time, "time", lambda: 1_000_000.0)
+    operator = summarise(poll_interval=5)
+    created = BatchRecord("f", MODEL, 1, [SubmittedBatch("b", 0, 1, created_at=990_000)])
+    expiring = BatchRecord("f", MODEL, 1, [SubmittedBatch("b", 0, 1, created_at=990_000, expires_at=990_500)])
+    unknown = BatchRecord("f", MODEL, 1, [SubmittedBatch("b", 0, 1)])
+
+    assert operator._deadline(created) == 990_000 + 24 * 3600 + 3600
+    assert operator._deadline(expiring) == 1_000_010.0  # past: still two polls from now
+    assert operator._deadline(unknown) == 1_000_000 + 96 * 3600
+    assert summarise(timeout=0, poll_interval=5)._deadline(created) == 1_000_010.0
 
 
 # --- bad input fails before anything is sent -------------------------------------------------------

@@ -1,1 +1,6 @@
-from tests.batch.support import batch_emu, batch_emulator  # noqa: F401  (fixtures for this directory)
+from tests.batch.support import (  # noqa: F401  (fixtures for this directory)
+    batch_emu,
+    batch_emulator,
+    paused_emu,
+    paused_emulator,
+)

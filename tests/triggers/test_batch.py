@@ -19,7 +19,7 @@ from airflow_openrouter.exceptions import (
 from airflow_openrouter.hooks.openrouter import OpenRouterHook
 from airflow_openrouter.triggers.batch import OpenRouterBatchTrigger
 from airflow_openrouter.types import Batch
-from tests.batch.support import MODEL, first_event
+from tests.batch.support import MODEL, batch_polls, first_event
 
 
 def submit(n_batches: int = 1) -> list[str]:
@@ -63,15 +63,23 @@ def test_serialize_carries_only_ids_and_plain_values_and_the_absolute_deadline(b
     assert rebuilt(trigger).serialize() == (classpath, kwargs)
 
 
-def test_a_re_created_trigger_keeps_the_deadline_instead_of_restarting_the_clock(batch_emu):
-    batch_emu.set_latency(0)
-    (batch_id,) = submit()
+def test_a_re_created_trigger_keeps_the_deadline_but_polls_once_before_timing_out(paused_emu):
+    (batch_id,) = submit()  # the paused emulator never finishes it on its own
     trigger = OpenRouterBatchTrigger(batch_ids=[batch_id], poll_interval=0.05, deadline=time.time() - 1)
 
-    event = first_event(rebuilt(trigger))  # e.g. after a triggerer restart
+    event = first_event(rebuilt(trigger))  # e.g. after a triggerer restart, past the deadline
 
     assert event["status"] == "timeout"
     assert batch_id in event["reason"] and "keep running" in event["reason"]
+    assert batch_polls(paused_emu) == 1  # looked once, then gave up: the deadline is not restarted
+
+
+def test_a_trigger_past_its_deadline_reports_batches_that_already_finished(paused_emu):
+    (batch_id,) = submit()
+    paused_emu.advance(3600)
+    trigger = OpenRouterBatchTrigger(batch_ids=[batch_id], poll_interval=0.05, deadline=time.time() - 1)
+
+    assert first_event(rebuilt(trigger))["status"] == "completed"
 
 
 # --- polling ---------------------------------------------------------------------------------------
@@ -198,6 +206,19 @@ def test_watch_fails_at_once_on_an_error_that_waiting_will_not_fix():
 
     event = watch.outcome()
     assert event is not None and event["status"] == "error" and "bad key" in event["reason"]
+
+
+def test_watch_never_times_out_before_every_batch_was_polled():
+    clock = Clock()
+    watch = BatchWatch(["a", "b"], deadline=clock.now - 1, clock=clock)
+    assert watch.outcome() is None
+
+    watch.observe(batch("a", "in_progress"))
+    assert watch.outcome() is None
+    watch.observe_error("b", OpenRouterServerError("502", status=502))
+
+    event = watch.outcome()
+    assert event is not None and event["status"] == "timeout"
 
 
 def test_watch_resets_the_error_count_after_a_good_poll():
