@@ -8,6 +8,7 @@ wait before trying again, what to log) lives in plain functions and objects used
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import email.utils
 import functools
@@ -15,6 +16,7 @@ import json
 import logging
 import os
 import random
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -399,6 +401,19 @@ def _finish(call: Call[T], response: httpx.Response, started: float, conn_id: st
     return result
 
 
+_CONNECT_EVENTS = frozenset({"connection.connect_tcp.complete", "connection.start_tls.complete"})
+
+
+def _shut_down(connection: Any) -> None:
+    """Shut down the socket under an httpcore network stream, waking any thread blocked on it."""
+    sock = connection.get_extra_info("socket")
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):  # already closed (fd -1), or not connected any more
+            # socket.socket's own shutdown, also for an SSLSocket: SSLSocket.shutdown() would drop its
+            # SSL object under the reading thread's feet.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
 def _uses_proxy() -> bool:
     return any(os.environ.get(name) or os.environ.get(name.upper()) for name in _PROXY_VARIABLES)
 
@@ -410,7 +425,12 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 class SyncTransport:
-    """Pooled ``httpx.Client`` plus the retry loop, for workers."""
+    """Pooled ``httpx.Client`` plus the retry loop, for workers.
+
+    :meth:`abort` stops a request in flight from another thread or from a signal handler: closing a
+    socket does not wake a thread blocked reading it, shutting it down does. So every connection the
+    client opens is remembered (through httpcore's ``trace`` extension) for ``abort`` to shut down.
+    """
 
     def __init__(
         self,
@@ -420,6 +440,8 @@ class SyncTransport:
     ) -> None:
         self.settings = settings
         self.policy = policy
+        self._connections: list[Any] = []
+        self._aborted = False
         self.client = httpx.Client(
             base_url=settings.base_url.rstrip("/") + "/",
             headers=settings.headers(),
@@ -427,7 +449,32 @@ class SyncTransport:
             limits=SYNC_POOL_LIMITS,
             verify=_ssl_context(),
             transport=transport,
+            event_hooks={"request": [self._trace_connections]},
         )
+
+    def abort(self) -> None:
+        """Fail the request in flight now, and every later one on this transport.
+
+        Only sets a flag and shuts sockets down: safe in a signal handler on the thread that is sending
+        (which may hold the pool's lock, so nothing here takes it). Dropping the connection also stops
+        generation, and billing, on providers that support cancellation.
+        """
+        self._aborted = True
+        for connection in list(self._connections):
+            _shut_down(connection)
+
+    def _trace_connections(self, request: httpx.Request) -> None:
+        request.extensions.setdefault("trace", self._on_trace)
+
+    def _on_trace(self, event: str, info: Mapping[str, Any]) -> None:
+        if event in _CONNECT_EVENTS and (connection := info.get("return_value")) is not None:
+            self._connections.append(connection)
+            if self._aborted:  # abort() ran while this connection was being opened
+                _shut_down(connection)
+
+    def _check_not_aborted(self) -> None:
+        if self._aborted:
+            raise OpenRouterConnectionError("The request to OpenRouter was aborted.", request_sent=False)
 
     def request(self, call: Call[T]) -> T:
         """Send ``call``, retrying as the policy allows; returns the parsed answer."""
@@ -438,13 +485,14 @@ class SyncTransport:
             except OpenRouterError as error:
                 retry_number += 1
                 wait = self.policy.delay(retry_number, error, waited, idempotent=call.idempotent)
-                if wait is None:
+                if wait is None or self._aborted:
                     raise
                 _log_retry(call, error, retry_number, wait)
                 self.policy.sleep(wait)
                 waited += wait
 
     def _attempt(self, call: Call[T]) -> T:
+        self._check_not_aborted()
         started = time.perf_counter()
         try:
             response = self.client.send(call.build(self.client), stream=call.stream)

@@ -202,6 +202,12 @@ class OpenRouterHook(BaseHook):
         for loop in [loop for loop in self._async if loop.is_closed()]:
             del self._async[loop]
 
+    def abort(self) -> None:
+        """Abort the sync request in flight, from another thread or a signal handler (``on_kill``);
+        it and any later sync call on this hook raise :class:`OpenRouterConnectionError`."""
+        if self._sync is not None:
+            self._sync.abort()
+
     def close(self) -> None:
         """Close the pooled sync client (async clients: :meth:`aclose`, on their loop)."""
         if self._sync is not None:

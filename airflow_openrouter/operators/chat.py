@@ -7,8 +7,6 @@ This module imports nothing heavy at module level, because the DAG processor imp
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,7 +54,6 @@ _STREAM_PROGRESS_EVERY_S = 2.0
 # How often a retry wait checks whether the task was killed.
 _KILL_POLL_S = 0.1
 # httpcore trace events whose return value is a new network stream (plain TCP, then TLS on top).
-_CONNECT_EVENTS = frozenset({"connection.connect_tcp.complete", "connection.start_tls.complete"})
 
 
 class OpenRouterChatOperator(BaseOperator):
@@ -187,7 +184,6 @@ class OpenRouterChatOperator(BaseOperator):
         # so that the operator can still be deep-copied.
         self._active_stream: ChatStream | None = None
         self._hook: OpenRouterHook | None = None
-        self._connections: list[Any] = []  # httpcore network streams opened by this try
         self._execute_thread: int | None = None
         self._killed = False
 
@@ -251,7 +247,7 @@ class OpenRouterChatOperator(BaseOperator):
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
         from airflow_openrouter.schemas import complete_validated, output_spec
 
-        self._killed, self._connections = False, []
+        self._killed = False
         self._execute_thread = threading.get_ident()
         spec = output_spec(self.response_format)
         messages = self._messages()
@@ -264,7 +260,6 @@ class OpenRouterChatOperator(BaseOperator):
             self.log.debug("Messages sent to %s: %s", model, messages)
 
             def complete(conversation: list[dict[str, Any]]) -> ChatCompletion:
-                self._watch_connections(hook)
                 self._raise_if_killed()  # e.g. killed during the previous call: no repair request
                 request = {"messages": conversation, "model": model, **params}
                 if self.stream:
@@ -348,10 +343,8 @@ class OpenRouterChatOperator(BaseOperator):
         if stream is None and hook is None:
             return
         self.log.info("Task killed: aborting the in-flight OpenRouter request.")
-        # Closing a socket does not wake a thread blocked reading it; shutting it down does, and drops
-        # the connection, which stops generation (and billing) on providers that support it.
-        for connection in list(self._connections):
-            _shut_down(connection)
+        if hook is not None:
+            hook.abort()
         if threading.get_ident() == self._execute_thread:
             # Airflow's SIGTERM handler, on the thread running execute, which may be holding httpx's
             # connection pool lock at this very moment: closing the stream or the client here could
@@ -364,22 +357,6 @@ class OpenRouterChatOperator(BaseOperator):
             hook.close()  # a retry or a repair cannot reuse the pooled client
 
     # --- kill support ----------------------------------------------------------------------------
-
-    def _watch_connections(self, hook: OpenRouterHook) -> None:
-        """Record every connection the hook's sync client opens, so that on_kill can shut it down."""
-        client = hook._sync_transport().client  # a new client after hook.close(): watch it too
-        request_hooks = client.event_hooks["request"]
-        if self._trace_requests not in request_hooks:
-            request_hooks.append(self._trace_requests)
-
-    def _trace_requests(self, request: Any) -> None:  # an httpx request event hook
-        request.extensions.setdefault("trace", self._on_trace)
-
-    def _on_trace(self, event: str, info: Mapping[str, Any]) -> None:  # httpcore's trace extension
-        if event in _CONNECT_EVENTS and (connection := info.get("return_value")) is not None:
-            self._connections.append(connection)
-            if self._killed:  # on_kill ran while this connection was being opened
-                _shut_down(connection)
 
     def _sleep_unless_killed(self, seconds: float) -> None:
         """The retry policy's wait: ends early, raising, when the task is killed."""
@@ -403,16 +380,6 @@ class OpenRouterChatOperator(BaseOperator):
             f"Task {self.task_id!r} was killed: the request to OpenRouter was aborted and no result is "
             "returned."
         )
-
-
-def _shut_down(connection: Any) -> None:
-    """Shut down the socket under an httpcore network stream, waking any thread blocked on it."""
-    sock = connection.get_extra_info("socket")
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):  # already closed (fd -1), or not connected any more
-            # socket.socket's own shutdown, also for an SSLSocket: SSLSocket.shutdown() would drop its
-            # SSL object under the reading thread's feet.
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _usage(completions: Sequence[ChatCompletion], latency_s: float, try_number: int) -> dict[str, Any]:
