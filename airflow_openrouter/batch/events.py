@@ -72,6 +72,18 @@ class BatchWatch:
         """Whether every batch has been polled at least once (whatever the answer)."""
         return self._polled.issuperset(self.batch_ids)
 
+    def status_of(self, batch_id: str) -> str | None:
+        """The status the last poll of *batch_id* saw, if any."""
+        return self._seen.get(batch_id, {}).get("status")
+
+    def forget(self, batch_ids: Iterable[str]) -> None:
+        """Stop watching *batch_ids* (batches that will be replaced by new ones)."""
+        gone = set(batch_ids)
+        self.batch_ids = [i for i in self.batch_ids if i not in gone]
+        for seen in (self._seen, self._errors, self._first_not_found):
+            for batch_id in gone:
+                seen.pop(batch_id, None)
+
     def seconds_left(self) -> float:
         return float("inf") if self.deadline is None else self.deadline - self.clock()
 

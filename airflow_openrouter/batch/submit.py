@@ -122,12 +122,14 @@ def submit_missing_batches(
 
     The record is saved right after each ``POST /batches``, before the next chunk is sent: a crash
     mid-way leaves a record of exactly the batches that exist, and the next try submits the rest.
-    Chunks are a pure function of the inputs, so chunk *n* of a retry is chunk *n* of the record.
+    Chunks are a pure function of the inputs, so a retry's chunks are the record's: a chunk whose first
+    item starts a recorded batch is submitted already.
     """
     from airflow_openrouter.exceptions import OpenRouterBadRequestError
 
     submitted = []
-    for chunk in spool.chunks[len(record.batches) :]:
+    recorded = {b.first_index for b in record.batches}
+    for chunk in (c for c in spool.chunks if c.first_index not in recorded):
         try:
             batch = hook.create_batch(model=record.model, requests=list(spool.read(chunk)), provider=provider)
         except OpenRouterBadRequestError as exc:
@@ -141,6 +143,7 @@ def submit_missing_batches(
             ) from exc
         entry = SubmittedBatch(batch.id, chunk.first_index, chunk.count, batch.created_at, batch.expires_at)
         record.batches.append(entry)
+        record.batches.sort(key=lambda b: b.first_index)
         store.save(record)
         submitted.append(entry)
     return submitted

@@ -52,6 +52,8 @@ _MODEL_PARAMETERS = (
 _EXPIRY_GRACE_S = 3600.0
 _COMPLETION_WINDOW_S = 24 * 3600.0
 _LONGEST_BATCH_S = 96 * 3600.0
+# A recorded batch that ended this way has no results to fetch: a later try submits its items again.
+_RESUBMITTED_STATUSES = frozenset({"failed", "expired", "cancelled"})
 
 
 class OpenRouterBatchOperator(BaseOperator):
@@ -78,7 +80,9 @@ class OpenRouterBatchOperator(BaseOperator):
     (validated JSON, or text), ``error`` and ``usage``. XCom ``return_value`` is a manifest of under 2 KB:
     ``output_uri``, ``counts`` per status, ``batch_ids``, ``engine``, ``model``, ``provider``, token totals,
     the billed ``cost_usd`` and timings. The task fails, after writing both, when a batch failed, expired
-    or was cancelled, or when more than ``max_failed_fraction`` of the items did not succeed.
+    or was cancelled, or when more than ``max_failed_fraction`` of the items did not succeed. An expired or
+    cancelled batch is a retryable error; the next try (a retry, or a clear after a failed batch)
+    resubmits only the items of such batches and keeps the completed ones.
 
     :param items: a list of items, or the URI / ``ObjectStoragePath`` of a JSONL file (templated).
     :param prompt: the user prompt template (``{{ item }}``, ``{{ index }}`` and ``prompt_vars`` in scope).
@@ -236,7 +240,7 @@ class OpenRouterBatchOperator(BaseOperator):
                 )
                 if record.batches and self.wait_for_completion:
                     # Re-attaching: look at the recorded batches once, here, before anything else.
-                    watch = self._poll_recorded(hook, record)
+                    watch = self._poll_recorded(hook, record, store)
                 submitted = submit_missing_batches(hook, spool, record, store, provider=self.provider)
                 for batch in submitted:
                     self.log.info(
@@ -271,12 +275,24 @@ class OpenRouterBatchOperator(BaseOperator):
             self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=backstop))
         return self._fetch_results(context, _first_event(trigger))
 
-    def _poll_recorded(self, hook: OpenRouterHook, record: BatchRecord) -> BatchWatch:
-        """Poll the recorded batches once on the worker (a re-attach may come long after they finished)."""
+    def _poll_recorded(self, hook: OpenRouterHook, record: BatchRecord, store: RecordStore) -> BatchWatch:
+        """Poll the recorded batches once on the worker (a re-attach may come long after they finished),
+        and forget the ones that ended without results, so that their items are submitted again."""
         from airflow_openrouter.batch.events import BatchWatch, poll_round
 
         watch = BatchWatch(record.batch_ids)
         poll_round(hook, watch, self.log)
+        ended = [b for b in record.batches if watch.status_of(b.id) in _RESUBMITTED_STATUSES]
+        if ended:
+            self.log.warning(
+                "Batch(es) %s ended %s without results: submitting their items again; the completed "
+                "batch(es) are kept.",
+                ", ".join(b.id for b in ended),
+                "/".join(sorted({str(watch.status_of(b.id)) for b in ended})),
+            )
+            record.batches = [b for b in record.batches if b not in ended]
+            store.save(record)
+            watch.forget(b.id for b in ended)
         return watch
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
@@ -320,7 +336,12 @@ class OpenRouterBatchOperator(BaseOperator):
             started_at=min((b.created_at for b in record.batches if b.created_at), default=None),
             status=event.status,
         )
-        return self._conclude(context, manifest, writer, batch_failure=event.reason)
+        return self._conclude(
+            context,
+            manifest,
+            writer,
+            batch_failure=None if event.status == "completed" else (event.status, event.reason or ""),
+        )
 
     def _write_batch_results(
         self, hook: OpenRouterHook, batch_id: str, writer: ResultsWriter, spec: OutputSpec
@@ -425,10 +446,19 @@ class OpenRouterBatchOperator(BaseOperator):
     # --- shared by both engines ------------------------------------------------------------------
 
     def _conclude(
-        self, context: Context, manifest: dict[str, Any], writer: ResultsWriter, *, batch_failure: str | None
+        self,
+        context: Context,
+        manifest: dict[str, Any],
+        writer: ResultsWriter,
+        *,
+        batch_failure: tuple[str, str] | None,
     ) -> dict[str, Any]:
-        """Log the outcome and return the manifest, or push it and fail when too much went wrong."""
+        """Log the outcome and return the manifest, or push it and fail when too much went wrong.
+
+        :param batch_failure: ``(status, reason)`` when a batch did not complete.
+        """
         from airflow_openrouter.batch.results import failure_reason
+        from airflow_openrouter.exceptions import OpenRouterError
 
         counts = ", ".join(f"{n} {status}" for status, n in manifest["counts"].items() if n)
         self.log.info(
@@ -439,14 +469,32 @@ class OpenRouterBatchOperator(BaseOperator):
             manifest["total_tokens"],
             manifest["cost_usd"],
         )
-        reason = batch_failure or failure_reason(writer.tally, self.max_failed_fraction)
-        if reason is None:
+        if batch_failure is not None:
+            if self.do_xcom_push:
+                context["ti"].xcom_push(key="return_value", value=manifest)
+            status, reason = batch_failure
+            if status == "failed":
+                raise _failure(
+                    f"{reason} Results: {manifest['output_uri']}. Not retried: a failed batch usually fails "
+                    "the same way again. Fix the cause, then clear the task: that resubmits only the items "
+                    "of the failed batch(es) and keeps the completed ones."
+                )
+            # Expired or cancelled: worth another go. A retry resubmits only those batches' items.
+            raise OpenRouterError(
+                f"{reason} Results: {manifest['output_uri']}. A retry (or a clear) resubmits only the items "
+                f"of the {status} batch(es) and keeps the completed ones."
+            )
+        too_many = failure_reason(writer.tally, self.max_failed_fraction)
+        if too_many is None:
             return manifest
         if self.do_xcom_push:
             context["ti"].xcom_push(key="return_value", value=manifest)
         # Retrying would re-attach to the same finished batches, or skip the same answered items, and
         # fail the same way: fail without retries.
-        raise _failure(f"{reason} Results: {manifest['output_uri']}.")
+        raise _failure(
+            f"{too_many} Results: {manifest['output_uri']}. A retry would fail the same way; raise "
+            "max_failed_fraction, or change the inputs, which submits them afresh."
+        )
 
     def _finish_empty(self, context: Context) -> dict[str, Any]:
         from airflow_openrouter.batch.results import ResultsWriter, build_manifest

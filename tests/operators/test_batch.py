@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from airflow_openrouter._compat import AirflowFailException, TaskDeferred
 from airflow_openrouter.batch.items import BatchInputError
+from airflow_openrouter.batch.submit import RequestSpool
 from airflow_openrouter.exceptions import (
     OpenRouterBadRequestError,
     OpenRouterError,
@@ -144,20 +145,44 @@ def test_invalid_structured_output_keeps_the_raw_text(batch_emu, context):
 
 
 @pytest.mark.parametrize(
-    ("outcome", "row_status"), [("expired", "expired"), ("failed", "failed"), ("cancelled", "cancelled")]
+    ("outcome", "error"),
+    [("expired", OpenRouterError), ("failed", AirflowFailException), ("cancelled", OpenRouterError)],
 )
 def test_a_batch_that_does_not_complete_fails_the_task_and_labels_every_row(
-    batch_emu, context, outcome, row_status
+    batch_emu, context, outcome, error
 ):
     batch_emu.batch_outcome_next(status=outcome, reason=f"provider said {outcome}")
 
-    with pytest.raises(AirflowFailException, match=f"batch\\(es\\) {outcome}: .*provider said {outcome}"):
+    with pytest.raises(
+        error, match=f"batch\\(es\\) {outcome}: .*provider said {outcome}.*resubmits"
+    ) as raised:
         run_operator(summarise(max_failed_fraction=1.0), context)
 
+    # Only a failed batch fails without retries; an expired or cancelled one is worth a retry.
+    assert isinstance(raised.value, AirflowFailException) == (outcome == "failed")
     manifest = context["ti"].xcoms["return_value"]
     assert manifest["status"] == outcome
     rows = read_rows(manifest["output_uri"])
-    assert {r["status"] for r in rows.values()} == {row_status}
+    assert {r["status"] for r in rows.values()} == {outcome}
+
+
+@pytest.mark.parametrize("outcome", ["expired", "failed", "cancelled"])
+def test_the_next_try_resubmits_only_the_batch_that_ended_without_results(
+    batch_emu, context, outcome, monkeypatch
+):
+    monkeypatch.setitem(RequestSpool.__init__.__kwdefaults__, "max_requests", 3)  # two batches of 3
+    batch_emu.batch_outcome_next(status=outcome, reason="provider slow")  # the first batch only
+    with pytest.raises(OpenRouterError if outcome != "failed" else AirflowFailException):
+        run_operator(summarise(), context)
+    (ended, kept) = context["ti"].xcoms["return_value"]["batch_ids"]
+
+    context["ti"].try_number = 2  # a retry, or a clear of the task
+    manifest = run_operator(summarise(), context)
+
+    sent = [[r["custom_id"] for r in post["requests"]] for post in batch_posts(batch_emu)]
+    assert sent == [["0", "1", "2"], ["3", "4", "5"], ["0", "1", "2"]]
+    assert kept in manifest["batch_ids"] and ended not in manifest["batch_ids"]
+    assert manifest["counts"]["succeeded"] == 6
 
 
 # --- splitting and never paying twice --------------------------------------------------------------
