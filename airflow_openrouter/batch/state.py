@@ -89,6 +89,9 @@ class BatchRecord:
     model: str
     total_items: int
     batches: list[SubmittedBatch] = field(default_factory=list)
+    # Saved right before a POST /batches: ``{"first_index", "count", "posted_at"}`` of the chunk being
+    # sent. Found by a later try, it means the POST may have created a batch nobody heard of.
+    pending: dict[str, int] | None = None
 
     @property
     def batch_ids(self) -> list[str]:
@@ -108,6 +111,7 @@ class BatchRecord:
                 model=data["model"],
                 total_items=data["total_items"],
                 batches=[SubmittedBatch(**b) for b in data["batches"]],
+                pending=data.get("pending"),
             )
         except (KeyError, TypeError):
             return None

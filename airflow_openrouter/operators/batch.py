@@ -241,15 +241,9 @@ class OpenRouterBatchOperator(BaseOperator):
                 if record.batches and self.wait_for_completion:
                     # Re-attaching: look at the recorded batches once, here, before anything else.
                     watch = self._poll_recorded(hook, record, store)
-                submitted = submit_missing_batches(hook, spool, record, store, provider=self.provider)
-                for batch in submitted:
-                    self.log.info(
-                        "Submitted batch %s: items %d..%d to %s.",
-                        batch.id,
-                        batch.first_index,
-                        batch.first_index + batch.count - 1,
-                        model,
-                    )
+                submitted = submit_missing_batches(
+                    hook, spool, record, store, provider=self.provider, log=self.log
+                )
         summary = {"batch_ids": record.batch_ids, "model": model, "total": record.total_items}
         if self.do_xcom_push:
             # Its own key, so that ``submit.output["batch_ids"]`` can feed a sensor.

@@ -41,6 +41,16 @@ def batch_emu(batch_emulator: OpenRouterEmulator, monkeypatch: pytest.MonkeyPatc
     return batch_emulator
 
 
+@pytest.fixture
+def fresh_emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenRouterEmulator]:
+    """An emulator of the test's own, for tests that list the workspace's batches (a lost POST is
+    looked for among batches of the same model and size: other tests' batches must not be there)."""
+    with OpenRouterEmulator(batch_durations=BATCH_DURATIONS) as emulator:
+        for name, value in emulator.connection_env(max_retries=1).items():
+            monkeypatch.setenv(name, value)
+        yield emulator
+
+
 @pytest.fixture(scope="module")
 def paused_emulator() -> Iterator[OpenRouterEmulator]:
     with OpenRouterEmulator(manual_clock=True) as emulator:

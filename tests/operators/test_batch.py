@@ -21,9 +21,11 @@ from airflow_openrouter.batch.items import BatchInputError
 from airflow_openrouter.batch.submit import RequestSpool
 from airflow_openrouter.exceptions import (
     OpenRouterBadRequestError,
+    OpenRouterConnectionError,
     OpenRouterError,
     OpenRouterPaymentRequiredError,
 )
+from airflow_openrouter.hooks.openrouter import OpenRouterHook
 from airflow_openrouter.operators.batch import OpenRouterBatchOperator
 from airflow_openrouter.prompts import PromptRenderError
 from tests.batch.support import (  # noqa: F401  (fixtures)
@@ -33,6 +35,7 @@ from tests.batch.support import (  # noqa: F401  (fixtures)
     batch_polls,
     batch_posts,
     first_event,
+    fresh_emu,
     paused_emu,
     paused_emulator,
     read_rows,
@@ -209,6 +212,82 @@ def test_a_retry_after_submission_re_attaches_without_a_second_post(batch_emu, c
     assert len(batch_posts(batch_emu)) == 1
     assert manifest["batch_ids"] == first_try.value.trigger.batch_ids
     assert manifest["counts"]["succeeded"] == 6
+
+
+def test_a_post_whose_answer_is_lost_adopts_the_batch_it_created(fresh_emu, context, monkeypatch, capsys):
+    create = OpenRouterHook.create_batch
+
+    def answer_lost(self: OpenRouterHook, **kwargs: Any) -> Any:
+        create(self, **kwargs)  # OpenRouter creates the batch; the reply never arrives
+        raise OpenRouterConnectionError("read timed out", request_sent=True)
+
+    monkeypatch.setattr(OpenRouterHook, "create_batch", answer_lost)
+    manifest = run_operator(summarise(), context)
+
+    assert len(batch_posts(fresh_emu)) == 1
+    assert manifest["counts"]["succeeded"] == 6 and len(manifest["batch_ids"]) == 1
+    assert "Adopting batch" in capsys.readouterr().out
+
+
+def test_a_dropped_post_fails_the_try_and_the_retry_submits_exactly_one_batch(fresh_emu, context):
+    before = {b.id for b in _all_batches()}
+    fresh_emu.drop_connection_next(route="/batches", method="POST")
+    with pytest.raises(OpenRouterConnectionError):
+        run_operator(summarise(), context)
+
+    context["ti"].try_number = 2
+    manifest = run_operator(summarise(), context)
+
+    assert {b.id for b in _all_batches()} - before == set(manifest["batch_ids"])
+    assert manifest["counts"]["succeeded"] == 6
+
+
+def _all_batches() -> list[Any]:
+    with OpenRouterHook() as hook:
+        return hook.list_batches(limit=100).data
+
+
+def _crash_around_post(monkeypatch: pytest.MonkeyPatch, *, after_post: bool) -> None:
+    """The worker dies while POST /batches is in flight: before it reached OpenRouter, or after."""
+    create = OpenRouterHook.create_batch
+
+    def crash(self: OpenRouterHook, **kwargs: Any) -> Any:
+        if after_post:
+            create(self, **kwargs)
+        raise RuntimeError("worker lost")
+
+    monkeypatch.setattr(OpenRouterHook, "create_batch", crash)
+
+
+@pytest.mark.parametrize("after_post", [True, False])
+def test_a_retry_after_a_crash_mid_post_pays_once(fresh_emu, context, monkeypatch, after_post):
+    with monkeypatch.context() as patched, pytest.raises(RuntimeError, match="worker lost"):
+        _crash_around_post(patched, after_post=after_post)
+        run_operator(summarise(), context)
+
+    context["ti"].try_number = 2
+    manifest = run_operator(summarise(), context)
+
+    assert len(batch_posts(fresh_emu)) == 1
+    assert manifest["counts"]["succeeded"] == 6
+
+
+def test_several_batches_matching_a_lost_post_fail_naming_them(fresh_emu, context, monkeypatch):
+    with monkeypatch.context() as patched, pytest.raises(RuntimeError, match="worker lost"):
+        _crash_around_post(patched, after_post=False)
+        run_operator(summarise(), context)
+    requests = [
+        {"custom_id": str(i), "body": {"messages": [{"role": "user", "content": "x"}]}} for i in range(6)
+    ]
+    with OpenRouterHook() as hook:  # e.g. another run of the same task, same size, same model
+        lookalikes = [hook.create_batch(model=MODEL, requests=requests).id for _ in range(2)]
+
+    context["ti"].try_number = 2
+    with pytest.raises(AirflowFailException, match="cannot be told") as failed:
+        run_operator(summarise(), context)
+
+    assert all(batch_id in str(failed.value) for batch_id in lookalikes)
+    assert len(batch_posts(fresh_emu)) == 2  # the two look-alikes; nothing submitted again
 
 
 def test_changed_inputs_are_submitted_afresh(batch_emu, context, capsys):
