@@ -1,7 +1,7 @@
 """The concurrent engine's checkpoint: rows written as they arrive, so a retry skips what is done.
 
 Rows go to small part files beside the results file,
-``{results}.parts/{fingerprint}/{try:03d}-{seq:05d}.jsonl``, each closed after a few hundred rows or
+``{results}.parts/{run}-{fingerprint}/{try:03d}-{seq:05d}.jsonl``, each closed after a few hundred rows or
 seconds (object stores only publish a file when it is closed). A retry of the task run reads them
 back: items that were answered (``succeeded`` or ``invalid_output``: both were billed) are skipped,
 and their cost counts against ``max_cost_usd``; failed items are tried again. Parts of other inputs
@@ -30,10 +30,13 @@ class Checkpoint:
 
     :param results_file: the run's final JSONL file; parts live in ``{results_file}.parts/``.
     :param fingerprint: the inputs' fingerprint (see :class:`~airflow_openrouter.batch.submit.RequestSpool`).
+    :param run_key: the task run's key (:attr:`~airflow_openrouter.batch.state.TaskRunIdentity.key`): two
+        runs writing to the same ``.jsonl`` file with the same inputs must not skip each other's items.
     """
 
-    def __init__(self, results_file: ObjectStoragePath, fingerprint: str) -> None:
-        self.directory = results_file.parent / f"{results_file.name}.parts" / fingerprint[:32]
+    def __init__(self, results_file: ObjectStoragePath, fingerprint: str, run_key: str) -> None:
+        parts = results_file.parent / f"{results_file.name}.parts"
+        self.directory = parts / f"{run_key[:16]}-{fingerprint[:32]}"
         self.done: set[str] = set()
         self.spent_usd = 0.0
         for row in self._rows(newest_first=False):

@@ -52,12 +52,15 @@ class TaskRunIdentity:
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
     def results_file(self, output_path: str) -> ObjectStoragePath:
-        """The JSONL file of this run: *output_path* itself when it names a ``.jsonl`` file, else
-        ``{output_path}/{dag_id}/{task_id}/{run_id}[.{map_index}].jsonl``."""
+        """The JSONL file of this run: *output_path* itself when it names a ``.jsonl`` file (with
+        ``.{map_index}`` before the extension for a mapped task, so that map indexes do not overwrite
+        each other), else ``{output_path}/{dag_id}/{task_id}/{run_id}[.{map_index}].jsonl``."""
         from airflow.sdk import ObjectStoragePath
 
         base = ObjectStoragePath(output_path)
         if base.name.endswith(".jsonl"):
+            if self.map_index >= 0:
+                return base.parent / f"{base.name.removesuffix('.jsonl')}.{self.map_index}.jsonl"
             return base
         stem = _path_safe(self.run_id) + (f".{self.map_index}" if self.map_index >= 0 else "")
         return base / _path_safe(self.dag_id) / _path_safe(self.task_id) / f"{stem}.jsonl"

@@ -374,6 +374,7 @@ class OpenRouterBatchOperator(BaseOperator):
             result_row,
             row_from_completion,
         )
+        from airflow_openrouter.batch.state import TaskRunIdentity
         from airflow_openrouter.batch.submit import RequestSpool
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
         from airflow_openrouter.schemas import provider_preferences
@@ -388,7 +389,9 @@ class OpenRouterBatchOperator(BaseOperator):
                 self._request_builder(context).requests(self.items, self.id_field),
                 fingerprint_of={"engine": "concurrent", "model": model, "provider": provider},
             ) as spool:
-                checkpoint = Checkpoint(results_file, spool.fingerprint)
+                checkpoint = Checkpoint(
+                    results_file, spool.fingerprint, TaskRunIdentity.from_context(context).key
+                )
                 if checkpoint.done:
                     self.log.info(
                         "Resuming: %d of %d items were answered by an earlier try ($%.4f billed); skipping them.",

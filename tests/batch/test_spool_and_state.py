@@ -42,7 +42,10 @@ def test_the_identity_of_a_task_run_ignores_the_try_number_and_names_a_readable_
     assert identity.key != TaskRunIdentity("etl", "summarise", "manual__2026-01-01T00:00:00+00:00", 4).key
     path = identity.results_file("file:///data/out")
     assert str(path) == "file:///data/out/etl/summarise/manual__2026-01-01T00_00_00_00_00.3.jsonl"
-    assert str(identity.results_file("file:///data/mine.jsonl")) == "file:///data/mine.jsonl"
+    # A mapped task's map indexes never share a file, even when output_path names one.
+    assert str(identity.results_file("file:///data/mine.jsonl")) == "file:///data/mine.3.jsonl"
+    unmapped = TaskRunIdentity("etl", "summarise", "manual__2026-01-01T00:00:00+00:00")
+    assert str(unmapped.results_file("file:///data/mine.jsonl")) == "file:///data/mine.jsonl"
 
 
 def test_a_record_beside_the_results_survives_a_round_trip(tmp_path):

@@ -30,6 +30,7 @@ from airflow_openrouter.operators.batch import OpenRouterBatchOperator
 from airflow_openrouter.prompts import PromptRenderError
 from tests.batch.support import (  # noqa: F401  (fixtures)
     MODEL,
+    FakeTaskInstance,
     batch_emu,
     batch_emulator,
     batch_polls,
@@ -371,6 +372,21 @@ def test_the_default_deadline_follows_created_at_and_the_24_hour_window(monkeypa
     assert operator._deadline(expiring) == 1_000_010.0  # past: still two polls from now
     assert operator._deadline(unknown) == 1_000_000 + 96 * 3600
     assert summarise(timeout=0, poll_interval=5)._deadline(created) == 1_000_010.0
+
+
+def test_mapped_tasks_writing_to_one_jsonl_path_get_a_file_each(batch_emu, tmp_path):
+    uris = []
+    for map_index in (0, 1):
+        ti = FakeTaskInstance(run_id="mapped")
+        ti.map_index = map_index
+        items = [{"text": f"map {map_index} doc {i}"} for i in range(2)]
+        manifest = run_operator(
+            summarise(items=items, output_path=f"file://{tmp_path}/out.jsonl"), {"ti": ti}
+        )
+        uris.append(manifest["output_uri"])
+
+    assert uris == [f"file://{tmp_path}/out.0.jsonl", f"file://{tmp_path}/out.1.jsonl"]
+    assert all(len(read_rows(uri)) == 2 for uri in uris)
 
 
 # --- bad input fails before anything is sent -------------------------------------------------------

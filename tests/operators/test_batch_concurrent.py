@@ -14,6 +14,7 @@ from airflow_openrouter.batch.progress import PartWriter
 from airflow_openrouter.operators.batch import OpenRouterBatchOperator
 from tests.batch.support import (  # noqa: F401  (fixtures)
     MODEL,
+    FakeTaskInstance,
     batch_emu,
     batch_emulator,
     read_rows,
@@ -113,3 +114,11 @@ def test_the_cost_cap_stops_new_requests(batch_emu, context):
     capped = [r for r in rows.values() if r["status"] == "failed"]
     assert capped and all("max_cost_usd" in r["error"] for r in capped)
     assert manifest["counts"]["succeeded"] + len(capped) == 20
+
+
+def test_two_runs_writing_to_one_jsonl_file_do_not_skip_each_others_items(batch_emu, tmp_path):
+    output = f"file://{tmp_path}/tickets.jsonl"
+    for run_id in ("monday", "tuesday"):
+        classify(3, output_path=output).execute({"ti": FakeTaskInstance(run_id=run_id)})
+
+    assert len(chat_posts(batch_emu)) == 6  # the second run answered its items itself
