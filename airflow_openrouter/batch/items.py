@@ -12,7 +12,7 @@ reaches the model literally and is never rendered as a template itself.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,8 @@ def iter_items(items: Any) -> Iterator[Any]:
     """Every item, in order: from a list, or streamed from a JSONL file (URI or ``ObjectStoragePath``)."""
     if items is None:
         return iter(())
-    if isinstance(items, (list, tuple)):
+    # Any sequence: a list from XCom, or the lazy sequence Airflow hands over for a mapped upstream.
+    if isinstance(items, Sequence) and not isinstance(items, (str, bytes)):
         return iter(items)
     path = _jsonl_path(items)
     if path is None:

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from airflow_openrouter.exceptions import OpenRouterError
+
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
 
@@ -155,11 +157,22 @@ class ObjectStorageRecord:
     def load(self) -> BatchRecord | None:
         if not self._path.exists():
             return None
-        return BatchRecord.from_json(json.loads(self._path.read_text()))
+        try:
+            data = json.loads(self._path.read_text())
+        except ValueError:
+            # Guessing here could submit (and pay for) the batches a second time.
+            raise OpenRouterError(
+                f"The batch record {self.location} is not valid JSON. Check on openrouter.ai that its "
+                "batches are not running, then delete the file to submit afresh."
+            ) from None
+        return BatchRecord.from_json(data)
 
     def save(self, record: BatchRecord) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._path.write_text(json.dumps(record.to_json()))
+        # Write then rename, so a crash mid-write never leaves a torn record behind.
+        partial = self._path.with_name(f"{self._path.name}.partial")
+        partial.write_text(json.dumps(record.to_json()))
+        partial.rename(self._path)
 
 
 def record_store(context: Context, identity: TaskRunIdentity, results_file: ObjectStoragePath) -> RecordStore:

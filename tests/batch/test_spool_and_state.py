@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from airflow_openrouter.batch.items import ItemRequest
 from airflow_openrouter.batch.state import BatchRecord, ObjectStorageRecord, SubmittedBatch, TaskRunIdentity
 from airflow_openrouter.batch.submit import _ENVELOPE_BYTES, RequestSpool
@@ -58,3 +60,32 @@ def test_a_record_beside_the_results_survives_a_round_trip(tmp_path):
     store.save(record)
 
     assert store.load() == record
+
+
+def test_a_torn_record_file_fails_naming_it_instead_of_submitting_again(tmp_path):
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_openrouter.batch.state import ObjectStorageRecord
+    from airflow_openrouter.exceptions import OpenRouterError
+
+    path = tmp_path / "_state" / "run.json"
+    path.parent.mkdir()
+    path.write_text('{"fingerprint": "abc", "batc')
+    with pytest.raises(OpenRouterError, match="not valid JSON") as info:
+        ObjectStorageRecord(ObjectStoragePath(f"file://{path}")).load()
+    assert str(path) in str(info.value)
+
+
+def test_items_may_be_any_sequence_such_as_a_mapped_upstreams_lazy_output():
+    import collections
+
+    from airflow_openrouter.batch.items import iter_items
+
+    class LazySequence(collections.abc.Sequence):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            return ["a", "b"][index]
+
+    assert list(iter_items(LazySequence())) == ["a", "b"]
