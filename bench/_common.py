@@ -165,7 +165,7 @@ class EmulatorProcess:
         return self._process.pid
 
     @property
-    def endpoint(self) -> dict[str, str]:
+    def endpoint(self) -> dict[str, Any]:
         """What a worker needs to reach it (JSON-friendly)."""
         return {"base_url": self.base_url, "api_key": EMULATOR_API_KEY}
 
