@@ -49,6 +49,14 @@ os.environ.update(
 os.environ.pop("OPENROUTER_API_KEY", None)
 
 
+def use_emulator(emulator, monkeypatch: pytest.MonkeyPatch, conn_id: str = "openrouter_default", **extra):
+    """Reset a shared emulator (journal, faults, batches, spend, latency) and make it ``conn_id``."""
+    emulator.reset()
+    for name, value in emulator.connection_env(conn_id, **extra).items():
+        monkeypatch.setenv(name, value)
+    return emulator
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated SQLite metadata DB (needed by ``dag.test()``), created once per session."""

@@ -16,6 +16,7 @@ import pytest
 
 from airflow_openrouter._compat import TaskDeferred
 from airflow_openrouter.testing import OpenRouterEmulator
+from tests.conftest import use_emulator
 
 MODEL = "openai/gpt-4o-mini"
 # Short, real-clock lifecycles: a batch completes about 0.2 s after it is created.
@@ -30,15 +31,8 @@ def batch_emulator() -> Iterator[OpenRouterEmulator]:
 
 @pytest.fixture
 def batch_emu(batch_emulator: OpenRouterEmulator, monkeypatch: pytest.MonkeyPatch) -> OpenRouterEmulator:
-    """The module's emulator, clean, as ``openrouter_default`` (one HTTP retry, so faults stay fast)."""
-    batch_emulator.clear_faults()
-    batch_emulator.clear_requests()
-    batch_emulator.set_latency(0)
-    batch_emulator.set_credits(100)
-    batch_emulator.add_credits(0)  # releases a payment hold left by an earlier test
-    for name, value in batch_emulator.connection_env(max_retries=1).items():
-        monkeypatch.setenv(name, value)
-    return batch_emulator
+    """The module's emulator, reset, as ``openrouter_default`` (one HTTP retry, so faults stay fast)."""
+    return use_emulator(batch_emulator, monkeypatch, max_retries=1)
 
 
 @pytest.fixture
@@ -60,11 +54,7 @@ def paused_emulator() -> Iterator[OpenRouterEmulator]:
 @pytest.fixture
 def paused_emu(paused_emulator: OpenRouterEmulator, monkeypatch: pytest.MonkeyPatch) -> OpenRouterEmulator:
     """An emulator whose batches run only when the test calls ``advance()``: no timing races."""
-    paused_emulator.clear_faults()
-    paused_emulator.clear_requests()
-    for name, value in paused_emulator.connection_env(max_retries=1).items():
-        monkeypatch.setenv(name, value)
-    return paused_emulator
+    return use_emulator(paused_emulator, monkeypatch, max_retries=1)
 
 
 class FakeTaskInstance:

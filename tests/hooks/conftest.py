@@ -5,6 +5,7 @@ import pytest
 from airflow_openrouter._transport import RetryPolicy
 from airflow_openrouter.hooks.openrouter import OpenRouterHook
 from airflow_openrouter.testing import OpenRouterEmulator
+from tests.conftest import use_emulator
 
 
 class RecordedSleeps(list):
@@ -25,16 +26,8 @@ def emulator():
 
 @pytest.fixture
 def emu(emulator: OpenRouterEmulator, monkeypatch: pytest.MonkeyPatch) -> OpenRouterEmulator:
-    """The session's emulator with a clean journal and no queued faults, as ``openrouter_default``."""
-    emulator.clear_faults()
-    emulator.clear_requests()
-    emulator.set_latency(0)
-    emulator.set_credits(100)
-    for name, value in emulator.connection_env(
-        site_url="https://example.org", app_name="nightly-etl"
-    ).items():
-        monkeypatch.setenv(name, value)
-    return emulator
+    """The session's emulator, reset, as ``openrouter_default`` with attribution extras."""
+    return use_emulator(emulator, monkeypatch, site_url="https://example.org", app_name="nightly-etl")
 
 
 @pytest.fixture
