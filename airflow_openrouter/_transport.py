@@ -386,6 +386,9 @@ def _log_retry(call: Call[Any], error: OpenRouterError, retry_number: int, wait:
 
 def _finish(call: Call[T], response: httpx.Response, started: float, conn_id: str) -> T:
     """Turn a received (non-streamed) answer into the call's result, or into a typed error."""
+    # The response and its (already read) stream refer to each other, so without this each page of
+    # batch results would stay in memory until a full garbage collection.
+    response.stream = httpx.ByteStream(b"")
     if response.is_error:
         raise error_from_response(response, conn_id)
     data = decode_json(response, conn_id)

@@ -8,6 +8,7 @@ yields exactly one event: see :mod:`airflow_openrouter.batch.events` for its sha
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -72,7 +73,10 @@ class OpenRouterBatchTrigger(BaseTrigger):
                         self.log.warning("Polling batch %s failed: %s", batch_id, exc)
                         watch.observe_error(batch_id, exc)
                 if watch.outcome() is None:
-                    await asyncio.sleep(max(0.0, min(self.poll_interval, watch.seconds_left())))
+                    # +-10 % jitter: triggers deferred together would otherwise poll in lockstep, all
+                    # on the same tick of the triggerer's loop.
+                    pause = self.poll_interval * random.uniform(0.9, 1.1)
+                    await asyncio.sleep(max(0.0, min(pause, watch.seconds_left())))
         self.log.info("Batch(es) %s: %s.", ", ".join(self.batch_ids), event["reason"] or event["status"])
         yield TriggerEvent(event)
 
