@@ -127,6 +127,12 @@ class OpenRouterBatchSensor(BaseSensorOperator):
         event = BatchEvent.parse(payload, batch_ids=self._ids())
         if event.status == "timeout":
             raise AirflowSensorTimeout(event.reason)
+        if event.status == "error":
+            # The batches could not be polled (a bad key, an outage): not a verdict on them, so a
+            # retry may succeed, and soft_fail must not turn it into a skip.
+            from airflow_openrouter.exceptions import OpenRouterError
+
+            raise OpenRouterError(event.reason or f"Polling batch(es) {', '.join(self._ids())} failed.")
         if event.status != "completed":
             # BaseSensorOperator turns this into a skip when soft_fail is set.
             raise AirflowFailException(event.reason or f"Batch(es) {', '.join(self._ids())}: {event.status}.")

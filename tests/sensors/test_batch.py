@@ -109,3 +109,26 @@ def test_a_trigger_timeout_is_a_sensor_timeout():
 def test_batch_ids_must_be_given():
     with pytest.raises(ValueError, match="batch_ids must be"):
         sensor([]).poke(context())
+
+
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_an_unpollable_batch_is_a_retryable_error_not_a_skip(batch_emu, deferrable):
+    """A rejected key is no verdict on the batch: the task fails retryably, even with soft_fail."""
+    from airflow_openrouter.exceptions import OpenRouterError
+
+    batch_id = submit()
+    batch_emu.fail_next(route="/batches/{id}", status=401, times=100)
+    waiting = sensor(batch_id, deferrable=deferrable, soft_fail=True)
+
+    with pytest.raises(OpenRouterError, match="401") as info:
+        waiting.execute(context())
+    assert not isinstance(info.value, (AirflowSkipException, AirflowFailException))
+
+
+def test_an_error_event_from_the_trigger_is_a_retryable_error():
+    from airflow_openrouter.exceptions import OpenRouterError
+
+    event = {"status": "error", "batches": [{"id": "b", "status": "in_progress"}], "reason": "HTTP 401"}
+    with pytest.raises(OpenRouterError, match="HTTP 401") as info:
+        sensor(["b"], soft_fail=True).execute_complete(context(), event)
+    assert not isinstance(info.value, AirflowFailException)
