@@ -81,6 +81,18 @@ class OpenRouterAPIError(OpenRouterError):
     def provider_name(self) -> str | None:
         return self.metadata.get("provider_name")
 
+    def with_message(self, message: str) -> OpenRouterAPIError:
+        """The same error (class, status, code, metadata) with a message that says what to do here."""
+        return type(self)(
+            message,
+            status=self.status,
+            code=self.code,
+            metadata=self.metadata,
+            generation_id=self.generation_id,
+            retry_after=self.retry_after,
+            billed=self.billed,
+        )
+
 
 class OpenRouterBadRequestError(OpenRouterAPIError):
     """400, 413 or 422: the request is invalid; retrying it unchanged will fail again."""

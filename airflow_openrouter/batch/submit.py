@@ -157,14 +157,11 @@ def submit_missing_batches(
                     model=record.model, requests=list(spool.read(chunk)), provider=provider
                 )
             except OpenRouterBadRequestError as exc:
-                raise OpenRouterBadRequestError(
+                raise exc.with_message(
                     f"The Batch API rejected items {chunk.first_index}..{chunk.first_index + chunk.count - 1} "
                     f"for model {record.model!r}: {exc.message} Batches take text-only chat requests to "
                     "models with a batch variant; for other models or multimodal items use "
-                    "engine='concurrent'.",
-                    status=exc.status,
-                    code=exc.code,
-                    metadata=exc.metadata,
+                    "engine='concurrent'."
                 ) from exc
             except (OpenRouterConnectionError, OpenRouterServerError) as exc:
                 if isinstance(exc, OpenRouterConnectionError) and not exc.request_sent:

@@ -354,13 +354,10 @@ class OpenRouterBatchOperator(BaseOperator):
                 provider = result.response.body.get("provider") if result.response else None
                 writer.write(row_from_batch_result(result, index, spec), provider=provider)
         except OpenRouterPaymentRequiredError as exc:
-            raise OpenRouterPaymentRequiredError(
+            raise exc.with_message(
                 f"Batch {batch_id} has finished, but OpenRouter withholds its results until the account has "
                 "enough credits (HTTP 402). Add credits at https://openrouter.ai/settings/credits, then retry "
-                "the task: it fetches the same results without submitting anything again.",
-                status=exc.status,
-                code=exc.code,
-                metadata=exc.metadata,
+                "the task: it fetches the same results without submitting anything again."
             ) from exc
 
     # --- the concurrent engine -------------------------------------------------------------------
