@@ -6,12 +6,14 @@ time of this conftest, before any test module imports ``airflow``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -65,20 +67,22 @@ def airflow_db() -> Path:
     return _HOME
 
 
-def load_dag(path: Path, dag_id: str):
-    """Import a DAG file the way the DAG processor would and return one of its DAGs."""
-    import importlib.util
-
-    from airflow.sdk import DAG
-
+def load_dag_file(path: Path) -> ModuleType:
+    """Import a DAG file the way the DAG processor would: a fresh module, registered in sys.modules so
+    that annotations and pydantic models defined in the file resolve against it."""
     spec = importlib.util.spec_from_file_location(f"_dagfile_{path.stem}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
-    # Registered like Airflow's DAG processor does, so that annotations and pydantic models defined in
-    # the file resolve against it.
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    dags = {d.dag_id: d for d in vars(module).values() if isinstance(d, DAG)}
+    return module
+
+
+def load_dag(path: Path, dag_id: str):
+    """One DAG of a DAG file (see :func:`load_dag_file`)."""
+    from airflow.sdk import DAG
+
+    dags = {d.dag_id: d for d in vars(load_dag_file(path)).values() if isinstance(d, DAG)}
     assert dag_id in dags, f"{path} defines no DAG {dag_id!r} (found {sorted(dags)})"
     return dags[dag_id]
 

@@ -7,18 +7,16 @@ OpenRouter (from the emulator's request journal).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from airflow_openrouter.testing import OpenRouterEmulator
-from tests.conftest import EXAMPLE_DAGS, xcom_value
+from tests.conftest import EXAMPLE_DAGS, load_dag_file, xcom_value
 
 EXAMPLES = {
     "example_daily_digest.py": "example_openrouter_daily_digest",
@@ -33,14 +31,7 @@ TICKETS = sorted(p.stem.removeprefix("ticket_") for p in (EXAMPLE_DAGS / "data" 
 
 
 def load_example(file_name: str) -> ModuleType:
-    """Import an example file the way the DAG processor does (a fresh module per call)."""
-    path = EXAMPLE_DAGS / file_name
-    spec = importlib.util.spec_from_file_location(f"example_{path.stem}_under_test", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # as Airflow's DagBag does
-    spec.loader.exec_module(module)
-    return module
+    return load_dag_file(EXAMPLE_DAGS / file_name)
 
 
 def read_rows(uri: str) -> list[dict]:
@@ -50,12 +41,9 @@ def read_rows(uri: str) -> list[dict]:
 
 
 @pytest.fixture
-def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenRouterEmulator]:
-    # A real clock with short phases: batches complete within about a second.
-    with OpenRouterEmulator(batch_durations=(0.2, 0.4, 0.1)) as emu:
-        for name, value in emu.connection_env().items():
-            monkeypatch.setenv(name, value)
-        yield emu
+def emulator(openrouter_emulator: OpenRouterEmulator) -> OpenRouterEmulator:
+    """The plugin's fixture, as users of the package get it: batches complete within about a second."""
+    return openrouter_emulator
 
 
 # --- parsing ------------------------------------------------------------------------------------------
