@@ -9,8 +9,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import sync_to_async
-
 if TYPE_CHECKING:
     from airflow.sdk import BaseHook, Connection
 
@@ -22,6 +20,8 @@ _MOVED: dict[str, tuple[str, str]] = {
     "AirflowSensorTimeout": ("airflow.sdk.exceptions", "airflow.exceptions"),
     "TaskDeferred": ("airflow.sdk.exceptions", "airflow.exceptions"),
     "determine_kwargs": ("airflow.sdk.bases.decorator", "airflow.utils.operator_helpers"),
+    # Airflow's configuration; airflow.sdk already imported it, so this is free at DAG parse.
+    "conf": ("airflow.sdk", "airflow.configuration"),
 }
 
 
@@ -44,6 +44,7 @@ async def get_connection_async(hook: BaseHook, conn_id: str) -> tuple[Connection
     lookup runs in a thread instead.
     """
     from airflow.sdk import Connection
+    from asgiref.sync import sync_to_async
 
     if hasattr(Connection, "aextra_dejson"):
         conn = await hook.aget_connection(conn_id)
@@ -61,6 +62,7 @@ async def get_connection_async(hook: BaseHook, conn_id: str) -> tuple[Connection
 
 async def mask_secret_async(secret: str) -> None:
     import airflow.sdk.log as sdk_log
+    from asgiref.sync import sync_to_async
 
     if hasattr(sdk_log, "amask_secret"):
         await sdk_log.amask_secret(secret)

@@ -27,6 +27,7 @@ import httpx
 
 from airflow_openrouter import __version__
 from airflow_openrouter.exceptions import (
+    TRANSIENT_STATUSES,
     OpenRouterAPIError,
     OpenRouterAuthenticationError,
     OpenRouterBadRequestError,
@@ -46,7 +47,7 @@ log = logging.getLogger("airflow_openrouter.transport")
 
 T = TypeVar("T")
 
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 524, 529})
+RETRYABLE_STATUSES = TRANSIENT_STATUSES
 
 
 # --- settings --------------------------------------------------------------------------------------

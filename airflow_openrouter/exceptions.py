@@ -15,7 +15,14 @@
     │   ├── OpenRouterRateLimitError        429
     │   └── OpenRouterServerError           408, 5xx, 524, 529, and errors reported inside a 200
     ├── OpenRouterOutputValidationError     the model's reply did not match the requested schema
-    └── PromptRenderError                   a prompt template failed to load or render (prompts.py)
+    ├── OpenRouterConfigError               a bad argument, connection field or setting (also a ValueError)
+    ├── PromptRenderError                   a prompt template failed to load or render
+    ├── BatchInputError                     a bulk item cannot be turned into a request
+    └── CostCapReached                      a bulk item was not started: max_cost_usd was reached
+
+Every error says whether it is ``transient``: whether the same call may succeed if tried again later
+(connection failures, timeouts, 408, 429, 5xx). The hook's retry policy, the batch watch and the bulk
+engines all read that one attribute instead of deciding again.
 """
 
 from __future__ import annotations
@@ -25,9 +32,18 @@ from typing import Any
 
 from airflow.exceptions import AirflowException
 
+#: HTTP statuses (and in-band error codes) after which the same request may succeed later.
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 524, 529})
+
 
 class OpenRouterError(AirflowException):
-    """Base class of every error this provider raises on purpose."""
+    """Base class of every error this provider raises on purpose.
+
+    :attr transient: whether trying the same thing again later may succeed. ``False`` unless a
+        subclass says otherwise.
+    """
+
+    transient: bool = False
 
 
 class OpenRouterConnectionError(OpenRouterError):
@@ -36,6 +52,8 @@ class OpenRouterConnectionError(OpenRouterError):
     :param request_sent: ``False`` when the failure happened before the request left this machine
         (connect errors), which makes even a non-idempotent call safe to retry.
     """
+
+    transient = True
 
     def __init__(self, message: str, *, request_sent: bool = True) -> None:
         super().__init__(message)
@@ -76,6 +94,10 @@ class OpenRouterAPIError(OpenRouterError):
         self.generation_id = generation_id
         self.retry_after = retry_after
         self.billed = billed
+
+    @property
+    def transient(self) -> bool:  # type: ignore[override]
+        return self.status in TRANSIENT_STATUSES
 
     @property
     def provider_name(self) -> str | None:
@@ -155,3 +177,71 @@ class OpenRouterOutputValidationError(OpenRouterError):
         self.raw_output = raw_output
         self.attempts = attempts
         self.generation_id = generation_id
+
+
+class PromptRenderError(OpenRouterError):
+    """A prompt template could not be loaded or rendered.
+
+    :param problem: what went wrong, e.g. ``'doc' is undefined``.
+    :param template_name: the template file name, or ``"inline prompt"`` (``"inline system_prompt"``, ...).
+    :param lineno: the line of the template where it went wrong, when known.
+    :param variable: the undefined variable, when that is the problem.
+    :param context: where the caller was, e.g. ``"item 17"``; see :meth:`with_context`.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        template_name: str,
+        lineno: int | None = None,
+        variable: str | None = None,
+        context: str | None = None,
+    ) -> None:
+        self.problem = problem
+        self.template_name = template_name
+        self.lineno = lineno
+        self.variable = variable
+        self.context = context
+        where = f"prompt template {template_name!r}" + (f", line {lineno}" if lineno else "")
+        prefix = f"{context}: " if context else ""
+        hint = (
+            f" Define {variable!r} in prompt_vars or use a task context variable; upstream values can be"
+            " passed as prompt_vars={'name': some_task.output}."
+            if variable
+            else ""
+        )
+        super().__init__(f"{prefix}Cannot render {where}: {problem}.{hint}")
+
+    def with_context(self, context: str) -> PromptRenderError:
+        """The same error, prefixed with where the caller was (for example the batch item index)."""
+        error = PromptRenderError(
+            self.problem,
+            template_name=self.template_name,
+            lineno=self.lineno,
+            variable=self.variable,
+            context=context,
+        )
+        error.__cause__ = self.__cause__
+        return error
+
+
+class BatchInputError(OpenRouterError):
+    """An item cannot be turned into a request; the message names the item's index."""
+
+
+class CostCapReached(OpenRouterError):
+    """The item was not started: the billed cost had reached ``max_cost_usd``."""
+
+    def __init__(self, spent_usd: float, max_cost_usd: float) -> None:
+        super().__init__(
+            f"Not started: the billed cost (${spent_usd:.4f}) reached max_cost_usd (${max_cost_usd:.4f}). "
+            "Raise max_cost_usd and retry the task to run the rest; items already done are skipped."
+        )
+        self.spent_usd = spent_usd
+        self.max_cost_usd = max_cost_usd
+
+
+class OpenRouterConfigError(OpenRouterError, ValueError):
+    """An argument, connection field or setting is invalid: the message names it, the task and what is
+    allowed. Raised before anything is sent (at DAG parse time for static arguments)."""

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from airflow_openrouter.exceptions import OpenRouterError
+from airflow_openrouter.exceptions import PromptRenderError
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -41,53 +41,6 @@ TEMPLATE_EXTENSIONS: tuple[str, ...] = (".j2", ".jinja2", ".md", ".txt")
 # Schemes sent to OpenRouter as they are; anything else with a scheme is read through ObjectStoragePath.
 _URL_SCHEMES = frozenset({"http", "https", "data"})
 _UNDEFINED_VARIABLE = re.compile(r"^'(?P<name>[^']+)' is undefined$")
-
-
-class PromptRenderError(OpenRouterError):
-    """A prompt template could not be loaded or rendered.
-
-    :param problem: what went wrong, e.g. ``'doc' is undefined``.
-    :param template_name: the template file name, or ``"inline prompt"`` (``"inline system_prompt"``, ...).
-    :param lineno: the line of the template where it went wrong, when known.
-    :param variable: the undefined variable, when that is the problem.
-    :param context: where the caller was, e.g. ``"item 17"``; see :meth:`with_context`.
-    """
-
-    def __init__(
-        self,
-        problem: str,
-        *,
-        template_name: str,
-        lineno: int | None = None,
-        variable: str | None = None,
-        context: str | None = None,
-    ) -> None:
-        self.problem = problem
-        self.template_name = template_name
-        self.lineno = lineno
-        self.variable = variable
-        self.context = context
-        where = f"prompt template {template_name!r}" + (f", line {lineno}" if lineno else "")
-        prefix = f"{context}: " if context else ""
-        hint = (
-            f" Define {variable!r} in prompt_vars or use a task context variable; upstream values can be"
-            " passed as prompt_vars={'name': some_task.output}."
-            if variable
-            else ""
-        )
-        super().__init__(f"{prefix}Cannot render {where}: {problem}.{hint}")
-
-    def with_context(self, context: str) -> PromptRenderError:
-        """The same error, prefixed with where the caller was (for example the batch item index)."""
-        error = PromptRenderError(
-            self.problem,
-            template_name=self.template_name,
-            lineno=self.lineno,
-            variable=self.variable,
-            context=context,
-        )
-        error.__cause__ = self.__cause__
-        return error
 
 
 def prompt_environment(base: jinja2.Environment | None = None) -> SandboxedEnvironment:

@@ -30,7 +30,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_openrouter.exceptions import OpenRouterError
+from airflow_openrouter.exceptions import CostCapReached, OpenRouterError
 
 if TYPE_CHECKING:
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
@@ -41,18 +41,6 @@ log = logging.getLogger(__name__)
 #: ``(custom_id, body)``: ``body`` holds the keyword arguments of ``hook.achat_completion``
 #: (``messages``, ``model`` and any other body field), i.e. the ``body`` of a Batch API request line.
 Request = tuple[str, Mapping[str, Any]]
-
-
-class CostCapReached(OpenRouterError):
-    """The item was not started: the billed cost had reached ``max_cost_usd``."""
-
-    def __init__(self, spent_usd: float, max_cost_usd: float) -> None:
-        super().__init__(
-            f"Not started: the billed cost (${spent_usd:.4f}) reached max_cost_usd (${max_cost_usd:.4f}). "
-            "Raise max_cost_usd and retry the task to run the rest; items already done are skipped."
-        )
-        self.spent_usd = spent_usd
-        self.max_cost_usd = max_cost_usd
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_openrouter.exceptions import OpenRouterError
+from airflow_openrouter.exceptions import BatchInputError
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -24,10 +24,6 @@ if TYPE_CHECKING:
     from airflow_openrouter.prompts import PromptTemplate
 
 MAX_CUSTOM_ID_LENGTH = 64
-
-
-class BatchInputError(OpenRouterError):
-    """An item cannot be turned into a request; the message names the item's index."""
 
 
 def iter_items(items: Any) -> Iterator[Any]:

@@ -13,10 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow.sdk import BaseOperator
 
-try:
-    from airflow.sdk import conf
-except ImportError:  # Airflow < 3.2; already imported by airflow.sdk, so free
-    from airflow.configuration import conf  # type: ignore[assignment]
+from airflow_openrouter._compat import conf
 
 if TYPE_CHECKING:
     import jinja2

@@ -14,10 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-try:
-    from airflow.sdk import conf
-except ImportError:  # Airflow < 3.2; already imported by airflow.sdk, so free
-    from airflow.configuration import conf  # type: ignore[assignment]
+from airflow_openrouter._compat import conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
