@@ -101,7 +101,7 @@ class ChatOutcome:
             "index": 0,
             "finish_reason": completion.finish_reason,
             "native_finish_reason": completion.finish_reason,
-            "logprobs": self._logprobs(self.content_pieces()),
+            "logprobs": None if self.request.top_logprobs is None else self._logprobs(self.content_pieces()),
             "message": message,
         }
         return {**self._envelope("chat.completion"), "choices": [choice], "usage": self.usage()}
