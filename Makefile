@@ -17,7 +17,13 @@ $(STAMP): pyproject.toml
 	$(UV) pip install --quiet --python $(PY) "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test,lint,bench]"
 	touch $@
 
+# The official SDKs are the emulator's conformance oracles: test against their newest releases, so that a
+# field a new release requires shows up as a failing test (tests/testing/sdk_oracle.py), never as drift.
 test: $(STAMP)
+	$(UV) pip install --quiet --python $(PY) --upgrade-package openai --upgrade-package openrouter \
+		"apache-airflow==$(AIRFLOW_VERSION)" -e ".[test]" \
+		|| echo "make test: could not look for newer openai/openrouter releases; testing the installed ones"
+	$(PY) -c 'import importlib.metadata as m; print("SDK oracles: openai", m.version("openai"), "openrouter", m.version("openrouter"))'
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -14,7 +14,14 @@ Quick start::
 Served (under ``/api/v1``; batch routes also under ``/api/beta``): ``POST /chat/completions`` (JSON and
 SSE), ``GET /generation?id=``, ``GET /models`` (public), ``GET /models/{author}/{slug}/endpoints``,
 ``GET /key``, ``GET /credits``, ``POST|GET /batches``, ``GET|DELETE /batches/{id}``,
-``GET /batches/{id}/results``. Every other route requires ``Authorization: Bearer <key>``.
+``GET /batches/{id}/results``. Every other route requires ``Authorization: Bearer <key>``: any non-empty
+key, or with ``api_keys=`` only those. The journal (``requests``) keeps that header but prints it masked
+(``sk-or-v1-abc...xyz``, the label ``GET /key`` shows), so a failing assertion never prints a key.
+
+Answers follow the official ``openrouter`` and ``openai`` SDKs' models (the tests validate every answer
+against them): batch objects carry ``provider`` and ``expires_at`` (24 h after creation, 96 h for Google
+Vertex, ``null`` for providers given ``None`` in ``batch_expiry_hours=``); ``/key`` has budgets, data
+regions and the free-model quota; usage has ``cost_details``, cached and reasoning token counts.
 
 Route patterns (``route=`` of the fault methods, ``requests_to()``) are paths relative to ``/api/v1``
 matched segment by segment: ``{name}`` or ``*`` matches one segment, a trailing ``/**`` matches any
@@ -37,6 +44,7 @@ method (``fail_next``, ``drop_connection_next``, ``error_body_next``, ``non_json
 ``cut_stream_next``, ``stream_error_next``, ``invalid_output_next``, ``batch_outcome_next``,
 ``batch_item_errors_next``, ``batch_invalid_output_next``, ``batch_payment_required_until_credits``,
 ``batch_not_found_for``); the other keys are its keyword arguments. Faults queue in file order.
+``emulator.apply_scenario(...)`` applies one to a running emulator.
 
 Deliberately light: importing this package imports neither Starlette nor uvicorn (the pytest plugin
 loads it in every test run); they are imported when an emulator starts.

@@ -1,4 +1,9 @@
-"""``python -m airflow_openrouter.testing``: run the emulator until SIGINT/SIGTERM."""
+"""``python -m airflow_openrouter.testing``: run the emulator until SIGINT/SIGTERM.
+
+The banner says how to authenticate without printing a key: by default any non-empty bearer key is
+accepted; with ``--api-key`` only the given keys are (they are never echoed). An address that cannot
+be bound (a busy port) is one line on stderr and exit status 2, not a traceback.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from ._emulator import OpenRouterEmulator
+from ._emulator import DEFAULT_API_KEY, OpenRouterEmulator
+from ._server import EmulatorAddressError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,23 +52,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    emulator = OpenRouterEmulator(
-        host=args.host,
-        port=args.port,
-        api_keys=args.api_keys,
-        latency_ms=args.latency_ms,
-        latency_jitter_ms=args.latency_jitter_ms,
-        token_delay_ms=args.token_delay_ms,
-        batch_durations=tuple(args.batch_durations),
-        scenario=args.scenario,
-    )
-    with emulator:
+    try:
+        emulator = OpenRouterEmulator(
+            host=args.host,
+            port=args.port,
+            api_keys=args.api_keys,
+            latency_ms=args.latency_ms,
+            latency_jitter_ms=args.latency_jitter_ms,
+            token_delay_ms=args.token_delay_ms,
+            batch_durations=tuple(args.batch_durations),
+            scenario=args.scenario,
+        )
+    except (OSError, ValueError) as exc:  # an unreadable or malformed scenario file, a bad duration
+        print(f"OpenRouter emulator: {exc}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        emulator.start()
+    except EmulatorAddressError as exc:
+        print(f"OpenRouter emulator: {exc.strerror}", file=sys.stderr, flush=True)
+        return 2
+    try:
         print(f"OpenRouter emulator listening on {emulator.base_url}", flush=True)
-        print(f"API key: {emulator.api_key}  (Ctrl-C to stop)", flush=True)
+        print(auth_banner(args.api_keys), flush=True)
+        print("Ctrl-C to stop", flush=True)
         while not stop.wait(0.5):
             pass
+    finally:
+        emulator.stop()
     print("OpenRouter emulator stopped", flush=True)
     return 0
+
+
+def auth_banner(api_keys: Sequence[str] | None) -> str:
+    if api_keys:
+        count = len(set(api_keys))
+        return f"Auth: only the {count} key{'s' if count > 1 else ''} given with --api-key (not shown)"
+    return (
+        "Auth: any non-empty bearer key is accepted, e.g. "
+        f"'Authorization: Bearer {DEFAULT_API_KEY}' (no real key needed)"
+    )
 
 
 if __name__ == "__main__":

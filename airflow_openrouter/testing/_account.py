@@ -11,6 +11,8 @@ import threading
 from typing import Any
 
 DEFAULT_CREDITS = 100.0
+# OpenRouter's daily quota of ``:free`` model requests for an account that bought at least $10 of credits.
+FREE_MODEL_DAILY_LIMIT = 1000
 
 
 class Account:
@@ -19,6 +21,7 @@ class Account:
         self._total_credits = credits
         self._usage = 0.0
         self._generations: dict[str, dict[str, Any]] = {}
+        self._free_requests = 0
 
     @property
     def remaining(self) -> float:
@@ -41,6 +44,8 @@ class Account:
     def record_generation(self, record: dict[str, Any]) -> None:
         with self._lock:
             self._generations[record["id"]] = record
+            if str(record.get("model", "")).endswith(":free"):
+                self._free_requests += 1
 
     def generation(self, generation_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -49,13 +54,28 @@ class Account:
     def key_info(self, api_key: str) -> dict[str, Any]:
         """The ``data`` of ``GET /key``: the balance is modelled as the key's spending limit."""
         with self._lock:
-            usage, limit = round(self._usage, 10), self._total_credits
+            usage, limit, free_used = round(self._usage, 10), self._total_credits, self._free_requests
+        remaining = round(limit - usage, 10)
+        # The key's own limit is the one budget layer, so it is also the effective (binding) one.
+        budget = {
+            "scope": "key_limit",
+            "budget_id": None,
+            "guardrail_id": None,
+            "include_byok": False,
+            "limit_usd": limit,
+            "spend_usd": usage,
+            "remaining_usd": remaining,
+            "reset_interval": None,
+            "resets_at": None,
+        }
         return {
-            "label": f"{api_key[:9]}...{api_key[-3:]}" if len(api_key) > 12 else api_key,
+            "label": key_label(api_key),
             "limit": limit,
-            "limit_remaining": round(limit - usage, 10),
+            "limit_remaining": remaining,
             "limit_reset": None,
             "include_byok_in_limit": False,
+            "budgets": [budget],
+            "effective_budget": budget,
             # The emulator lives well inside one UTC day, so every window equals the total.
             "usage": usage,
             "usage_daily": usage,
@@ -69,6 +89,14 @@ class Account:
             "is_management_key": False,
             "is_provisioning_key": False,
             "creator_user_id": "user_emulator",
+            "organization_id": None,
+            "workspace_id": "workspace_emulator",
+            "allowed_data_regions": ["global"],
+            "free_model_daily_requests": {
+                "limit": FREE_MODEL_DAILY_LIMIT,
+                "used": free_used,
+                "remaining": max(FREE_MODEL_DAILY_LIMIT - free_used, 0),
+            },
             "expires_at": None,
             "rate_limit": {
                 "requests": -1,
@@ -80,6 +108,17 @@ class Account:
     def credits_info(self) -> dict[str, float]:
         with self._lock:
             return {"total_credits": self._total_credits, "total_usage": round(self._usage, 10)}
+
+
+def key_label(api_key: str) -> str:
+    """The masked label OpenRouter shows for a key (``sk-or-v1-abc...xyz``): never the whole key.
+
+    A long key shows its first 12 and last 3 characters; a short one (an emulator test key) only its
+    first and last 3, so that most of any key stays hidden.
+    """
+    if len(api_key) >= 32:
+        return f"{api_key[:12]}...{api_key[-3:]}"
+    return f"{api_key[:3]}...{api_key[-3:]}" if len(api_key) >= 12 else "..."
 
 
 def iso_timestamp(at: float) -> str:

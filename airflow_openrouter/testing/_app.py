@@ -28,7 +28,7 @@ from ._catalogue import CATALOGUE
 from ._chat import DONE_EVENT, PROCESSING_COMMENT, ChatOutcome, run_chat
 from ._errors import ApiError, error_envelope, error_type_for
 from ._faults import ChatFault, HttpFault
-from ._journal import RecordedRequest
+from ._journal import Headers, RecordedRequest
 from ._routes import relative_route
 from ._state import EmulatorState
 from ._validation import parse_chat_request
@@ -124,7 +124,7 @@ class _Api:
                     method=request.method,
                     path=request.url.path,
                     query=_query(request),
-                    headers={k.lower(): v for k, v in request.headers.items()},
+                    headers=Headers(request.headers.items()),  # Starlette lower-cases the names
                     body=body,
                     at=state.clock.now(),
                 )

@@ -69,9 +69,7 @@ def parse_submission(raw: bytes, *, max_requests: int = MAX_BATCH_REQUESTS) -> S
         raise ApiError(400, f"Model '{model.id}' does not have a :batch endpoint.")
     if body.get("completion_window", "24h") != "24h":
         raise ApiError(400, "completion_window must be '24h'.")
-    provider = body.get("provider")
-    if provider is not None and (not isinstance(provider, dict) or set(provider) - _PROVIDER_KEYS):
-        raise ApiError(400, "provider supports only `only` and `allow_fallbacks` for batches.")
+    _check_provider(body.get("provider"))
     requests = body["requests"]
     if not isinstance(requests, list) or not requests:
         raise ApiError(400, "requests must be a non-empty array.")
@@ -79,6 +77,28 @@ def parse_submission(raw: bytes, *, max_requests: int = MAX_BATCH_REQUESTS) -> S
         raise ApiError(400, f"A batch can contain at most {max_requests:,} requests (got {len(requests):,}).")
     items, failure = _items(requests, model)
     return Submission(endpoint=endpoint, model=model, items=items, failure=failure)
+
+
+def _check_provider(provider: Any) -> None:
+    """Batches honour only ``provider.only`` and ``provider.allow_fallbacks``; any other routing key
+    (``order``, ``sort``, ``ignore``, ``require_parameters``, ...) is refused, not silently dropped."""
+    if provider is None:
+        return
+    if not isinstance(provider, dict):
+        raise ApiError(400, "provider must be an object.")
+    unsupported = sorted(set(provider) - _PROVIDER_KEYS)
+    if unsupported:
+        names = ", ".join(f"provider.{key}" for key in unsupported)
+        raise ApiError(
+            400,
+            f"{names} {'is' if len(unsupported) == 1 else 'are'} not supported for batches: "
+            "only provider.only and provider.allow_fallbacks are.",
+        )
+    only = provider.get("only")
+    if only is not None and (not isinstance(only, list) or not all(isinstance(p, str) for p in only)):
+        raise ApiError(400, "provider.only must be an array of provider slugs.")
+    if provider.get("allow_fallbacks") not in (None, True, False):
+        raise ApiError(400, "provider.allow_fallbacks must be a boolean.")
 
 
 def _check_key_order(keys: list[str]) -> None:

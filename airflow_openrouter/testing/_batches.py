@@ -4,9 +4,11 @@ A batch's status is a pure function of the emulator clock: ``validating`` for ``
 seconds, ``in_progress`` for ``durations[1]`` (``request_counts`` grow linearly), ``finalizing`` for
 ``durations[2]``, then ``completed`` -- or the outcome a ``BatchPlan`` asked for: ``failed`` right
 after validating (also when a request body was invalid), ``expired`` after in_progress (half the
-items processed), ``cancelling`` during finalizing then ``cancelled``. Nothing runs in the
-background; every read recomputes the state, and a batch is billed (at the batch price) the first
-time it is observed completed.
+items processed), ``cancelling`` during finalizing then ``cancelled`` (there is no cancel endpoint, so
+``cancelling`` is reachable only through that fault). A batch still unfinished at its ``expires_at``
+(``created_at`` plus its provider's window, see ``_catalogue.BATCH_EXPIRY_HOURS``) is ``expired``.
+Nothing runs in the background; every read recomputes the state, and a batch is billed (at the batch
+price) the first time it is observed completed.
 
 Result rows are never stored: each page regenerates its rows with the same deterministic content
 generator as synchronous chat, so a completed batch of 20,000 items costs the memory of its inputs.
@@ -22,12 +24,13 @@ import math
 import random
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ._account import Account
 from ._batch_submit import Submission
+from ._catalogue import BATCH_EXPIRY_HOURS, DEFAULT_BATCH_EXPIRY_HOURS
 from ._chat import run_chat
 from ._clock import Clock
 from ._errors import ApiError
@@ -51,6 +54,8 @@ class _Batch:
     durations: tuple[float, float, float]
     error_ids: frozenset[str]
     order: list[int]  # deterministic shuffle of item indexes: results are not in submission order
+    provider: str  # the provider assigned to run the batch
+    expires_at: float | None  # when the provider stops working on unfinished requests (None: never)
     usage: dict[str, Any] | None = None  # computed (and billed) once, when first seen completed
 
     @property
@@ -59,6 +64,13 @@ class _Batch:
 
     def phase(self, now: float) -> tuple[str, float | None, float]:
         """(status, finalized_at, fraction of items processed) at ``now``."""
+        status, finalized_at, fraction = self._planned_phase(now)
+        if finalized_at is None and self.expires_at is not None and now >= self.expires_at:
+            # Durations longer than the provider's window: it gives up on what is left.
+            return "expired", self.expires_at, min(fraction, 0.5)
+        return status, finalized_at, fraction
+
+    def _planned_phase(self, now: float) -> tuple[str, float | None, float]:
         validating, running, finalizing = self.durations
         elapsed = now - self.created_at
         if elapsed < validating:
@@ -76,9 +88,16 @@ class _Batch:
 
 
 class BatchStore:
-    def __init__(self, clock: Clock, account: Account, durations: Sequence[float]) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        account: Account,
+        durations: Sequence[float],
+        expiry_hours: Mapping[str, float | None] | None = None,
+    ) -> None:
         if len(durations) != 3 or any(d < 0 for d in durations):
             raise ValueError("batch_durations must be three non-negative numbers of seconds")
+        self._expiry_hours = {**BATCH_EXPIRY_HOURS, **(expiry_hours or {})}
         self._clock = clock
         self._account = account
         self._durations = (float(durations[0]), float(durations[1]), float(durations[2]))
@@ -98,17 +117,22 @@ class BatchStore:
         order = list(range(len(custom_ids)))
         rng.shuffle(order)
         sampled = rng.sample(custom_ids, round(plan.item_error_fraction * len(custom_ids)))
+        provider = submission.model.assigned_batch_provider
+        expiry_hours = self._expiry_hours.get(provider, DEFAULT_BATCH_EXPIRY_HOURS)
+        created_at = self._clock.now()
         with self._lock:
             self._seq += 1
             batch = _Batch(
                 id=batch_id,
                 seq=self._seq,
-                created_at=self._clock.now(),
+                created_at=created_at,
                 submission=submission,
                 plan=plan,
                 durations=self._durations,
                 error_ids=frozenset(sampled) | (plan.item_error_ids & set(custom_ids)),
                 order=order,
+                provider=provider,
+                expires_at=None if expiry_hours is None else created_at + expiry_hours * 3600,
             )
             self._batches[batch_id] = batch
         return self._view(batch, with_results=False)
@@ -133,7 +157,7 @@ class BatchStore:
                 )
             self._settle(batch)
             del self._batches[batch_id]
-        upstream = {"provider": batch.submission.model.provider, "status": "deleted"}
+        upstream = {"provider": batch.provider, "status": "deleted"}
         return {
             "id": batch_id,
             "object": "batch",
@@ -261,9 +285,11 @@ class BatchStore:
             "object": "batch",
             "endpoint": batch.submission.endpoint,
             "model": batch.submission.model.id,
+            "provider": batch.provider,
             "completion_window": "24h",
             "status": status,
             "created_at": int(batch.created_at),
+            "expires_at": None if batch.expires_at is None else int(batch.expires_at),
             "finalized_at": int(finalized_at) if finalized_at is not None else None,
             "request_counts": {"total": batch.total, "completed": completed, "failed": failed},
             "usage": batch.usage if status == "completed" else None,
@@ -312,6 +338,7 @@ class BatchStore:
                 outcome_id=f"gen-batch-{created}-{_digest(batch.id, item.custom_id, length=20)}",
                 batch=True,
                 violate_schema=item.custom_id in batch.plan.invalid_output_ids,
+                provider=batch.provider,
             )
 
     def _rows(self, batch: _Batch, start: int, end: int) -> Iterator[dict[str, Any]]:

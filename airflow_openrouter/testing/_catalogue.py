@@ -14,6 +14,14 @@ FILE_TOKENS = 250
 # Batch jobs are billed at half the synchronous per-token price.
 BATCH_DISCOUNT = Decimal("0.5")
 
+# How long each batch provider keeps working on unfinished requests (the batch object's ``expires_at`` is
+# ``created_at`` plus this): 24 h unless the provider documents otherwise; Google Vertex takes up to 96 h.
+# ``None`` means the provider documents no hard expiry (``expires_at: null``); an emulator can override
+# any provider with ``batch_expiry_hours=``. The API names Google Vertex (slug ``google-vertex``) "Google".
+DEFAULT_BATCH_EXPIRY_HOURS = 24.0
+VERTEX = "Google"
+BATCH_EXPIRY_HOURS: dict[str, float | None] = {VERTEX: 96.0}
+
 _SAMPLING = ("max_tokens", "temperature", "top_p", "stop", "seed", "frequency_penalty", "presence_penalty")
 
 
@@ -33,6 +41,16 @@ class ModelSpec:
     structured_outputs: bool = False
     tools: bool = False
     batch: bool = False
+    # The provider OpenRouter assigns to this model's batches, when not the one serving sync requests.
+    batch_provider: str | None = None
+
+    @property
+    def assigned_batch_provider(self) -> str:
+        return self.batch_provider or self.provider
+
+    @property
+    def logprobs(self) -> bool:
+        return self.provider == "OpenAI"
 
     @property
     def input_modalities(self) -> list[str]:
@@ -45,7 +63,7 @@ class ModelSpec:
             params += ["response_format", "structured_outputs"]
         if self.tools:
             params += ["tools", "tool_choice", "parallel_tool_calls"]
-        if self.provider == "OpenAI":
+        if self.logprobs:
             params += ["logprobs", "top_logprobs", "logit_bias"]
         return params
 
@@ -131,6 +149,15 @@ class ModelSpec:
                     "latency_last_30m": None,
                     "throughput_last_30m": None,
                     "supports_implicit_caching": False,
+                    "supports_diarization": False,
+                    "supports_tool_choice": {
+                        "auto": self.tools,
+                        "function": self.tools,
+                        "none": self.tools,
+                        "required": self.tools,
+                    },
+                    "native_tools": {},
+                    "service_tier": None,
                 }
             ],
         }
@@ -234,6 +261,7 @@ CATALOGUE: dict[str, ModelSpec] = {
             structured_outputs=True,
             tools=True,
             batch=True,
+            batch_provider=VERTEX,
         ),
     )
 }

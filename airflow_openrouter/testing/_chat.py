@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import string
@@ -35,6 +36,7 @@ class ChatOutcome:
     prompt_tokens: int
     prompt_cost: float
     completion_cost: float
+    served_by: str | None = None  # the provider, when not the model's sync one (a batch's assigned provider)
 
     @property
     def cost(self) -> float:
@@ -42,7 +44,7 @@ class ChatOutcome:
 
     @property
     def provider(self) -> str:
-        return self.request.model.provider
+        return self.served_by or self.request.model.provider
 
     def usage(self) -> dict[str, Any]:
         completion_tokens = self.completion.completion_tokens
@@ -99,7 +101,7 @@ class ChatOutcome:
             "index": 0,
             "finish_reason": completion.finish_reason,
             "native_finish_reason": completion.finish_reason,
-            "logprobs": None,
+            "logprobs": None if self.request.top_logprobs is None else self._logprobs(self.content_pieces()),
             "message": message,
         }
         return {**self._envelope("chat.completion"), "choices": [choice], "usage": self.usage()}
@@ -122,6 +124,13 @@ class ChatOutcome:
         }
         return {**self._chunk_envelope(), "choices": [choice]}
 
+    def _logprobs(self, pieces: list[str]) -> dict[str, Any] | None:
+        """``choices[].logprobs`` for ``logprobs: true``: one entry per token, deterministic values."""
+        alternatives = self.request.top_logprobs
+        if alternatives is None:
+            return None
+        return {"content": [_token_logprob(piece, alternatives) for piece in pieces], "refusal": None}
+
     def content_pieces(self) -> list[str]:
         """The content split into word-sized "tokens", one per SSE chunk."""
         return _TOKEN_PIECES.findall(self.completion.content or "")
@@ -134,7 +143,10 @@ class ChatOutcome:
         """
         yield self._chunk({"role": "assistant", "content": ""})
         for piece in self.content_pieces()[:cut_after]:
-            yield self._chunk({"content": piece})
+            chunk = self._chunk({"content": piece})
+            if self.request.top_logprobs is not None:
+                chunk["choices"][0]["logprobs"] = self._logprobs([piece])
+            yield chunk
         if cut_after is not None:
             return
         if self.completion.tool_calls:
@@ -206,6 +218,27 @@ class ChatOutcome:
         }
 
 
+def _token_logprob(token: str, alternatives: int) -> dict[str, Any]:
+    digest = hashlib.sha256(token.encode()).digest()
+    chosen = -round(digest[0] / 255 * 0.5, 6)  # the emitted token is the likeliest: logprob in [-0.5, 0]
+    top = [{"token": token, "logprob": chosen, "bytes": list(token.encode())}]
+    for rank in range(1, alternatives):
+        other = f"{token.strip() or token}{'_' * rank}"
+        top.append(
+            {
+                "token": other,
+                "logprob": round(chosen - rank - digest[rank % 32] / 255, 6),
+                "bytes": list(other.encode()),
+            }
+        )
+    return {
+        "token": token,
+        "logprob": chosen,
+        "bytes": list(token.encode()),
+        "top_logprobs": top[:alternatives],
+    }
+
+
 def run_chat(
     request: ChatRequest,
     *,
@@ -213,6 +246,7 @@ def run_chat(
     outcome_id: str | None = None,
     batch: bool = False,
     violate_schema: bool = False,
+    provider: str | None = None,
 ) -> ChatOutcome:
     """Generate the completion for a validated request and price it (at the batch price if ``batch``)."""
     completion = generate(request, violate_schema=violate_schema)
@@ -226,4 +260,5 @@ def run_chat(
         prompt_tokens=tokens,
         prompt_cost=prompt_cost,
         completion_cost=completion_cost,
+        served_by=provider,
     )

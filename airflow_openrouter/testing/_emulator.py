@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._batch_submit import MAX_BATCH_REQUESTS
 from ._faults import BatchOutcome, ChatFault, HttpFault
 from ._journal import RecordedRequest
+from ._scenario import Scenario, load_scenario
 from ._state import EmulatorState
 
 if TYPE_CHECKING:
@@ -39,9 +41,13 @@ class OpenRouterEmulator:
         token_delay_ms: float = 0,
         batch_durations: Sequence[float] = (1.0, 1.0, 0.5),
         manual_clock: bool = False,
-        scenario: str | dict[str, Any] | None = None,
+        scenario: str | Path | dict[str, Any] | list[Any] | None = None,
         max_batch_requests: int = MAX_BATCH_REQUESTS,
+        batch_expiry_hours: Mapping[str, float | None] | None = None,
     ) -> None:
+        """``batch_expiry_hours`` overrides a batch provider's window (``None``: no hard expiry, so
+        ``expires_at`` is null); by default every provider has 24 h and Google Vertex ("Google") 96 h.
+        """
         keys = list(api_keys) if api_keys is not None else None
         self.host = host
         self.port = port
@@ -54,12 +60,11 @@ class OpenRouterEmulator:
             batch_durations=batch_durations,
             manual_clock=manual_clock,
             max_batch_requests=max_batch_requests,
+            batch_expiry_hours=batch_expiry_hours,
         )
         self._server: ServerThread | None = None
         if scenario is not None:
-            from ._scenario import apply_scenario, load_scenario
-
-            apply_scenario(self, load_scenario(scenario))
+            self.apply_scenario(scenario)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -139,6 +144,25 @@ class OpenRouterEmulator:
 
     def set_latency(self, ms: float, jitter_ms: float = 0) -> None:
         self._state.latency.set(ms, jitter_ms)
+
+    def set_token_delay(self, ms: float) -> None:
+        """Delay between SSE chunks of the following streams."""
+        if ms < 0:
+            raise ValueError("the token delay must be non-negative")
+        self._state.token_delay_s = ms / 1000
+
+    def apply_scenario(self, scenario: str | Path | dict[str, Any] | list[Any] | Scenario) -> None:
+        """Apply a scenario (file path, JSON text, dict or list of faults; see the package docs):
+        its settings take effect now and its faults queue behind those already queued."""
+        plan = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        if plan.latency_ms is not None or plan.latency_jitter_ms is not None:
+            self.set_latency(plan.latency_ms or 0, plan.latency_jitter_ms or 0)
+        if plan.token_delay_ms is not None:
+            self.set_token_delay(plan.token_delay_ms)
+        if plan.credits is not None:
+            self.set_credits(plan.credits)
+        for name, kwargs in plan.faults:
+            getattr(self, name)(**kwargs)
 
     def clear_faults(self) -> None:
         self._state.faults.clear()

@@ -1,4 +1,10 @@
-"""Every request the emulator receives, for tests to assert on."""
+"""Every request the emulator receives, for tests to assert on.
+
+The journal keeps headers as received, so a test can check which key was sent
+(``headers["authorization"]``), but never *shows* a credential: the ``repr`` of a recorded request and
+of its headers prints ``Authorization`` as ``Bearer sk-or-v1-abc...xyz`` (the masked label OpenRouter
+itself shows), so a failing assertion that prints the journal does not print the key.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,29 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._account import key_label
 from ._routes import relative_route, route_matches
+
+# Header values that carry a credential (lower-case names).
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "cookie"})
+
+
+def redact_header(name: str, value: str) -> str:
+    if name.lower() not in SECRET_HEADERS:
+        return value
+    scheme, _, credential = value.partition(" ")
+    if credential:
+        return f"{scheme} {key_label(credential.strip())}"
+    return key_label(value)
+
+
+class Headers(dict[str, str]):
+    """A plain dict of the request headers whose ``repr`` masks credentials."""
+
+    def __repr__(self) -> str:
+        return repr({name: redact_header(name, value) for name, value in self.items()})
+
+    __str__ = __repr__
 
 
 @dataclass(frozen=True)
@@ -21,6 +49,16 @@ class RecordedRequest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "route", relative_route(self.path))
+        if not isinstance(self.headers, Headers):
+            object.__setattr__(self, "headers", Headers(self.headers))
+
+    def __repr__(self) -> str:
+        return (
+            f"RecordedRequest(method={self.method!r}, path={self.path!r}, query={self.query!r}, "
+            f"headers={self.headers!r}, body={self.body!r}, at={self.at!r})"
+        )
+
+    __str__ = __repr__
 
 
 class Journal:

@@ -1,13 +1,12 @@
-"""Scenario files: latency settings and a list of faults, applied to an emulator at start-up."""
+"""Scenario files: latency settings and a list of faults, read and checked here, applied by
+``OpenRouterEmulator.apply_scenario()`` (this module knows nothing of the emulator's internals)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ._emulator import OpenRouterEmulator
+from typing import Any
 
 # Fault entries may call exactly these emulator methods (keyword arguments as in the Python API).
 FAULTS = frozenset(
@@ -29,7 +28,18 @@ FAULTS = frozenset(
 _SETTINGS = {"latency_ms", "latency_jitter_ms", "token_delay_ms", "credits", "faults"}
 
 
-def load_scenario(source: str | Path | dict[str, Any] | list[Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Scenario:
+    """A checked scenario: settings (``None`` = leave as is) and faults as (method name, kwargs)."""
+
+    latency_ms: float | None = None
+    latency_jitter_ms: float | None = None
+    token_delay_ms: float | None = None
+    credits: float | None = None
+    faults: tuple[tuple[str, dict[str, Any]], ...] = field(default=())
+
+
+def load_scenario(source: str | Path | dict[str, Any] | list[Any]) -> Scenario:
     """Read a scenario (path, JSON text, dict, or a bare list of faults) and check its shape."""
     if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith(("{", "["))):
         source = json.loads(Path(source).read_text())
@@ -41,19 +51,15 @@ def load_scenario(source: str | Path | dict[str, Any] | list[Any]) -> dict[str, 
     unknown = set(scenario) - _SETTINGS
     if unknown:
         raise ValueError(f"unknown scenario keys {sorted(unknown)}; allowed: {sorted(_SETTINGS)}")
+    faults = []
     for entry in scenario.get("faults", []):
         if not isinstance(entry, dict) or entry.get("fault") not in FAULTS:
             raise ValueError(f"each fault needs 'fault' set to one of {sorted(FAULTS)}: {entry!r}")
-    return scenario
-
-
-def apply_scenario(emulator: OpenRouterEmulator, scenario: dict[str, Any]) -> None:
-    if "latency_ms" in scenario or "latency_jitter_ms" in scenario:
-        emulator.set_latency(scenario.get("latency_ms", 0), scenario.get("latency_jitter_ms", 0))
-    if "token_delay_ms" in scenario:
-        emulator._state.token_delay_s = scenario["token_delay_ms"] / 1000
-    if "credits" in scenario:
-        emulator.set_credits(scenario["credits"])
-    for entry in scenario.get("faults", []):
-        kwargs = {k: v for k, v in entry.items() if k != "fault"}
-        getattr(emulator, entry["fault"])(**kwargs)
+        faults.append((entry["fault"], {k: v for k, v in entry.items() if k != "fault"}))
+    return Scenario(
+        latency_ms=scenario.get("latency_ms"),
+        latency_jitter_ms=scenario.get("latency_jitter_ms"),
+        token_delay_ms=scenario.get("token_delay_ms"),
+        credits=scenario.get("credits"),
+        faults=tuple(faults),
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import threading
@@ -21,13 +22,29 @@ class _ExpectedErrors(logging.Filter):
 _filter = _ExpectedErrors()
 
 
+class EmulatorAddressError(OSError):
+    """The emulator cannot listen on the address it was given (most often: the port is in use)."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        reason = "the port is already in use" if cause.errno == errno.EADDRINUSE else cause.strerror
+        super().__init__(
+            cause.errno,
+            f"cannot listen on {host}:{port}: {reason or cause}. "
+            "Stop what is using it, or pick another port (port 0 picks a free one).",
+        )
+
+
 class ServerThread:
     def __init__(self, app: Any, host: str, port: int) -> None:
         import uvicorn
 
         self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((host, port))
+        try:
+            self._sock.bind((host, port))
+        except OSError as exc:
+            self._sock.close()
+            raise EmulatorAddressError(host, port, exc) from None
         self.host = host
         self.port: int = self._sock.getsockname()[1]
         config = uvicorn.Config(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ._account import Account
@@ -46,9 +46,11 @@ class EmulatorState:
         batch_durations: Sequence[float],
         manual_clock: bool,
         max_batch_requests: int = MAX_BATCH_REQUESTS,
+        batch_expiry_hours: Mapping[str, float | None] | None = None,
     ) -> None:
         self.api_keys = frozenset(api_keys) if api_keys is not None else None
         self.max_batch_requests = max_batch_requests
+        self.batch_expiry_hours = dict(batch_expiry_hours or {})
         self._initial = (latency_ms, latency_jitter_ms, token_delay_ms, tuple(batch_durations), manual_clock)
         self.latency = Latency()
         self.reset()
@@ -62,4 +64,4 @@ class EmulatorState:
         self.account = Account()
         self.journal = Journal()
         self.faults = FaultBook()
-        self.batches = BatchStore(self.clock, self.account, batch_durations)
+        self.batches = BatchStore(self.clock, self.account, batch_durations, self.batch_expiry_hours)

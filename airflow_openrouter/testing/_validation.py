@@ -46,6 +46,9 @@ class ChatRequest:
     response_format: dict[str, Any] | None  # None also when the model silently ignores it
     tools: list[dict[str, Any]]  # empty when absent or ignored by the model
     tool_choice: Any
+    # Alternatives reported per token, or None when logprobs were not asked for (or the model's
+    # provider does not return them and OpenRouter drops the parameter).
+    top_logprobs: int | None = None
 
     @property
     def json_schema(self) -> dict[str, Any] | None:
@@ -73,8 +76,13 @@ def parse_chat_request(body: Any) -> ChatRequest:
         raise ApiError(400, "Request body must be a JSON object")
     model = lookup_model(_model_id(body))
     messages = _messages(body.get("messages"))
-    if body.get("top_logprobs") is not None and not body.get("logprobs"):
+    top_logprobs = body.get("top_logprobs")
+    if top_logprobs is not None and not body.get("logprobs"):
         raise ApiError(400, "top_logprobs requires logprobs to be true")
+    if top_logprobs is not None and (
+        isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int) or not 0 <= top_logprobs <= 20
+    ):
+        raise ApiError(400, "top_logprobs must be an integer between 0 and 20")
     _check_range(body, "temperature", 0, 2)
     _check_range(body, "top_p", 0, 1)
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
@@ -101,6 +109,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
         response_format=response_format if model.structured_outputs or not wants_schema else None,
         tools=tools if model.tools else [],
         tool_choice=tool_choice,
+        top_logprobs=(top_logprobs or 0) if body.get("logprobs") is True and model.logprobs else None,
     )
 
 

@@ -423,3 +423,76 @@ def test_new_batch_is_not_found_for_a_while(emu: OpenRouterEmulator, client: htt
     assert client.get("/batches").json()["data"] == []
     emu.advance(2)
     assert client.get(f"/batches/{batch['id']}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("provider", "message"),
+    [
+        ({"order": ["openai"]}, "provider.order is not supported for batches"),
+        (
+            {"only": ["openai"], "sort": "price", "ignore": []},
+            "provider.ignore, provider.sort are not supported",
+        ),
+        ({"require_parameters": True}, "provider.require_parameters is not supported"),
+        ({"only": "openai"}, "provider.only must be an array of provider slugs."),
+        ({"allow_fallbacks": "no"}, "provider.allow_fallbacks must be a boolean."),
+        (["openai"], "provider must be an object."),
+    ],
+    ids=["order", "several", "require-parameters", "only-not-a-list", "fallbacks-not-bool", "not-an-object"],
+)
+def test_batch_provider_accepts_only_only_and_allow_fallbacks(
+    emu: OpenRouterEmulator, client: httpx.Client, provider: object, message: str
+) -> None:
+    body = {"endpoint": "/v1/chat/completions", "model": MODEL, "provider": provider, **batch_body()}
+    response = submit(client, body)
+    assert response.status_code == 400
+    error = response.json()
+    # The batch error envelope: code and message only, no metadata; nothing is stored.
+    assert set(error) == {"error"} and set(error["error"]) == {"code", "message"}
+    assert error["error"]["message"].startswith(message)
+    assert client.get("/batches").json()["data"] == []
+    accepted = {"only": ["openai"], "allow_fallbacks": False}
+    assert submit(client, {**body, "provider": accepted}).status_code == 202
+
+
+def test_expires_at_and_provider_follow_the_assigned_provider(client: httpx.Client) -> None:
+    openai_batch = _create(client)
+    assert openai_batch["provider"] == "OpenAI"
+    assert openai_batch["expires_at"] == openai_batch["created_at"] + 24 * 3600
+    vertex = submit(client, batch_body(model="google/gemini-2.5-flash")).json()
+    assert vertex["provider"] == "Google" and vertex["expires_at"] == vertex["created_at"] + 96 * 3600
+    with OpenRouterEmulator(manual_clock=True, batch_expiry_hours={"Google": None, "OpenAI": 1}) as emu:
+        auth = {"Authorization": f"Bearer {emu.api_key}"}
+        with httpx.Client(base_url=emu.base_url, headers=auth) as other:
+            assert submit(other, batch_body(model="google/gemini-2.5-flash")).json()["expires_at"] is None
+            short = submit(other, batch_body()).json()
+            assert short["expires_at"] == short["created_at"] + 3600
+
+
+def test_batch_results_are_served_by_the_assigned_provider(
+    emu: OpenRouterEmulator, client: httpx.Client
+) -> None:
+    batch = submit(client, batch_body(2, model="google/gemini-2.5-flash")).json()
+    _complete(emu)
+    rows = client.get(f"/batches/{batch['id']}").json()["results"]
+    assert {row["response"]["body"]["provider"] for row in rows} == {"Google"}
+    usage = rows[0]["response"]["body"]["usage"]
+    assert usage["cost_details"]["upstream_inference_prompt_cost"] > 0 and usage["is_byok"] is False
+    assert usage["prompt_tokens_details"]["cached_tokens"] == 0
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == 0
+    deleted = client.delete(f"/batches/{batch['id']}").json()
+    assert deleted["deletion"]["upstream"]["provider"] == "Google"
+
+
+def test_a_batch_still_running_at_expires_at_is_expired() -> None:
+    # Durations longer than the provider's window: the provider gives up at expires_at.
+    with OpenRouterEmulator(manual_clock=True, batch_durations=(1, 30 * 3600, 1)) as emu:
+        auth = {"Authorization": f"Bearer {emu.api_key}"}
+        with httpx.Client(base_url=emu.base_url, headers=auth) as http:
+            batch = submit(http, batch_body(4)).json()
+            emu.advance(24 * 3600 - 1)
+            assert http.get(f"/batches/{batch['id']}").json()["status"] == "in_progress"
+            emu.advance(2)
+            expired = http.get(f"/batches/{batch['id']}").json()
+    assert expired["status"] == "expired" and expired["finalized_at"] == batch["expires_at"]
+    assert expired["results"] is None and 0 < expired["request_counts"]["completed"] < 4

@@ -294,3 +294,29 @@ def test_generation_endpoint_reports_the_generation(client: httpx.Client) -> Non
 def test_generation_endpoint_404s_for_unknown_ids(client: httpx.Client) -> None:
     response = client.get("/generation", params={"id": "gen-unknown"})
     assert response.status_code == 404 and response.json()["error"]["code"] == 404
+
+
+def test_logprobs_cover_every_token_with_top_alternatives(client: httpx.Client) -> None:
+    result = chat(client, logprobs=True, top_logprobs=3).json()
+    content = result["choices"][0]["message"]["content"]
+    tokens = result["choices"][0]["logprobs"]["content"]
+    assert "".join(t["token"] for t in tokens) == content
+    for token in tokens:
+        assert token["bytes"] == list(token["token"].encode()) and token["logprob"] <= 0
+        assert token["top_logprobs"][0]["token"] == token["token"]
+        assert len(token["top_logprobs"]) == 3
+        assert sorted(alt["logprob"] for alt in token["top_logprobs"])[::-1] == [
+            alt["logprob"] for alt in token["top_logprobs"]
+        ]
+    # Asking for logprobs does not change the answer; without them the field is null.
+    assert chat(client).json()["choices"][0]["message"]["content"] == content
+    assert chat(client).json()["choices"][0]["logprobs"] is None
+
+
+def test_logprobs_are_dropped_for_providers_without_them_and_checked(client: httpx.Client) -> None:
+    anthropic = chat(client, model="anthropic/claude-3.5-haiku", logprobs=True).json()
+    assert anthropic["choices"][0]["logprobs"] is None
+    for bad in (21, -1, "2", True):
+        response = chat(client, logprobs=True, top_logprobs=bad)
+        assert response.status_code == 400
+        assert response.json()["error"]["message"] == "top_logprobs must be an integer between 0 and 20"

@@ -1,16 +1,24 @@
-"""Emulator responses validated against the official OpenAPI spec and the batch supplement.
+"""Emulator responses validated against the official OpenAPI spec, the batch supplement, and the
+official SDKs' own pydantic models.
 
 The specs in ``spec/`` are verbatim copies of ``shared/reference``; schemas are checked with
-Draft 2020-12 and a ``referencing`` registry, so the batch file's cross-file ``$ref``s resolve.
+Draft 2020-12 and a ``referencing`` registry, so the batch file's cross-file ``$ref``s resolve. The SDK
+models are newer than the specs and win where they disagree: every JSON answer any test in this module
+receives is also validated, strictly, with the ``openrouter`` (and for chat the ``openai``) SDK's models
+(``sdk_oracle``), so a field a new SDK release requires fails here naming the endpoint and the field.
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from airflow_openrouter.testing import OpenRouterEmulator
 
+from . import sdk_oracle
 from .conftest import BATCH_SPEC, OpenApi
 from .helpers import MODEL, batch_body, sse_events, submit, user
 
@@ -21,6 +29,15 @@ TOOL = {
 }
 
 
+@pytest.fixture
+def client(emu: OpenRouterEmulator) -> Iterator[httpx.Client]:
+    """The authenticated client, with every JSON answer checked against the SDK models."""
+    headers = {"Authorization": f"Bearer {emu.api_key}"}
+    hooks = {"response": [sdk_oracle.check_response]}
+    with httpx.Client(base_url=emu.base_url, headers=headers, timeout=10, event_hooks=hooks) as http:
+        yield http
+
+
 @pytest.mark.parametrize(
     "extra",
     [
@@ -29,8 +46,11 @@ TOOL = {
         {"response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": SCHEMA}}},
         {"tools": [TOOL], "tool_choice": "required"},
         {"model": "anthropic/claude-3.5-haiku"},
+        {"response_format": {"type": "json_object"}, "seed": 7},
+        {"logprobs": True, "top_logprobs": 2},
+        {"model": "mistralai/mistral-7b-instruct:free"},
     ],
-    ids=["text", "length", "json-schema", "tool-call", "null-fingerprint"],
+    ids=["text", "length", "json-schema", "tool-call", "null-fingerprint", "json-object", "logprobs", "free"],
 )
 def test_chat_result_conforms(client: httpx.Client, openapi: OpenApi, extra: dict) -> None:
     response = client.post(
@@ -54,6 +74,9 @@ def test_stream_chunks_conform(
     for chunk in events:
         if chunk != "[DONE]":
             openapi.assert_valid("ChatStreamChunk", chunk)
+    sdk_oracle.check_stream_events(events)
+    usage = [chunk["usage"] for chunk in events if isinstance(chunk, dict) and chunk.get("usage")]
+    assert usage and usage[-1]["cost_details"]["upstream_inference_prompt_cost"] >= 0
 
 
 @pytest.mark.parametrize(
@@ -137,6 +160,86 @@ def test_batch_objects_conform(emu: OpenRouterEmulator, client: httpx.Client, op
     emu.advance(10)
     check("BatchObject", client.get(f"/batches/{failed['id']}").json())
     check("BatchErrorResponse", submit(client, {"requests": []}).json())
+
+
+def test_errors_of_every_status_conform_to_the_sdk_error_models(
+    emu: OpenRouterEmulator, client: httpx.Client
+) -> None:
+    for status in sorted(sdk_oracle.ERRORS):
+        emu.fail_next("/**", status=status)
+        assert client.get("/credits").status_code == status
+        emu.fail_next("/batches/**", status=status)
+        assert client.get("/batches").status_code == status
+
+
+def test_batch_states_and_expiry_variants_conform(client: httpx.Client) -> None:
+    """Every state a batch object can be in, on a 24 h, a 96 h (Vertex) and a null-expiry provider."""
+    with OpenRouterEmulator(manual_clock=True, batch_expiry_hours={"OpenAI": None}) as emu:
+        hooks = {"response": [sdk_oracle.check_response]}
+        auth = {"Authorization": f"Bearer {emu.api_key}"}
+        with httpx.Client(base_url=emu.base_url, headers=auth, event_hooks=hooks) as http:
+            seen = set()
+            for model in (MODEL, "google/gemini-2.5-flash", "anthropic/claude-3.5-haiku"):
+                for outcome in (None, "cancelled", "expired", "failed"):
+                    if outcome:
+                        emu.batch_outcome_next(outcome)
+                    batch = submit(http, batch_body(2, model=model)).json()
+                    for step in (0.5, 0.7, 0.5, 0.5, 10):
+                        emu.advance(step)
+                        seen.add(http.get(f"/batches/{batch['id']}").json()["status"])
+            expiries = {b["provider"]: b["expires_at"] for b in http.get("/batches?limit=100").json()["data"]}
+    assert seen == {
+        "validating",
+        "in_progress",
+        "finalizing",
+        "completed",
+        "cancelling",
+        "cancelled",
+        "expired",
+        "failed",
+    }
+    assert expiries["OpenAI"] is None and expiries["Google"] and expiries["Anthropic"]
+
+
+def test_every_emulator_route_has_an_sdk_oracle() -> None:
+    from airflow_openrouter.testing._app import build_app
+    from airflow_openrouter.testing._state import EmulatorState
+
+    state = EmulatorState(
+        api_keys=None,
+        latency_ms=0,
+        latency_jitter_ms=0,
+        token_delay_ms=0,
+        batch_durations=(1, 1, 1),
+        manual_clock=True,
+    )
+    for route in build_app(state).routes:
+        for method in sorted(route.methods - {"HEAD"}):  # type: ignore[attr-defined]
+            assert sdk_oracle.endpoint_of(method, route.path)  # type: ignore[attr-defined]
+
+
+def test_the_sdk_oracle_names_the_endpoint_and_the_missing_or_mistyped_field(
+    emu: OpenRouterEmulator, client: httpx.Client
+) -> None:
+    batch = submit(client, batch_body()).json()
+    del batch["expires_at"]
+    batch["request_counts"]["total"] = "3"
+    with pytest.raises(AssertionError) as caught:
+        sdk_oracle.assert_conforms("GET /batches/{id}", 200, json.dumps(batch))
+    message = str(caught.value)
+    assert message.startswith("GET /batches/{id} (HTTP 200) does not satisfy the official SDK models")
+    version = sdk_oracle.SDK_VERSIONS["openrouter"]
+    assert f"openrouter {version} components.BatchObject: expires_at: Field required" in message
+    assert "request_counts.total: Input should be a valid integer" in message
+    result = client.post("/chat/completions", json={"messages": user("x")}).json()
+    result["choices"][0]["finish_reason"] = "done"
+    found = sdk_oracle.problems("POST /chat/completions", 200, json.dumps(result))
+    assert any(p.startswith("openai ") and "choices.0.finish_reason" in p for p in found), found
+    key = client.get("/key").json()
+    del key["data"]["budgets"]
+    assert sdk_oracle.problems("GET /key", 200, json.dumps(key)) == [
+        f"openrouter {version} operations.GetCurrentKeyResponse: data.budgets: Field required"
+    ]
 
 
 def test_the_validator_is_not_vacuous(client: httpx.Client, openapi: OpenApi) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -130,3 +132,90 @@ def test_reset_forgets_state_but_keeps_serving(emu: OpenRouterEmulator, client: 
     cost = chat(client).json()["usage"]["cost"]  # no fault, no latency left over
     assert client.get("/key").json()["data"]["usage"] == pytest.approx(cost)  # earlier spend forgotten
     assert client.get("/batches").json()["data"] == []
+
+
+SECRET = "sk-or-v1-" + "cd34" * 16  # shaped like a real key, built at run time
+
+
+def test_journal_never_shows_the_key_but_keeps_it_for_assertions() -> None:
+    with OpenRouterEmulator(api_keys=[SECRET]) as emu:
+        auth = {"Authorization": f"Bearer {SECRET}", "Proxy-Authorization": f"Basic {SECRET}"}
+        httpx.get(f"{emu.base_url}/key", headers=auth)
+        recorded = emu.requests_to("/key")[0]
+        assert recorded.headers["authorization"] == f"Bearer {SECRET}"
+        shown = [repr(emu.requests), str(recorded), repr(recorded.headers), f"{emu.requests_to('/key')}"]
+        # What pytest prints for a failing assertion about the journal.
+        with pytest.raises(AssertionError) as caught:
+            assert emu.requests_to("/key") == [], "journal"
+        shown.append(str(caught.value))
+    for text in shown:
+        assert SECRET not in text and SECRET[9:30] not in text
+        assert "Bearer sk-or-v1-cd3...d34" in text
+
+
+def test_cli_banner_says_which_keys_are_accepted_without_printing_them() -> None:
+    for argv, expected in (
+        (["--api-key", SECRET], "Auth: only the 1 key given with --api-key (not shown)"),
+        ([], "Auth: any non-empty bearer key is accepted"),
+    ):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "airflow_openrouter.testing", "--port", "0", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert process.stdout is not None
+            banner = [process.stdout.readline().strip() for _ in range(3)]
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert banner[1].startswith(expected), banner
+        assert SECRET not in "\n".join(banner) + out + err
+
+
+def test_cli_on_a_busy_port_prints_one_line_and_exits_non_zero() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "airflow_openrouter.testing", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"OpenRouter emulator: cannot listen on 127.0.0.1:{port}: the port is already in use. "
+        "Stop what is using it, or pick another port (port 0 picks a free one)."
+    ]
+
+
+def test_start_on_a_busy_port_raises_an_oserror_that_says_what_to_do() -> None:
+    with OpenRouterEmulator() as first:
+        with pytest.raises(
+            OSError, match=f"cannot listen on 127.0.0.1:{first.port}: the port is already in use"
+        ):
+            OpenRouterEmulator(port=first.port).start()
+        assert first.running
+
+
+def test_apply_scenario_on_a_running_emulator(emu: OpenRouterEmulator, client: httpx.Client) -> None:
+    emu.apply_scenario(
+        {"credits": 0.5, "token_delay_ms": 0, "faults": [{"fault": "fail_next", "status": 503, "times": 2}]}
+    )
+    assert [chat(client).status_code for _ in range(3)] == [503, 503, 200]
+    assert client.get("/key").json()["data"]["limit_remaining"] < 0.5
+    with pytest.raises(ValueError, match="each fault needs 'fault'"):
+        emu.apply_scenario([{"fault": "_state"}])
+
+
+def test_scenario_module_does_not_reach_into_the_emulator() -> None:
+    from airflow_openrouter.testing import _scenario
+
+    source = Path(_scenario.__file__).read_text()
+    assert "_state" not in source and "_emulator" not in source

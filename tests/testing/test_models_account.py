@@ -79,3 +79,38 @@ def test_set_and_add_credits_move_the_remaining_balance(
     emu.add_credits(1)
     credits = client.get("/credits").json()["data"]
     assert credits["total_credits"] - credits["total_usage"] == pytest.approx(3.5)
+
+
+def test_key_object_has_budgets_regions_and_the_free_model_quota(client: httpx.Client) -> None:
+    chat(client, model="mistralai/mistral-7b-instruct:free")
+    cost = chat(client).json()["usage"]["cost"]
+    data = client.get("/key").json()["data"]
+    budget = data["effective_budget"]
+    assert data["budgets"] == [budget] and budget["scope"] == "key_limit"
+    assert budget["spend_usd"] == pytest.approx(cost) and budget["remaining_usd"] == data["limit_remaining"]
+    assert data["allowed_data_regions"] == ["global"]
+    quota = data["free_model_daily_requests"]
+    assert quota["used"] == 1 and quota["remaining"] == quota["limit"] - 1
+    assert {"organization_id", "workspace_id", "byok_usage_weekly"} <= set(data)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "sk-or-v1-" + "ab12" * 16,  # shaped like a real key, built at run time
+        "sk-or-emulator-key",
+        "sk-or-v1-short",
+        "abcdefghijk",
+        "k",
+    ],
+    ids=["real-shape", "emulator-default", "short", "eleven", "one-char"],
+)
+def test_key_label_never_shows_most_of_the_key(key: str) -> None:
+    with OpenRouterEmulator(api_keys=[key]) as emu:
+        label = httpx.get(f"{emu.base_url}/key", headers={"Authorization": f"Bearer {key}"}).json()["data"][
+            "label"
+        ]
+    shown = label.replace("...", "")
+    assert key not in label and len(shown) <= len(key) / 2 + 1
+    if key.startswith("sk-or-v1-") and len(key) > 32:
+        assert label == f"{key[:12]}...{key[-3:]}"  # the real API's sk-or-v1-abc...xyz
