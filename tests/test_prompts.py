@@ -7,6 +7,7 @@ import base64
 import jinja2
 import pytest
 
+from airflow_openrouter.exceptions import OpenRouterConfigError
 from airflow_openrouter.prompts import (
     PromptRenderError,
     PromptTemplate,
@@ -136,13 +137,41 @@ def test_render_prompt_value_resolves_data_and_renders_strings_once():
     ]
 
 
-def test_render_prompt_value_leaves_values_airflow_already_resolved_alone():
-    mapped_value = "from XCom: {{ not_a_variable }}"
+def test_upstream_values_marked_as_literal_are_never_rendered_nor_read_as_file_names(dag_env):
+    from airflow.sdk import literal
 
-    assert (
-        render_prompt_value(mapped_value, None, {}, field="prompt", data_ids={id(mapped_value)})
-        is mapped_value
-    )
+    marked = [literal("from XCom: {{ not_a_variable }}"), literal("prompts/summary.j2")]
+
+    assert render_prompt_value(marked, dag_env, {}, field="prompt") == [
+        "from XCom: {{ not_a_variable }}",
+        "prompts/summary.j2",
+    ]
+
+
+def test_a_batch_prompt_from_upstream_is_text_that_every_render_returns_as_it_is(dag_env):
+    from airflow.sdk import literal
+
+    template = PromptTemplate.load(literal(HOSTILE), dag_env, field="prompt")
+
+    assert template.render({"item": "x"}) == HOSTILE
+    assert template.name == "upstream prompt"
+
+
+def test_an_unresolved_upstream_reference_is_not_a_prompt():
+    class Unresolved:  # an XComArg passed where nothing resolves it
+        def resolve(self, context):
+            raise AssertionError("must not be resolved")
+
+    with pytest.raises(OpenRouterConfigError, match=r"prompt is an upstream value .* not resolved"):
+        PromptTemplate.load(Unresolved(), None, field="prompt")
+
+
+def test_an_error_message_from_jinja_ends_with_one_period():
+    with pytest.raises(PromptRenderError) as info:
+        PromptTemplate.load("{{ name | uppr }}").render({"name": "a"})
+
+    assert "No filter named 'uppr'." in str(info.value)
+    assert ".." not in str(info.value)
 
 
 def test_render_prompt_value_labels_nested_inline_templates():
@@ -179,7 +208,7 @@ def test_images_become_content_parts_after_the_prompt_text(tmp_path):
     (tmp_path / "cat.png").write_bytes(b"\x89PNG fake")
 
     [user] = build_messages(
-        prompt="What is this?", images=["https://example.com/a.jpg", "cat.png"], base_dir=tmp_path
+        prompt="What is this?", images=["https://example.com/a.jpg", "cat.png"], image_roots=[tmp_path]
     )
 
     assert user["content"] == [
