@@ -14,6 +14,9 @@ a template and is rendered.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from airflow.sdk import DAG, task
 
 from airflow_openrouter.operators.batch import OpenRouterBatchOperator
@@ -25,6 +28,15 @@ HOSTILE = (
 )
 # Upstream text that looks like a template file name: data too, never loaded from the DAG folder.
 FILE_NAME = "prompts/chat_summary.j2"
+# What an upstream task must not get the operator to read and send: a file outside the DAG folder.
+SECRET = b"\x89PNG top secret"
+
+
+def _secret_file() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="upstream-data-")) / "secret.png"
+    path.write_bytes(SECRET)
+    return path
+
 
 with DAG("upstream_data", schedule=None, catchup=False, tags=["test"]) as dag:
 
@@ -61,7 +73,29 @@ with DAG("upstream_data", schedule=None, catchup=False, tags=["test"]) as dag:
     def batch_prompt_rows() -> list[dict]:
         return [{"prompt": f"Fixed {HOSTILE}", "items": [{"text": "one"}]}]
 
+    @task
+    def secret_uris() -> list[str]:
+        return [f"file://{_secret_file()}"]
+
+    @task
+    def traversal_rows() -> list[dict]:
+        return [{"images": ["../../../../../../../../../.." + str(_secret_file())]}]
+
+    @task
+    def inside_images() -> list[str]:
+        return ["images/pixel.png"]
+
     text = hostile_text()
+
+    # Images named by upstream values: a storage URI or a path out of the DAG folder fails the task
+    # before anything is read or sent; a file inside the DAG folder is fine.
+    OpenRouterChatOperator(task_id="images_uri", prompt="Describe.", images=secret_uris(), user="images_uri")
+    OpenRouterChatOperator.partial(
+        task_id="images_kwargs", prompt="Describe.", user="images_kwargs"
+    ).expand_kwargs(traversal_rows())
+    OpenRouterChatOperator(
+        task_id="images_inside", prompt="Describe.", images=inside_images(), user="images_inside"
+    )
 
     OpenRouterChatOperator(task_id="plain_xcomarg", prompt=text, user="plain_xcomarg")
 

@@ -8,13 +8,14 @@ received (its journal) and on what Airflow stored as the rendered template field
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
 
 from airflow_openrouter.testing import OpenRouterEmulator
 from tests.conftest import TEST_DAGS, load_dag
-from tests.dags.upstream_data import FILE_NAME, HOSTILE
+from tests.dags.upstream_data import FILE_NAME, HOSTILE, SECRET
 from tests.operators.conftest import MODEL
 
 KEY = "sk-or-v1-" + "ab12" * 16
@@ -86,6 +87,28 @@ def test_upstream_text_reaches_the_model_literally_whatever_the_route(pipeline, 
     assert "LOOP0" not in sent and "{% for i in range(2) %}" in sent
 
 
+def states_of(dag_run, task_id):
+    return [ti.state for ti in dag_run.get_task_instances() if ti.task_id == task_id]
+
+
+@pytest.mark.parametrize("task_id", ["images_uri", "images_kwargs"])
+def test_an_image_file_named_by_upstream_outside_the_dag_folder_is_never_read_or_sent(pipeline, task_id):
+    dag_run, requests = pipeline
+
+    assert states_of(dag_run, task_id) == ["failed"]
+    assert [b for b in chat_bodies(requests) if b.get("user") == task_id] == []
+    assert base64.b64encode(SECRET).decode() not in json.dumps(chat_bodies(requests))
+
+
+def test_an_image_inside_the_dag_folder_may_be_named_by_upstream(pipeline):
+    dag_run, requests = pipeline
+    [body] = [b for b in chat_bodies(requests) if b.get("user") == "images_inside"]
+
+    assert states_of(dag_run, "images_inside") == ["success"]
+    url = body["messages"][-1]["content"][1]["image_url"]["url"]
+    assert base64.b64decode(url.split(",", 1)[1]) == (TEST_DAGS / "images" / "pixel.png").read_bytes()
+
+
 def test_a_literal_passed_to_expand_is_the_authors_template_and_is_rendered(pipeline):
     dag_run, requests = pipeline
     [body] = [b for b in chat_bodies(requests) if b.get("user") == "expand_literal"]
@@ -96,7 +119,7 @@ def test_a_literal_passed_to_expand_is_the_authors_template_and_is_rendered(pipe
 def test_the_api_key_is_in_no_request_body_of_the_whole_run(pipeline):
     _, requests = pipeline
 
-    assert len(chat_bodies(requests)) >= 14
+    assert len(chat_bodies(requests)) >= 15
     assert not [r.route for r in requests if KEY in json.dumps(r.body)]
 
 
