@@ -306,7 +306,7 @@ def test_a_symlink_that_leads_out_of_the_dag_folder_is_refused(folders):
     (dags / "linked_dir").symlink_to(outside, target_is_directory=True)
 
     for image in ("innocent.png", "linked_dir/secret.png"):
-        with pytest.raises(OpenRouterConfigError, match="after resolving '..' and symlinks"):
+        with pytest.raises(OpenRouterConfigError, match=r"after resolving '\.\.' and symlinks"):
             image_part(image, roots=[dags, extra])
 
 

@@ -96,7 +96,8 @@ def openrouter_task(python_callable: Callable | None = None, **kwargs: Any) -> T
 
     Registered as ``@task.openrouter``; keyword arguments are the operator's.
     """
-    _OpenRouterDecoratedOperator.check_static_arguments(kwargs, task_id=kwargs.get("task_id"))
+    task_id = kwargs.get("task_id") or getattr(python_callable, "__name__", None)
+    _OpenRouterDecoratedOperator.check_static_arguments(kwargs, task_id=task_id)
     return task_decorator_factory(
         python_callable=python_callable,
         decorated_operator_class=_OpenRouterDecoratedOperator,

@@ -230,4 +230,4 @@ class OpenRouterBaseOperator(BaseOperator):
 
 
 def _where(task_id: str | None) -> str:
-    return f"Task {task_id!r}" if task_id else "OpenRouter operator"
+    return f"Task {task_id!r}" if task_id else "An OpenRouter task"
