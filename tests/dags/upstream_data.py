@@ -74,6 +74,10 @@ with DAG("upstream_data", schedule=None, catchup=False, tags=["test"]) as dag:
         return [{"prompt": f"Fixed {HOSTILE}", "items": [{"text": "one"}]}]
 
     @task
+    def model_rows() -> list[dict]:
+        return [{"model": "{{ 'openai/gpt-4o-mini' }}"}]
+
+    @task
     def secret_uris() -> list[str]:
         return [f"file://{_secret_file()}"]
 
@@ -113,6 +117,12 @@ with DAG("upstream_data", schedule=None, catchup=False, tags=["test"]) as dag:
     OpenRouterChatOperator.partial(
         task_id="kwargs_vars", prompt="{{ doc }} | {{ nested.deep[0] }}", user="kwargs_vars"
     ).expand_kwargs(var_rows())
+
+    # Any argument, not only prompts: a model id from upstream is not rendered either (so this one is
+    # sent as the odd text it is, and the emulator rejects it).
+    OpenRouterChatOperator.partial(task_id="kwargs_model", prompt="Hi", user="kwargs_model").expand_kwargs(
+        model_rows()
+    )
 
     OpenRouterChatOperator.partial(
         task_id="partial_xcomarg", prompt="{{ doc }}", prompt_vars={"doc": text}, user="partial_xcomarg"

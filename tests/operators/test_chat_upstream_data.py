@@ -109,6 +109,14 @@ def test_an_image_inside_the_dag_folder_may_be_named_by_upstream(pipeline):
     assert base64.b64decode(url.split(",", 1)[1]) == (TEST_DAGS / "images" / "pixel.png").read_bytes()
 
 
+def test_any_argument_from_upstream_is_data_not_only_prompts(pipeline):
+    dag_run, requests = pipeline
+    [body] = [b for b in chat_bodies(requests) if b.get("user") == "kwargs_model"]
+
+    assert body["model"] == "{{ 'openai/gpt-4o-mini' }}"  # rendered, it would have been a valid model id
+    assert states_of(dag_run, "kwargs_model") == ["failed"]
+
+
 def test_a_literal_passed_to_expand_is_the_authors_template_and_is_rendered(pipeline):
     dag_run, requests = pipeline
     [body] = [b for b in chat_bodies(requests) if b.get("user") == "expand_literal"]
