@@ -53,17 +53,23 @@ def mark_upstream_data(task: BaseOperator, names: Iterable[str], map_index: int 
         keys = _upstream_keys(
             expand_input, mapped.partial_kwargs.get("op_kwargs") or {}, op_kwargs, map_index
         )
+        keys = {k for k in keys if _wrappable(op_kwargs.get(k))}
         task.op_kwargs = {k: _literal(v) if k in keys else v for k, v in op_kwargs.items()}
-        return frozenset(f"op_kwargs.{k}" for k in keys if k in op_kwargs)
+        return frozenset(f"op_kwargs.{k}" for k in keys)
     current = {name: getattr(task, name, None) for name in names}
-    keys = _upstream_keys(expand_input, mapped.partial_kwargs, current, map_index)
-    wrapped = set()
+    keys = {
+        k
+        for k in _upstream_keys(expand_input, mapped.partial_kwargs, current, map_index)
+        if _wrappable(current.get(k))
+    }
     for name in keys:
-        value = current.get(name)
-        if value is not None and not is_resolvable(value):
-            setattr(task, name, _literal(value))
-            wrapped.add(name)
-    return frozenset(wrapped)
+        setattr(task, name, _literal(current[name]))
+    return frozenset(keys)
+
+
+def _wrappable(value: Any) -> bool:
+    # None needs no protection; an XComArg is resolved as data anyway (and literal() of it would not be).
+    return value is not None and not is_resolvable(value)
 
 
 def _mapped_operator_of(task: BaseOperator) -> Any:

@@ -7,6 +7,7 @@ This module imports nothing heavy at module level, because the DAG processor imp
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -141,11 +142,7 @@ class OpenRouterChatOperator(OpenRouterBaseOperator):
         self.plugins = plugins
         self.stream = stream
         self._check_arguments()
-        if (
-            isinstance(max_repair_attempts, bool)
-            or not isinstance(max_repair_attempts, int)
-            or max_repair_attempts < 0
-        ):
+        if type(max_repair_attempts) is not int or max_repair_attempts < 0:
             raise config_error(
                 f"Task {self.task_id!r}",
                 "max_repair_attempts",
@@ -253,7 +250,7 @@ class OpenRouterChatOperator(OpenRouterBaseOperator):
             prompt=self.prompt,
             system_prompt=self.system_prompt,
             messages=self.messages,
-            images=[images] if isinstance(images, str) else images,
+            images=[images] if isinstance(images, (str, os.PathLike)) else images,  # one image
             image_roots=self._image_roots(),
             upstream_images=self._upstream_images,
         )

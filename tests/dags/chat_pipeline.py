@@ -78,9 +78,16 @@ with DAG("chat_mapped_arguments", schedule=None, catchup=False, tags=["test"]) a
     def token_limits() -> list[dict]:
         return [{"max_tokens": 50}, {"max_tokens": "100"}]
 
+    @task
+    def temperatures() -> list[float]:
+        return [0.2, 9]
+
     OpenRouterChatOperator.partial(
         task_id="literal_temperatures", prompt="Hi", user="literal_temperatures"
     ).expand(temperature=[0.5, 7])
     OpenRouterChatOperator.partial(
         task_id="xcom_max_tokens", prompt="Hi", user="xcom_max_tokens"
     ).expand_kwargs(token_limits())
+    OpenRouterChatOperator.partial(task_id="xcom_temperatures", prompt="Hi", user="xcom_temperatures").expand(
+        temperature=temperatures()
+    )

@@ -125,6 +125,7 @@ def test_do_xcom_push_false_pushes_neither_the_reply_nor_the_usage(pipeline):
 
 MAPPED_ERRORS = {
     "literal_temperatures": "Task 'literal_temperatures': temperature must be a number from 0 to 2, got 7.",
+    "xcom_temperatures": "Task 'xcom_temperatures': temperature must be a number from 0 to 2, got 9.",
     "xcom_max_tokens": "Task 'xcom_max_tokens': max_tokens must be an integer of at least 1, got '100' (str).",
 }
 
