@@ -74,6 +74,10 @@ with DAG("upstream_data", schedule=None, catchup=False, tags=["test"]) as dag:
         return [{"prompt": f"Fixed {HOSTILE}", "items": [{"text": "one"}]}]
 
     @task
+    def one_row() -> dict:
+        return {"prompt": f"Row {HOSTILE}"}
+
+    @task
     def model_rows() -> list[dict]:
         return [{"model": "{{ 'openai/gpt-4o-mini' }}"}]
 
@@ -117,6 +121,11 @@ with DAG("upstream_data", schedule=None, catchup=False, tags=["test"]) as dag:
     OpenRouterChatOperator.partial(
         task_id="kwargs_vars", prompt="{{ doc }} | {{ nested.deep[0] }}", user="kwargs_vars"
     ).expand_kwargs(var_rows())
+
+    # A literal expand_kwargs list: its dicts are the author's (rendered), an XComArg element is data.
+    OpenRouterChatOperator.partial(task_id="kwargs_literal_list", user="kwargs_literal_list").expand_kwargs(
+        [{"prompt": "Literal row {{ run_id }}"}, one_row()]
+    )
 
     # Any argument, not only prompts: a model id from upstream is not rendered either (so this one is
     # sent as the odd text it is, and the emulator rejects it).

@@ -124,6 +124,15 @@ def test_a_literal_passed_to_expand_is_the_authors_template_and_is_rendered(pipe
     assert conversation(body) == (None, f"Literal run {dag_run.run_id}")
 
 
+def test_a_literal_expand_kwargs_list_renders_its_dicts_and_keeps_its_xcomarg_elements_as_data(pipeline):
+    dag_run, requests = pipeline
+    bodies = [b for b in chat_bodies(requests) if b.get("user") == "kwargs_literal_list"]
+
+    assert sorted(conversation(b)[1] for b in bodies) == sorted(
+        [f"Literal row {dag_run.run_id}", f"Row {HOSTILE}"]
+    )
+
+
 def test_the_api_key_is_in_no_request_body_of_the_whole_run(pipeline):
     _, requests = pipeline
 
