@@ -7,7 +7,7 @@ decide. It imports nothing heavy at module level, because the DAG processor impo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -15,7 +15,6 @@ from airflow_openrouter._compat import conf
 from airflow_openrouter.operators._base import OpenRouterBaseOperator
 
 if TYPE_CHECKING:
-    import jinja2
     from airflow.sdk import Context, ObjectStoragePath
 
     from airflow_openrouter.batch.events import BatchEvent, BatchWatch
@@ -149,19 +148,13 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
 
     # --- templating ------------------------------------------------------------------------------
 
-    def _do_render_template_fields(
-        self,
-        parent: Any,
-        template_fields: Iterable[str],
-        context: Context,
-        jinja_env: jinja2.Environment,
-        seen_oids: set[int],
-    ) -> None:
+    def _before_rendering(self) -> None:
         # A literal list of items is data: Airflow would render every string inside it as a template.
         # A string (a URI, maybe templated) and an XComArg still go through Airflow's rendering.
-        if parent is self and isinstance(self.items, (list, tuple)):
-            template_fields = [name for name in template_fields if name != "items"]
-        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
+        if isinstance(self.items, (list, tuple)):
+            from airflow.sdk import literal
+
+            self.items = literal(self.items)
 
     # --- execution -------------------------------------------------------------------------------
 
