@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow_openrouter._compat import conf
+from airflow_openrouter._params import config_error
 from airflow_openrouter.operators._base import OpenRouterBaseOperator
 
 if TYPE_CHECKING:
@@ -126,10 +127,12 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        where = f"Task {self.task_id!r}"
         if engine not in ("batch", "concurrent"):
-            raise ValueError(f"engine must be 'batch' or 'concurrent', got {engine!r}.")
-        if not 0.0 <= max_failed_fraction <= 1.0:
-            raise ValueError(f"max_failed_fraction must be between 0 and 1, got {max_failed_fraction!r}.")
+            raise config_error(where, "engine", "'batch' or 'concurrent'", engine)
+        fraction = max_failed_fraction
+        if type(fraction) not in (int, float) or not 0.0 <= fraction <= 1.0:
+            raise config_error(where, "max_failed_fraction", "a number from 0 to 1", max_failed_fraction)
         self.items = items
         self.prompt = prompt
         self.system_prompt = system_prompt

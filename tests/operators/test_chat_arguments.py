@@ -75,6 +75,14 @@ def parse(tmp_path, body: str):
             "Task 'bulk': extra_body['seed'] must be an integer from",
         ),
         (
+            "OpenRouterBatchOperator(task_id='bulk', items=[], prompt='x', engine='fast')",
+            "Task 'bulk': engine must be 'batch' or 'concurrent', got 'fast' (str).",
+        ),
+        (
+            "OpenRouterBatchOperator(task_id='bulk', items=[], prompt='x', max_failed_fraction=1.5)",
+            "Task 'bulk': max_failed_fraction must be a number from 0 to 1, got 1.5.",
+        ),
+        (
             "OpenRouterChatOperator(task_id='conn', prompt='x', openrouter_conn_id='')",
             "Task 'conn': openrouter_conn_id must be the id of an OpenRouter connection, got '' (str).",
         ),
