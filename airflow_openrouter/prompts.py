@@ -1,6 +1,6 @@
 """Prompt rendering: Jinja templates in, chat messages out.
 
-Shared by the chat and the batch operator. Three rules shape this module:
+Shared by the chat and the batch operator. Five rules shape this module:
 
 * **A prompt is rendered exactly once.** Jinja never evaluates text that a variable substitutes, so a
   value pulled from XCom that happens to contain ``{{ var.value.secret }}`` or ``{% if %}`` reaches the
