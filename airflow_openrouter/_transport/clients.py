@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import httpx
 
 from airflow_openrouter._streaming import AsyncChatStream, ChatStream
+from airflow_openrouter._text import redact
 from airflow_openrouter._transport.calls import Call
 from airflow_openrouter._transport.errors import (
     decode_json,
@@ -49,6 +50,22 @@ ASYNC_CONNECTIONS_PER_SHARD = 16
 _PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")
 # Async answers larger than this are decoded and validated in a worker thread, off the event loop.
 OFF_LOOP_BODY_BYTES = 256 * 1024
+
+
+class _RedactCredentials(logging.Filter):
+    """httpcore's DEBUG trace quotes exceptions whole, h11's ``Illegal header value b'Bearer …'`` among
+    them: strip credentials from those records (they exist only when DEBUG is on for httpcore)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+for _name in ("httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy", "httpx"):
+    logging.getLogger(_name).addFilter(_RedactCredentials())
 
 
 @functools.cache

@@ -47,34 +47,38 @@ class ResultsPager:
         self._cursor: str | None = None
         self._seen_cursors: set[str] = set()
         self._empty_in_a_row = 0
+        self._problem: str | None = None
 
     def next_call(self) -> Call[BatchResultsPage] | None:
-        """The call for the next page, or ``None`` when every row has been read."""
+        """The call for the next page, or ``None`` when every row has been read; raises when the last
+        page made the next one impossible (its rows were yielded: they are the batch's)."""
+        if self._problem is not None:
+            self._fail(self._problem)
         if self.done:
             return None
         return results_page_call(self.batch_id, self._cursor, self.page_size)
 
     def accept(self, page: BatchResultsPage) -> list[BatchResult]:
-        """The rows of the page just read; raises when the pages do not add up."""
+        """The rows of the page just read; raises at once when they are more than the batch has."""
         self.pages += 1
-        self.rows += len(page.data)
         limit = self.expected_rows if self.expected_rows is not None else MAX_RESULT_ROWS
-        if self.rows > limit:
+        if self.rows + len(page.data) > limit:
             what = f"the batch has {limit}" if self.expected_rows is not None else f"the cap is {limit:,}"
-            self._fail(f"page {self.pages} brings the rows read to {self.rows}, but {what}")
+            self._fail(f"page {self.pages} would bring them to {self.rows + len(page.data)}, but {what}")
+        self.rows += len(page.data)
+        self._empty_in_a_row = 0 if page.data else self._empty_in_a_row + 1
+        cursor = page.next_cursor
         if not page.has_more:
             self.done = True
-            return page.data
-        cursor = page.next_cursor
-        if not cursor:
-            self._fail(f"page {self.pages} says has_more but gives no next_cursor")
+        elif not cursor:
+            self._problem = f"page {self.pages} says has_more but gives no next_cursor"
         elif cursor in self._seen_cursors:
-            self._fail(f"page {self.pages} gives cursor {cursor!r} again (seen on an earlier page)")
-        self._empty_in_a_row = 0 if page.data else self._empty_in_a_row + 1
-        if self._empty_in_a_row >= MAX_EMPTY_PAGES:
-            self._fail(f"{MAX_EMPTY_PAGES} pages in a row brought no rows but said has_more")
-        self._seen_cursors.add(cursor)
-        self._cursor = cursor
+            self._problem = f"page {self.pages} gives cursor {cursor!r} again (seen on an earlier page)"
+        elif self._empty_in_a_row >= MAX_EMPTY_PAGES:
+            self._problem = f"{MAX_EMPTY_PAGES} pages in a row brought no rows but said has_more"
+        else:
+            self._seen_cursors.add(cursor)
+            self._cursor = cursor
         return page.data
 
     def check_fallback(self, error: OpenRouterNotFoundError) -> None:

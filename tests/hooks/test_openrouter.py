@@ -668,3 +668,26 @@ def test_large_async_answers_are_decoded_off_the_event_loop(hook, emu):
     loop_thread = asyncio.run(run())
     assert parsed_in[True] is not loop_thread
     assert parsed_in[False] is loop_thread
+
+
+def test_sleep_injected_into_the_hook_keeps_the_connections_max_retries(emu, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", emu.connection_json(max_retries=2))
+    emu.fail_next(status=503, times=5)
+    waits: list[float] = []
+    with pytest.raises(OpenRouterServerError):
+        OpenRouterHook(sleep=waits.append).chat_completion(model=MODEL, messages=MESSAGES)
+    assert len(waits) == 2 and len(emu.requests_to("/chat/completions")) == 3
+
+
+def test_async_sleep_injected_into_the_hook_replaces_the_policys(emu):
+    emu.fail_next(status=429, retry_after=5)
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def run():
+        async with OpenRouterHook(async_sleep=record) as hook:
+            return await hook.achat_completion(model=MODEL, messages=MESSAGES)
+
+    assert asyncio.run(run()).content and waits == [5.0]
