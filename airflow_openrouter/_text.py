@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["excerpt", "join_sentences", "mask_key", "redact"]
+__all__ = ["excerpt", "join_sentences", "mask_key", "redact", "safe_label"]
 
 _SENTENCE_END = (".", "!", "?", "…", ":")
 # "Bearer <credential>" as it appears in header reprs: b'Bearer sk-or-v1-abc\n', "Bearer sk-…".
@@ -53,6 +53,17 @@ def mask_key(key: str) -> str:
     if len(key) < 24:
         return REDACTED
     return f"{key[:12]}…{key[-3:]}"
+
+
+def safe_label(label: str | None, key: str) -> str:
+    """A key's label fit to show, unless it holds the key, a long piece of it, or anything shaped like
+    a key: then :func:`mask_key`."""
+    if not label:
+        return "(unlabelled)"
+    pieces = {key[i : i + 16] for i in range(max(1, len(key) - 15))}
+    if any(piece in label for piece in pieces) or redact(label, key) != label:
+        return mask_key(key)
+    return label
 
 
 def excerpt(text: str, limit: int = 200) -> str:

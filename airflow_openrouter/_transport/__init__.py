@@ -1,7 +1,8 @@
 """The HTTP transport under :class:`~airflow_openrouter.hooks.openrouter.OpenRouterHook`, one module a job:
 
 =================  =====================================================================================
-``settings``       :class:`ClientSettings`: a connection read once, its defaults, the API key's rules
+``settings``       :class:`ClientSettings`: what a connection gives the transport, and its defaults
+``connection``     reading a connection into settings: the API key's rules, connections that do not exist
 ``retry``          :class:`RetryPolicy` (whether and when to retry) and ``Retry-After`` parsing
 ``errors``         from an error answer or a failed request to the typed error, with advice, redacted
 ``calls``          :class:`Call` and the request builders of every endpoint (``chat_body`` among them)
@@ -12,9 +13,9 @@
 =================  =====================================================================================
 
 A module imports only those above it in this table (and ``exceptions``, ``types``, ``_text``;
-``clients`` also ``_streaming``); the public names are re-exported by :mod:`airflow_openrouter.hooks.openrouter`. Importing
-this package is free: names load on first use, so that ``get_provider_info()`` can read the connection
-defaults without loading httpx.
+``clients`` also ``_streaming``). The public names are re-exported by
+:mod:`airflow_openrouter.hooks.openrouter`. Importing this package is free, names load on first use:
+``get_provider_info()`` reads the connection defaults while Airflow's configuration is loading.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from airflow_openrouter import DEFAULT_BASE_URL
 from airflow_openrouter._transport.settings import API_KEY_ENV_VAR, EXTRA_TYPES, ClientSettings
 from airflow_openrouter.exceptions import OpenRouterAuthenticationError, OpenRouterConfigError
 
-__all__ = ["build_settings", "checked_key", "connection_not_found"]
+__all__ = ["build_settings", "checked_key", "connection_not_found", "connection_outside_task"]
 
 # Extras that must be positive (0 retries is fine; a 0 s timeout is not).
 _POSITIVE = frozenset({"timeout", "connect_timeout", "request_deadline"})
@@ -73,6 +73,26 @@ def _api_key(conn_id: str, conn: _Connection | None, *, log: Any) -> str:
         f"password (API Key) of connection {conn_id!r}, or the {API_KEY_ENV_VAR} environment variable.",
         status=None,
     )
+
+
+def connection_outside_task(conn_id: str, default_conn_id: str, log: Any) -> _Connection | None:
+    """After Airflow's lookup found nothing: the connection from the metadata database when this is not
+    a task (Airflow's lookup skips the database there); else ``None`` for the default connection
+    (``OPENROUTER_API_KEY`` may stand in), or the not-found error for any other id."""
+    from airflow_openrouter._compat import in_task_process, metadata_db_connection
+
+    outside, db_error = not in_task_process(), None
+    if outside:
+        try:
+            conn = metadata_db_connection(conn_id)
+        except Exception as exc:  # no metadata database here: say so in the not-found error
+            conn, db_error = None, exc
+        if conn is not None:
+            log.info("Outside a task: read connection %r from the metadata database.", conn_id)
+            return conn
+    if conn_id == default_conn_id:
+        return None
+    raise connection_not_found(conn_id, read_db_directly=outside, db_error=db_error)
 
 
 def connection_not_found(

@@ -24,15 +24,9 @@ import httpx
 from airflow.sdk import BaseHook
 from typing_extensions import Unpack
 
-from airflow_openrouter._compat import (
-    AirflowNotFoundException,
-    get_connection_async,
-    in_task_process,
-    mask_secret_async,
-    metadata_db_connection,
-)
+from airflow_openrouter._compat import AirflowNotFoundException, get_connection_async, mask_secret_async
 from airflow_openrouter._streaming import AsyncChatStream, ChatStream
-from airflow_openrouter._text import mask_key, redact
+from airflow_openrouter._text import redact, safe_label
 from airflow_openrouter._transport import calls
 from airflow_openrouter._transport.calls import (
     CHAT_ENDPOINT,
@@ -42,7 +36,7 @@ from airflow_openrouter._transport.calls import (
     chat_body,
 )
 from airflow_openrouter._transport.clients import AsyncTransport, SyncTransport
-from airflow_openrouter._transport.connection import build_settings, connection_not_found
+from airflow_openrouter._transport.connection import build_settings, connection_outside_task
 from airflow_openrouter._transport.pagination import ResultsPager
 from airflow_openrouter._transport.retry import RetryPolicy
 from airflow_openrouter._transport.settings import API_KEY_ENV_VAR, ClientSettings
@@ -163,21 +157,7 @@ class OpenRouterHook(BaseHook):
         return self._settings
 
     def _outside_task_lookup(self) -> Connection | None:
-        """After Airflow's lookup found nothing: the metadata database when not in a task (Airflow's
-        lookup skips it there); ``None`` for the default connection; else the not-found error."""
-        conn_id, db_error = self.openrouter_conn_id, None
-        outside = not in_task_process()
-        if outside:
-            try:
-                conn = metadata_db_connection(conn_id)
-            except Exception as exc:  # no metadata database here: say so in the not-found error
-                conn, db_error = None, exc
-            if conn is not None:
-                self.log.info("Outside a task: read connection %r from the metadata database.", conn_id)
-                return conn
-        if conn_id == self.default_conn_name:
-            return None
-        raise connection_not_found(conn_id, read_db_directly=outside, db_error=db_error)
+        return connection_outside_task(self.openrouter_conn_id, self.default_conn_name, self.log)
 
     def get_conn(self) -> ClientSettings:
         return self.settings
@@ -418,15 +398,5 @@ class OpenRouterHook(BaseHook):
             return False, redact(str(exc), self._settings.api_key if self._settings else None)
         settings = self.settings
         remaining = "no limit" if key.limit_remaining is None else f"${key.limit_remaining:,.2f} remaining"
-        label = _safe_label(key.label, settings.api_key)
+        label = safe_label(key.label, settings.api_key)
         return True, f"Connected to {settings.base_url} with key {label}: {remaining}."
-
-
-def _safe_label(label: str | None, api_key: str) -> str:
-    """The key's label, unless it holds the key, a long piece of it, or anything shaped like a key."""
-    if not label:
-        return "(unlabelled)"
-    pieces = {api_key[i : i + 16] for i in range(max(1, len(api_key) - 15))}
-    if any(piece in label for piece in pieces) or redact(label, api_key) != label:
-        return mask_key(api_key)
-    return label
