@@ -28,13 +28,10 @@ from airflow_openrouter._compat import AirflowNotFoundException, get_connection_
 from airflow_openrouter._streaming import AsyncChatStream, ChatStream
 from airflow_openrouter._text import redact, safe_label
 from airflow_openrouter._transport import calls
-from airflow_openrouter._transport.calls import (
-    CHAT_ENDPOINT,
-    Call,
-    CreateBatchOptions,
-    ListBatchesOptions,
-    chat_body,
-)
+from airflow_openrouter._transport.calls import CHAT_ENDPOINT, Call, CreateBatchOptions, ListBatchesOptions
+
+# chat_body: not public; batch/items.py imports it from here.
+from airflow_openrouter._transport.calls import chat_body as chat_body
 from airflow_openrouter._transport.clients import AsyncTransport, SyncTransport
 from airflow_openrouter._transport.connection import build_settings, connection_outside_task
 from airflow_openrouter._transport.pagination import ResultsPager
@@ -66,9 +63,6 @@ __all__ = [
     "OpenRouterHook",
     "RetryPolicy",
 ]
-# chat_body is imported here by code written before it moved to the request builders; not public.
-_ = chat_body
-
 T = TypeVar("T")
 RESULTS_PAGE_SIZE = 500
 
