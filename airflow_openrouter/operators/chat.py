@@ -198,7 +198,6 @@ class OpenRouterChatOperator(OpenRouterBaseOperator):
     # --- execution -------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        from airflow_openrouter._transport import RetryPolicy
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
         from airflow_openrouter.schemas import complete_validated, output_spec
 
@@ -207,10 +206,10 @@ class OpenRouterChatOperator(OpenRouterBaseOperator):
         spec = output_spec(self.response_format)
         messages = self._messages()
         params = self._request_params(spec)
-        # The hook's usual policy, except that a retry wait ends as soon as the task is killed.
-        policy = RetryPolicy(sleep=self._sleep_unless_killed)
-        with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id, retry_policy=policy) as hook:
-            policy.max_retries = hook.settings.max_retries
+        # The connection's retry policy, except that a retry wait ends as soon as the task is killed.
+        with OpenRouterHook(
+            openrouter_conn_id=self.openrouter_conn_id, sleep=self._sleep_unless_killed
+        ) as hook:
             model = self._model(hook)
             self.log.debug("Messages sent to %s: %s", model, messages)
 
