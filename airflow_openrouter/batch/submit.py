@@ -112,12 +112,9 @@ def _post(
         return hook.create_batch(
             model=record.model, requests=list(tagged(spool.read(chunk), tag)), provider=provider
         )
-    except OpenRouterBadRequestError as exc:
-        raise as_permanent(exc, _rejected(hook, record.model, chunk, exc)) from exc
     except (OpenRouterConnectionError, OpenRouterServerError) as exc:
         if isinstance(exc, OpenRouterConnectionError) and not exc.request_sent:
-            record.pending = None  # it never left: nothing was created
-            store.save(record)
+            _settled(record, store)  # it never left: nothing was created
             raise
         log.warning(
             "POST /batches for %s got no usable answer (%s): looking for the batch it may have created.",
@@ -129,6 +126,9 @@ def _post(
             raise  # the marker stays: the next try looks again before submitting
         return batch
     except OpenRouterAPIError as exc:
+        _settled(record, store)  # OpenRouter answered with a refusal: it created nothing
+        if isinstance(exc, OpenRouterBadRequestError):
+            raise as_permanent(exc, _rejected(hook, record.model, chunk, exc)) from exc
         if exc.systemic:
             raise as_permanent(
                 exc,
@@ -137,6 +137,11 @@ def _post(
                 "model, then clear the task.",
             ) from exc
         raise
+
+
+def _settled(record: BatchRecord, store: RecordStore) -> None:
+    record.pending = None
+    store.save(record)
 
 
 def _rejected(hook: OpenRouterHook, model: str, chunk: Chunk, exc: OpenRouterAPIError) -> str:

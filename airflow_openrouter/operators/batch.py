@@ -70,14 +70,16 @@ class OpenRouterBatchOperator(BaseOperator):
     most ``requests_per_minute``: for models without a batch variant, or when minutes matter. Its rows are
     saved as they arrive, so a retry skips the items already answered.
 
-    **Results.** ``output_path`` gets one JSONL row per item: ``custom_id``, ``index``, ``status``
+    **Results.** ``output_path`` gets one JSONL row per item: ``custom_id``, ``id``, ``index``, ``status``
     (``succeeded``, ``failed``, ``invalid_output``, ``expired``, ``cancelled``, ``missing``), ``output``
-    (validated JSON, or text), ``error`` and ``usage``. XCom ``return_value`` is a manifest of under 2 KB:
-    ``output_uri``, ``counts`` per status, ``batch_ids``, ``engine``, ``model``, ``provider``, token totals,
-    the billed ``cost_usd`` and timings. The task fails, after writing both, when a batch failed, expired
-    or was cancelled, or when more than ``max_failed_fraction`` of the items did not succeed. An expired or
-    cancelled batch is a retryable error; the next try (a retry, or a clear after a failed batch)
-    resubmits only the items of such batches and keeps the completed ones.
+    (validated JSON, or text), ``error``, ``cause``, ``transient``, ``provider`` and ``usage``. XCom
+    ``return_value`` is a manifest of under 2 KB: ``output_uri``, ``status``, ``counts`` per status,
+    ``errors`` per cause, ``provider(s)``, ``batch_ids``, ``engine``, ``model``, token totals, the billed
+    ``cost_usd`` and timings. The task fails, after writing both, when a batch failed, expired, was
+    cancelled or vanished, when an error that repeats for every item stopped the run, or when more than
+    ``max_failed_fraction`` of the items did not succeed. It fails retryably when a retry can do better
+    (it then resubmits only what failed transiently, or the items of the batches that ended without
+    results), and without retries when a retry would fail the same way.
 
     :param items: a list of items, or the URI / ``ObjectStoragePath`` of a JSONL file (templated).
     :param prompt: the user prompt template (``{{ item }}``, ``{{ index }}`` and ``prompt_vars`` in scope).
@@ -208,8 +210,8 @@ class OpenRouterBatchOperator(BaseOperator):
         from airflow_openrouter.batch.items import index_custom_ids
         from airflow_openrouter.batch.options import check_poll_interval
 
-        if self.poll_interval is not None:
-            check_poll_interval(self.poll_interval)
+        # Before anything is submitted: the trigger would refuse a bad interval only after that.
+        check_poll_interval(self._poll_interval())
         # The cheap first pass: every custom_id valid and unique before anything is rendered or sent.
         ids = index_custom_ids(self.items, self.id_field, self._custom_id_length())
         if not ids:

@@ -16,8 +16,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_openrouter.batch.options import check_poll_interval
 from airflow_openrouter.batch import watch as _watch
+from airflow_openrouter.batch.options import check_poll_interval
 from airflow_openrouter.batch.poll import poll_round
 
 __all__ = ["OpenRouterBatchTrigger"]

@@ -15,6 +15,7 @@ from airflow_openrouter._compat import AirflowFailException, TaskDeferred
 from airflow_openrouter.batch import batch_api
 from airflow_openrouter.batch.state import BatchRecord, SubmittedBatch
 from airflow_openrouter.exceptions import (
+    OpenRouterAuthenticationError,
     OpenRouterConnectionError,
     OpenRouterError,
     OpenRouterPaymentRequiredError,
@@ -136,6 +137,24 @@ def test_a_lost_post_that_created_nothing_never_adopts_a_finished_look_alike(fre
     assert len(all_batch_ids()) == 2  # the look-alike, and ours
     assert manifest["batch_ids"] != other["batch_ids"]
     assert manifest["counts"]["succeeded"] == 6
+
+
+def test_a_refused_submission_fails_without_retries_and_leaves_no_lost_post_behind(
+    batch_emu, context, capsys
+):
+    body = {"error": {"code": 401, "message": "No auth credentials found."}}
+    batch_emu.fail_next(route="/batches", status=401, method="POST", body=body)
+
+    with pytest.raises(OpenRouterAuthenticationError, match="nothing was submitted or billed") as failed:
+        run_operator(summarise(), context)
+    assert isinstance(failed.value, AirflowFailException)  # a retry would be refused the same way
+    assert json.loads(record_file(context).read_text())["pending"] is None  # OpenRouter created nothing
+
+    context["ti"].try_number = 2  # the key fixed, the task cleared
+    manifest = run_operator(summarise(), context)
+
+    assert manifest["counts"]["succeeded"] == 6
+    assert "may have created" not in capsys.readouterr().out  # no lost batch looked for
 
 
 def _crash_around_post(monkeypatch: pytest.MonkeyPatch, *, after_post: bool) -> None:
