@@ -58,6 +58,16 @@ def paused_emu(paused_emulator: OpenRouterEmulator, monkeypatch: pytest.MonkeyPa
     return use_emulator(paused_emulator, monkeypatch, max_retries=1)
 
 
+class FakeClock:
+    """An injectable clock (``clock()`` -> seconds) that moves only when a test sets ``now``."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class FakeTaskInstance:
     """What the operator reads from ``context["ti"]``: its identity, try number and XCom pushes."""
 

@@ -21,6 +21,7 @@ from airflow_openrouter.batch.concurrent import (
 from airflow_openrouter.exceptions import OpenRouterBadRequestError
 from airflow_openrouter.hooks.openrouter import OpenRouterHook
 from airflow_openrouter.testing import OpenRouterEmulator
+from tests.batch.support import FakeClock
 
 MODEL = "openai/gpt-4-1106-preview"
 
@@ -301,14 +302,6 @@ def test_an_error_that_repeats_for_every_item_stops_new_requests(
 def test_options_out_of_range_are_refused_at_call_time(hook: CountingHook, options: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(options))):
         run_concurrently(hook, [], **options)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_pacer_keeps_its_grid_when_a_start_wakes_up_slightly_late() -> None:

@@ -14,18 +14,11 @@ from airflow_openrouter.exceptions import (
     OpenRouterServerError,
 )
 from airflow_openrouter.types import Batch
+from tests.batch.support import FakeClock
 
 
 def batch(batch_id: str, status: str, **fields: Any) -> Batch:
     return Batch.model_validate({"id": batch_id, "status": status, **fields})
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def not_found() -> OpenRouterNotFoundError:
@@ -64,7 +57,7 @@ def test_watch_treats_402_as_finished_with_results_withheld():
 
 
 def test_a_404_ends_as_not_found_only_after_the_grace_period():
-    clock = Clock()
+    clock = FakeClock()
     watch = BatchWatch(["a"], not_found_grace_s=60, clock=clock)
     watch.observe_error("a", not_found())
     clock.now += 59
@@ -80,7 +73,7 @@ def test_a_404_ends_as_not_found_only_after_the_grace_period():
 
 def test_the_404_grace_of_a_batch_counts_from_its_creation():
     """A re-attach (a fresh watch) long after creation must not wait the grace out again."""
-    clock = Clock()
+    clock = FakeClock()
     watch = BatchWatch(
         ["a", "b"], created_at={"a": int(clock.now) - 600, "b": int(clock.now) - 5}, clock=clock
     )
@@ -92,7 +85,7 @@ def test_the_404_grace_of_a_batch_counts_from_its_creation():
 
 
 def test_the_404_grace_of_a_batch_of_unknown_age_counts_from_when_watching_started():
-    clock = Clock()
+    clock = FakeClock()
     watch = BatchWatch(["a"], not_found_since=clock.now - 600, clock=clock)
     watch.observe_error("a", not_found())
 
@@ -108,7 +101,7 @@ def test_watch_fails_at_once_on_an_error_that_waiting_will_not_fix():
 
 
 def test_watch_never_times_out_before_every_batch_was_polled():
-    clock = Clock()
+    clock = FakeClock()
     watch = BatchWatch(["a", "b"], deadline=clock.now - 1, clock=clock)
     assert watch.outcome() is None
 
@@ -121,7 +114,7 @@ def test_watch_never_times_out_before_every_batch_was_polled():
 
 
 def test_a_round_cut_by_the_deadline_counts_as_polled():
-    clock = Clock()
+    clock = FakeClock()
     watch = BatchWatch(["a"], deadline=clock.now + 3, clock=clock)
     clock.now += 3
     watch.observe_cut(["a"])
@@ -131,7 +124,7 @@ def test_a_round_cut_by_the_deadline_counts_as_polled():
 
 
 def test_the_round_budget_is_the_time_left_and_one_late_look_past_the_deadline():
-    clock = Clock()
+    clock = FakeClock()
     assert BatchWatch(["a"], clock=clock).round_budget() is None
     assert BatchWatch(["a"], deadline=clock.now + 3, clock=clock).round_budget() == 3
     late = BatchWatch(["a"], deadline=clock.now - 100, clock=clock)
