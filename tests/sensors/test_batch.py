@@ -129,7 +129,7 @@ def test_poke_mode_keeps_one_watch_so_a_wrong_batch_id_fails_after_the_grace(bat
 
     with pytest.raises(AirflowFailException, match=r"batch_doesnotexist: not found for more than 0\.3 s"):
         waiting.execute(context())
-    assert len(batch_emu.requests_to("/batches/{id}")) > 2  # several pokes, one watch
+    assert len(batch_emu.requests_to("/batches/{id}")) >= 2  # several pokes, one watch
 
 
 def test_reschedule_mode_counts_the_grace_from_the_first_reschedule(batch_emu):
