@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_BASE_URL", "__version__", "get_provider_info"]
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_CONN_ID", "__version__", "get_provider_info"]
 
 __version__ = "0.1.0"
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+#: The connection every hook, operator, sensor and trigger uses unless told otherwise.
+DEFAULT_CONN_ID = "openrouter_default"
 
 
 def get_provider_info() -> dict:

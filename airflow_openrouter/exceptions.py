@@ -66,9 +66,13 @@ class OpenRouterError(AirflowException):
 
     :attr transient: whether trying the same thing again later may succeed. ``False`` unless a
         subclass says otherwise.
+    :attr systemic: whether, in a bulk job, the same error will come back for every other request
+        (same key, same model), so that starting more of them only repeats it. ``False`` unless an
+        API error says otherwise.
     """
 
     transient: bool = False
+    systemic: bool = False
 
 
 class OpenRouterConnectionError(OpenRouterError):
@@ -124,6 +128,18 @@ class OpenRouterAPIError(OpenRouterError):
     @property
     def transient(self) -> bool:  # type: ignore[override]
         return self.status in TRANSIENT_STATUSES
+
+    @property
+    def systemic(self) -> bool:  # type: ignore[override]
+        """401 and 402 (the key, the credits), 403 for the key or account policy (not the moderation of
+        one input), 404 (no such model, or no endpoint can serve the request's parameters) and a 400
+        that names the model as invalid: every request of a bulk job would get the same answer."""
+        if self.status in (401, 402, 404):
+            return True
+        if self.status == 403:
+            return not (self.metadata.get("reasons") or self.metadata.get("flagged_input"))
+        text = self.message.lower()
+        return self.status == 400 and ("valid model" in text or "unknown model" in text)
 
     @property
     def provider_name(self) -> str | None:

@@ -57,6 +57,7 @@ def measure_results(
     os.environ.update(connection_env(base_url, api_key))
     from airflow.sdk import ObjectStoragePath
 
+    from airflow_openrouter.batch.items import ItemIds
     from airflow_openrouter.batch.results import ResultsWriter, row_from_batch_result
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_openrouter.schemas import output_spec
@@ -69,10 +70,11 @@ def measure_results(
         with Stopwatch() as watch:
             # The operator keeps this map (custom_id -> index) for the whole fetch; it counts.
             indexes = {f"item-{i}": i for i in range(items)}
-            with ResultsWriter(ObjectStoragePath(f"file://{path}"), indexes) as writer:
+            with ResultsWriter(ObjectStoragePath(f"file://{path}"), ItemIds(indexes)) as writer:
                 for batch_id in batch_ids:
                     for result in hook.iter_batch_results(batch_id):
-                        writer.write(row_from_batch_result(result, indexes[result.custom_id], spec))
+                        custom_id = result.custom_id
+                        writer.write(row_from_batch_result(result, custom_id, indexes[custom_id], spec))
         peak = peak_rss_bytes()
     return {
         "rows": writer.tally.total,

@@ -85,6 +85,7 @@ with DAG(
         from airflow.configuration import conf
         from airflow.sdk import ObjectStoragePath
 
+        from airflow_openrouter.batch.items import item_custom_id
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
 
         # Next to what the batch operator writes: under [openrouter] results_path.
@@ -97,7 +98,8 @@ with DAG(
             for batch_id in sensed["batch_ids"]:
                 for result in hook.iter_batch_results(batch_id):
                     completion = result.completion()  # None for a row that failed remotely
-                    row = {"ticket": result.custom_id, "triage": None, "error": None}
+                    # The operator submits "{id}~{run tag}" (the tag proves whose a batch is): strip it.
+                    row = {"ticket": item_custom_id(result.custom_id), "triage": None, "error": None}
                     try:
                         text = completion.choices[0].message.content if completion else None
                         row["triage"] = TicketTriage.model_validate_json(text or "").model_dump()

@@ -2,15 +2,22 @@
 
 One module, one job; read them in the order a run uses them:
 
-* :mod:`.items`      -- items in (a list or a JSONL file), one rendered chat request per item out;
-* :mod:`.submit`     -- spool the requests, split them into batches (<= 5,000 requests, <= 200 MB),
-  submit the batches not submitted yet;
+* :mod:`.vocabulary` -- the statuses of batches, events, rows and manifests, defined once;
+* :mod:`.options`    -- :class:`~.options.JobOptions`, the one frozen object both engines take;
+* :mod:`.items`      -- items in (a list or a JSONL file), their ids, one rendered chat request per item;
+* :mod:`.spool`      -- the rendered requests in a local file, their fingerprint, and their split into
+  batches (<= 5,000 requests, <= 200 MB);
 * :mod:`.state`      -- who this task run is, where its files go, and the record of submitted batches
   that lets a retry re-attach instead of paying twice;
-* :mod:`.events`     -- the poll decision shared by the trigger, the operator's own wait and the
-  sensor's poke, and the one event it produces;
+* :mod:`.submit`     -- submit what the record still has to do; prove whose a lost POST's batch is;
+* :mod:`.batch_api`  -- the ``batch`` engine: start (re-attach, submit), deadline, fetch;
+* :mod:`.watch`      -- the poll decision shared by the trigger, the operator and the sensor, and the
+  one event it produces; :mod:`.poll` -- the one poll round they all run;
 * :mod:`.results`    -- result rows (shared by both engines), the streaming JSONL writer, the manifest;
-* :mod:`.concurrent` -- the other engine: chat completions from the worker, with rate limits.
+* :mod:`.failures`   -- why items failed (cause, transient), and the verdict on a run;
+* :mod:`.concurrent` -- the ``concurrent`` engine: chat completions from the worker, with rate limits,
+  and its :mod:`.checkpoint` of rows saved as they arrive.
 
+``vocabulary`` and ``failures`` import none of the others; only the two engines import many of them.
 Nothing here is imported when a DAG file is parsed: the operator imports these modules in ``execute``.
 """

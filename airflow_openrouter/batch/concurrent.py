@@ -13,10 +13,16 @@ The caller writes each outcome durably as it comes, so a retried task can skip w
   ``max_cost_usd``, no new request starts. Requests already in flight finish and are yielded (so the
   cap can be overshot by the cost of at most ``max_concurrency - 1`` requests); every item left in the
   input is then yielded unstarted, its ``error`` a :class:`CostCapReached`.
+* Fail fast: after the first error that would come back for every item
+  (:attr:`~airflow_openrouter.exceptions.OpenRouterError.systemic`: a bad key, no credits, a forbidden
+  or unknown model), no new request starts either; the items left are yielded unstarted, their
+  ``error`` that first error.
 * Cancelling the consumer cancels the requests in flight. Close the generator when leaving the loop
   early (``async with contextlib.aclosing(run_concurrently(...)) as outcomes:``) so that happens at once.
 
-No Airflow imports here; :func:`run_concurrently_sync` serves the operator's synchronous ``execute``.
+:func:`run_job` is the whole engine for one task run: it skips what an earlier try answered (the
+:class:`~.checkpoint.Checkpoint`), runs the rest, writes the results file and judges the run.
+No Airflow imports here.
 """
 
 from __future__ import annotations
@@ -30,9 +36,13 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_openrouter.exceptions import CostCapReached, OpenRouterError
+from airflow_openrouter.exceptions import CostCapReached, OpenRouterAPIError, OpenRouterError
 
 if TYPE_CHECKING:
+    from airflow_openrouter.batch.failures import Verdict
+    from airflow_openrouter.batch.items import ItemIds
+    from airflow_openrouter.batch.options import JobOptions
+    from airflow_openrouter.batch.spool import RequestSpool
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_openrouter.types import ChatCompletion
 
@@ -48,46 +58,25 @@ class Outcome:
     """How one item ended: exactly one of ``completion`` and ``error`` is set.
 
     :param latency_s: wall time of the request including the hook's retries (0 when not started).
+    :param started: ``False`` for items that were never sent (the cost cap, or an error that repeats
+        for every item, stopped the run first); ``error`` says why.
     """
 
     custom_id: str
     completion: ChatCompletion | None = None
     error: OpenRouterError | None = None
     latency_s: float = 0.0
+    started: bool = True
 
     @property
     def ok(self) -> bool:
         return self.completion is not None
 
     @property
-    def started(self) -> bool:
-        """``False`` for items the cost cap kept from starting: they are still to do."""
-        return not isinstance(self.error, CostCapReached)
-
-    @property
     def cost_usd(self) -> float:
         """The billed cost OpenRouter reported (0 for errors and when the response has no cost)."""
         usage = self.completion.usage if self.completion is not None else None
         return (usage.cost or 0.0) if usage is not None else 0.0
-
-
-@dataclass
-class Tally:
-    """Counts and cost of the outcomes seen so far (``cost_usd`` is this run's, without ``spent_usd``)."""
-
-    succeeded: int = 0
-    failed: int = 0
-    not_started: int = 0
-    cost_usd: float = 0.0
-
-    def add(self, outcome: Outcome) -> None:
-        if outcome.ok:
-            self.succeeded += 1
-        elif outcome.started:
-            self.failed += 1
-        else:
-            self.not_started += 1
-        self.cost_usd += outcome.cost_usd
 
 
 class StartPacer:
@@ -151,11 +140,13 @@ async def _run(
     # would all wait behind that lookup and reach the server together. A missing key fails the run here.
     await hook.asettings()
     in_flight: set[asyncio.Task[Outcome]] = set()
-    exhausted = capped = False
+    exhausted = False
+    stop: OpenRouterError | None = None  # why no new request may start
     try:
         while True:
-            capped = capped or (max_cost_usd is not None and spent >= max_cost_usd)
-            can_start = not (exhausted or capped) and len(in_flight) < max_concurrency
+            if stop is None and max_cost_usd is not None and spent >= max_cost_usd:
+                stop = CostCapReached(spent, max_cost_usd)
+            can_start = not exhausted and stop is None and len(in_flight) < max_concurrency
             if can_start and pacer.wait_s() == 0:
                 # Pull the next item only now, so at most max_concurrency bodies are held at once.
                 request = await anext(pending, None)
@@ -169,10 +160,12 @@ async def _run(
                 break
             for outcome in await _settled(in_flight, timeout=pacer.wait_s() if can_start else None):
                 spent += outcome.cost_usd
+                if stop is None and outcome.error is not None and outcome.error.systemic:
+                    log.error("Stopping: %s This error would repeat for every item.", outcome.error)
+                    stop = outcome.error
                 yield outcome
-        if capped:
-            assert max_cost_usd is not None
-            async for outcome in _not_started(pending, spent, max_cost_usd):
+        if stop is not None:
+            async for outcome in _not_started(pending, stop):
                 yield outcome
     finally:
         await _cancel(in_flight)
@@ -187,14 +180,17 @@ def run_concurrently_sync(
     requests_per_minute: float | None = None,
     max_cost_usd: float | None = None,
     spent_usd: float = 0.0,
-) -> Tally:
+) -> OpenRouterAPIError | None:
     """:func:`run_concurrently` for synchronous callers: runs an event loop until every item is settled,
     handing each outcome to ``on_outcome`` as it arrives (on the loop's thread; the loop waits for it,
     which is the back-pressure a slow writer needs). The options are those of :func:`run_concurrently`.
-    Closes the hook's async client for that loop at the end."""
+    Closes the hook's async client for that loop at the end.
 
-    async def main() -> Tally:
-        tally = Tally()
+    :returns: the first error that stopped the run because it would repeat for every item, if any.
+    """
+
+    async def main() -> OpenRouterAPIError | None:
+        first_systemic: OpenRouterAPIError | None = None
         try:
             async with aclosing(
                 run_concurrently(
@@ -207,11 +203,13 @@ def run_concurrently_sync(
                 )
             ) as outcomes:
                 async for outcome in outcomes:
-                    tally.add(outcome)
+                    error = outcome.error
+                    if first_systemic is None and isinstance(error, OpenRouterAPIError) and error.systemic:
+                        first_systemic = error
                     on_outcome(outcome)
         finally:
             await hook.aclose()
-        return tally
+        return first_systemic
 
     return asyncio.run(main())
 
@@ -257,14 +255,11 @@ async def _settled(in_flight: set[asyncio.Task[Outcome]], timeout: float | None)
     return [task.result() for task in done]
 
 
-async def _not_started(
-    pending: AsyncIterator[Request], spent_usd: float, max_cost_usd: float
-) -> AsyncIterator[Outcome]:
-    reason = CostCapReached(spent_usd, max_cost_usd)
+async def _not_started(pending: AsyncIterator[Request], reason: OpenRouterError) -> AsyncIterator[Outcome]:
     count = 0
     async for custom_id, _ in pending:
         count += 1
-        yield Outcome(custom_id, error=reason)
+        yield Outcome(custom_id, error=reason, started=False)
     if count:
         log.warning("%d items not started. %s", count, reason)
 
@@ -274,3 +269,95 @@ async def _cancel(in_flight: set[asyncio.Task[Outcome]]) -> None:
         task.cancel()
     # Wait for them so no request outlives the run (and no "Task was destroyed" warning is logged).
     await asyncio.gather(*in_flight, return_exceptions=True)
+
+
+# --- the engine for one task run -------------------------------------------------------------------
+
+
+def run_job(
+    hook: OpenRouterHook, spool: RequestSpool, job: JobOptions, ids: ItemIds, try_number: int, log: Any
+) -> tuple[dict[str, Any], Verdict]:
+    """Run the items an earlier try did not answer, write the results file, and judge the run.
+
+    Every outcome is saved to the checkpoint as it arrives, so a crash loses at most a few rows and a
+    retry skips what is done. The results file is then assembled from every try's rows, newest first.
+    """
+    from airflow_openrouter.batch.checkpoint import Checkpoint
+    from airflow_openrouter.batch.failures import RunSummary, judge
+    from airflow_openrouter.batch.results import ResultsWriter, build_manifest, result_row
+    from airflow_openrouter.schemas import provider_preferences
+
+    started_at = time.time()
+    provider = provider_preferences(job.spec, job.provider)
+    checkpoint = Checkpoint(job.results_file, spool.fingerprint, job.identity.key)
+    if checkpoint.done:
+        log.info(
+            "Resuming: %d of %d items were answered by an earlier try ($%.4f billed); skipping them.",
+            len(checkpoint.done),
+            len(ids),
+            checkpoint.spent_usd,
+        )
+    todo = (
+        (line["custom_id"], {**line["body"], "model": job.model, "provider": provider})
+        for line in spool
+        if line["custom_id"] not in checkpoint.done
+    )
+    with checkpoint.writer(try_number) as parts:
+        systemic = run_concurrently_sync(
+            hook,
+            todo,
+            lambda outcome: parts.write(_row(outcome, ids.indexes[outcome.custom_id], job)),
+            max_concurrency=job.limits.max_concurrency,
+            requests_per_minute=job.limits.requests_per_minute,
+            max_cost_usd=job.limits.max_cost_usd,
+            spent_usd=checkpoint.spent_usd,
+        )
+    # Newest rows first: an item retried by this try keeps this try's row.
+    missing = "No outcome was recorded for this item."
+    with ResultsWriter(job.results_file, ids) as writer:
+        for row in checkpoint.rows_newest_first():
+            writer.write(row)
+        writer.write_unwritten(
+            lambda custom_id, index: result_row(
+                custom_id, index, "missing", error=missing, cause="missing", transient=True
+            )
+        )
+    tally = writer.tally
+    summary = RunSummary(
+        total=tally.total,
+        unsuccessful=tally.unsuccessful,
+        retry_count=len(tally.retry_indexes),
+        causes=tally.causes,
+        output_uri=str(job.results_file),
+        engine="concurrent",
+        systemic=systemic,
+    )
+    verdict = judge(summary, job.limits.max_failed_fraction)
+    manifest = build_manifest(
+        output_uri=str(job.results_file),
+        engine="concurrent",
+        model=job.model,
+        tally=tally,
+        status=verdict.status,
+        started_at=started_at,
+    )
+    return manifest, verdict
+
+
+def _row(outcome: Outcome, index: int, job: JobOptions) -> dict[str, Any]:
+    from airflow_openrouter.batch.failures import cause_of
+    from airflow_openrouter.batch.results import result_row, row_from_completion, row_from_error
+
+    if outcome.completion is not None:
+        return row_from_completion(outcome.custom_id, index, outcome.completion, job.spec)
+    assert outcome.error is not None
+    if outcome.started:
+        return row_from_error(outcome.custom_id, index, outcome.error)
+    if isinstance(outcome.error, CostCapReached):
+        cause = cause_of(outcome.error)
+        return result_row(
+            outcome.custom_id, index, "failed", error=str(outcome.error), cause=cause, transient=False
+        )
+    error = f"Not started: an earlier item failed with an error that repeats for every item: {outcome.error}"
+    cause = f"not started: {cause_of(outcome.error)}"
+    return result_row(outcome.custom_id, index, "failed", error=error, cause=cause, transient=False)

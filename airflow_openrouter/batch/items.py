@@ -12,6 +12,7 @@ reaches the model literally and is never rendered as a template itself.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
     from airflow_openrouter.prompts import PromptTemplate
 
-MAX_CUSTOM_ID_LENGTH = 64
+MAX_CUSTOM_ID_LENGTH = 64  # OpenRouter's limit on a batch request's custom_id
 
 
 def iter_items(items: Any) -> Iterator[Any]:
@@ -68,11 +69,17 @@ def _read_jsonl(path: ObjectStoragePath) -> Iterator[Any]:
             index += 1
 
 
-def custom_id_of(item: Any, index: int, id_field: str | None) -> str:
-    """The item's ``custom_id``: the value of *id_field*, else the index."""
+def custom_id_of(item: Any, index: int, id_field: str | None, max_length: int | None = None) -> str:
+    """The item's ``custom_id``: the value of *id_field* (a string, or an integer made a string),
+    else the index; at most *max_length* characters."""
     if id_field is None:
         return str(index)
-    if not isinstance(item, Mapping) or id_field not in item:
+    if not isinstance(item, Mapping):
+        raise BatchInputError(
+            f"Item {index} is a {type(item).__name__}, not a dict: id_field={id_field!r} needs every item to "
+            "be a dict with that field (or leave id_field unset to key the rows by index)."
+        )
+    if id_field not in item:
         raise BatchInputError(f"Item {index} has no field {id_field!r} (id_field); every item needs one.")
     value = item[id_field]
     if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value) == "":
@@ -80,28 +87,61 @@ def custom_id_of(item: Any, index: int, id_field: str | None) -> str:
             f"Item {index}: {id_field!r} must be a non-empty string or an integer, got {value!r:.80}."
         )
     custom_id = str(value)
-    if len(custom_id) > MAX_CUSTOM_ID_LENGTH:
+    if max_length is not None and len(custom_id) > max_length:
         raise BatchInputError(
-            f"Item {index}: {id_field!r} is {len(custom_id)} characters long; OpenRouter accepts custom ids "
-            f"of at most {MAX_CUSTOM_ID_LENGTH}."
+            f"Item {index}: {id_field!r} is {len(custom_id)} characters long; the Batch API takes custom ids "
+            f"of at most {MAX_CUSTOM_ID_LENGTH} characters, {MAX_CUSTOM_ID_LENGTH - max_length} of which "
+            f"carry the run tag (see the results docs), leaving {max_length}. Use a shorter id_field, or "
+            "engine='concurrent'."
         )
     return custom_id
 
 
-def index_custom_ids(items: Any, id_field: str | None) -> dict[str, int]:
-    """``custom_id -> index`` of every item, checking that the ids are unique.
+@dataclass(frozen=True)
+class ItemIds:
+    """``custom_id -> index`` of every item, and the id value each row reports as ``id``.
 
-    This map (not the items, nor their requests) is what the results writer keeps in memory.
+    This (not the items, nor their requests) is what the results writer keeps in memory.
     """
+
+    indexes: Mapping[str, int]
+    id_field: str | None = None
+    int_ids: frozenset[int] = frozenset()  # indexes whose id_field value was an integer
+
+    def original(self, custom_id: str, index: int) -> Any:
+        """The item's id as the user gave it: the id_field value (an int stays an int), or the index."""
+        if self.id_field is None:
+            return index
+        return int(custom_id) if index in self.int_ids else custom_id
+
+    def __len__(self) -> int:
+        return len(self.indexes)
+
+
+def index_custom_ids(items: Any, id_field: str | None, max_length: int | None = None) -> ItemIds:
+    """The :class:`ItemIds` of every item, checking that the custom ids are valid and unique."""
     indexes: dict[str, int] = {}
+    int_ids: set[int] = set()
     for index, item in enumerate(iter_items(items)):
-        custom_id = custom_id_of(item, index, id_field)
+        custom_id = custom_id_of(item, index, id_field, max_length)
         if (first := indexes.setdefault(custom_id, index)) != index:
             raise BatchInputError(
                 f"Items {first} and {index} have the same {id_field!r} value {custom_id!r}; "
                 "custom ids must be unique."
             )
-    return indexes
+        if id_field is not None and isinstance(item[id_field], int):
+            int_ids.add(index)
+    return ItemIds(indexes, id_field, frozenset(int_ids))
+
+
+_RUN_TAG = re.compile(r"~[0-9a-f]{10}$")
+
+
+def item_custom_id(batch_custom_id: str) -> str:
+    """The item's custom id in a Batch API result row: the operator submits ``{custom_id}~{run tag}``
+    (the tag proves which task run a batch belongs to); this strips the tag. For reading results with
+    ``OpenRouterHook.iter_batch_results`` after an ``OpenRouterBatchSensor``."""
+    return _RUN_TAG.sub("", batch_custom_id)
 
 
 @dataclass(frozen=True)
@@ -148,13 +188,27 @@ class RequestBuilder:
         except PromptRenderError as exc:
             raise exc.with_context(f"Item {index} (custom_id {custom_id!r})") from exc.__cause__
         messages = build_messages(prompt=prompt, system_prompt=system)
-        return ItemRequest(index, custom_id, chat_body(messages, None, self.params))
+        body = chat_body(messages, None, self.params)
+        check_body(body, index, custom_id)
+        return ItemRequest(index, custom_id, body)
 
     def requests(self, items: Any, id_field: str | None) -> Iterator[ItemRequest]:
         """The request of every item, in order; raises on the first item that cannot be rendered."""
         for index, item in enumerate(iter_items(items)):
             _check_serialisable(item, index)
             yield self.build(item, index, custom_id_of(item, index, id_field))
+
+
+def check_body(body: Mapping[str, Any], index: int, custom_id: str) -> None:
+    """Check a rendered request body against the request-parameter rules before anything is submitted.
+
+    The operators check their arguments when the DAG is parsed and after rendering; this is the last
+    look at what is really sent, since a mistyped field costs a whole batch: OpenRouter accepts it and
+    then fails the batch as a whole.
+    """
+    from airflow_openrouter._params import check_request_params
+
+    check_request_params(body, where=f"Item {index} (custom_id {custom_id!r}): nothing was sent; the request")
 
 
 def _check_serialisable(item: Any, index: int) -> None:

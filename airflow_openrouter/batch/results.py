@@ -2,12 +2,16 @@
 
 One row per input item, whatever happened to it::
 
-    {"custom_id": "doc-17", "index": 17, "status": "succeeded", "output": {...} | "text",
-     "error": null, "usage": {"prompt_tokens": 41, "completion_tokens": 12, "cost": 0.0000123}}
+    {"custom_id": "doc-17", "id": "doc-17", "index": 17, "status": "succeeded", "output": {...} | "text",
+     "error": null, "cause": null, "transient": null, "provider": "OpenAI",
+     "usage": {"prompt_tokens": 41, "completion_tokens": 12, "cost": 0.0000123}}
 
-``status`` is one of :data:`ROW_STATUSES`. An ``invalid_output`` row keeps the model's raw text in
-``output`` and the validation errors in ``error``. Rows are written as they are produced and never
-held: the writer keeps a set of the indexes it has written, so memory stays flat as batches grow.
+``status`` is a :data:`~.vocabulary.RowStatus`. ``custom_id`` is the item's id as a string (the
+``id_field`` value, else the index); ``id`` is that value as the item had it (an integer stays an
+integer). An unsuccessful row says why in ``error``, with a short ``cause`` and whether a retry may
+succeed (``transient``; see :mod:`.failures`). An ``invalid_output`` row keeps the model's raw text in
+``output``. Rows are written as they are produced and never held: the writer keeps a set of the
+indexes it has written, so memory stays flat as batches grow.
 """
 
 from __future__ import annotations
@@ -20,31 +24,52 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 
+from airflow_openrouter.batch.failures import cause_of, item_error_cause
+from airflow_openrouter.batch.vocabulary import ROW_STATUSES
+
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
+    from airflow_openrouter.batch.items import ItemIds
+    from airflow_openrouter.batch.vocabulary import Engine, ManifestStatus, RowStatus
     from airflow_openrouter.schemas import OutputSpec
     from airflow_openrouter.types import BatchResult, ChatCompletion
 
-ROW_STATUSES = ("succeeded", "failed", "invalid_output", "expired", "cancelled", "missing")
+__all__ = [
+    "ResultsWriter",
+    "Tally",
+    "build_manifest",
+    "result_row",
+    "row_from_batch_result",
+    "row_from_completion",
+]
+
 MANIFEST_BATCH_IDS = 10  # the manifest lists this many batch ids, plus their count
+MANIFEST_TOP = 10  # and this many providers and error causes
 
 
 def result_row(
     custom_id: str,
     index: int,
-    status: str,
+    status: RowStatus,
     *,
     output: Any = None,
     error: str | None = None,
+    cause: str | None = None,
+    transient: bool | None = None,
+    provider: str | None = None,
     usage: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "custom_id": custom_id,
+        "id": None,  # filled in by the writer, which knows the item's original id
         "index": index,
         "status": status,
         "output": output,
         "error": error,
+        "cause": cause,
+        "transient": transient,
+        "provider": provider,
         "usage": dict(usage) if usage is not None else None,
     }
 
@@ -66,37 +91,59 @@ def row_from_completion(
         else None
     )
     text = completion.content
+    provider = completion.provider
     try:
         output = spec.parse(text)
     except OpenRouterOutputValidationError as exc:
+        error = "; ".join(exc.errors)
         return result_row(
-            custom_id, index, "invalid_output", output=text, error="; ".join(exc.errors), usage=row_usage
+            custom_id,
+            index,
+            "invalid_output",
+            output=text,
+            error=error,
+            cause=cause_of(exc),
+            transient=False,
+            provider=provider,
+            usage=row_usage,
         )
-    return result_row(custom_id, index, "succeeded", output=output, usage=row_usage)
+    return result_row(custom_id, index, "succeeded", output=output, provider=provider, usage=row_usage)
 
 
-def row_from_batch_result(result: BatchResult, index: int, spec: OutputSpec) -> dict[str, Any]:
-    """The row of one line of a finished batch."""
-    if result.error is not None:
-        return result_row(result.custom_id, index, "failed", error=result.error.message or result.error.type)
+def row_from_error(custom_id: str, index: int, error: Exception) -> dict[str, Any]:
+    """The row of a request that failed (the concurrent engine)."""
+    transient = bool(getattr(error, "transient", False))
+    return result_row(
+        custom_id, index, "failed", error=str(error), cause=cause_of(error), transient=transient
+    )
+
+
+def row_from_batch_result(
+    result: BatchResult, custom_id: str, index: int, spec: OutputSpec
+) -> dict[str, Any]:
+    """The row of one line of a finished batch (*custom_id*: the item's, without the run tag)."""
     completion = result.completion()
-    if completion is None:
+    if result.error is not None or completion is None:
         status_code = result.response.status_code if result.response else None
-        return result_row(
-            result.custom_id, index, "failed", error=f"The request failed (HTTP {status_code})."
-        )
-    return row_from_completion(result.custom_id, index, completion, spec)
+        cause, transient = item_error_cause(result.error, status_code)
+        message = (result.error.message or result.error.type) if result.error else None
+        error = message or f"The request failed (HTTP {status_code})."
+        return result_row(custom_id, index, "failed", error=error, cause=cause, transient=transient)
+    return row_from_completion(custom_id, index, completion, spec)
 
 
 @dataclass
 class Tally:
-    """Counts per status, token totals and cost of the rows written, plus who answered."""
+    """What the rows written add up to: counts per status, tokens, cost, providers and causes."""
 
     counts: Counter[str] = field(default_factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
-    provider: str | None = None
+    providers: Counter[str] = field(default_factory=Counter)
+    causes: Counter[str] = field(default_factory=Counter)
+    #: Indexes of unsuccessful items whose failure may pass: what a retry would send again.
+    retry_indexes: list[int] = field(default_factory=list)
 
     def add(self, row: Mapping[str, Any]) -> None:
         self.counts[row["status"]] += 1
@@ -104,6 +151,13 @@ class Tally:
         self.prompt_tokens += usage.get("prompt_tokens") or 0
         self.completion_tokens += usage.get("completion_tokens") or 0
         self.cost += usage.get("cost") or 0.0
+        if row.get("provider"):
+            self.providers[row["provider"]] += 1
+        if row["status"] != "succeeded":
+            self.causes[row.get("cause") or row["status"]] += 1
+            # A row written before causes existed (an old checkpoint) is sent again, as it was then.
+            if row.get("transient", row["status"] == "failed"):
+                self.retry_indexes.append(row["index"])
 
     @property
     def total(self) -> int:
@@ -114,17 +168,22 @@ class Tally:
         """Items that did not produce a valid output: failed, invalid, lost or never run."""
         return self.total - self.counts["succeeded"]
 
+    @property
+    def provider(self) -> str | None:
+        """The provider that served the most rows."""
+        return self.providers.most_common(1)[0][0] if self.providers else None
+
 
 class ResultsWriter:
     """Streams rows into one JSONL file, exactly one per item.
 
     :param path: the JSONL file (local or remote; written in one pass, so ``s3://`` works).
-    :param indexes: ``custom_id -> index`` of every item.
+    :param ids: the items' ids (:func:`~.items.index_custom_ids`).
     """
 
-    def __init__(self, path: ObjectStoragePath, indexes: Mapping[str, int]) -> None:
+    def __init__(self, path: ObjectStoragePath, ids: ItemIds) -> None:
         self.path = path
-        self.indexes = indexes
+        self.ids = ids
         self.tally = Tally()
         self._written: set[int] = set()
         self._file: TextIO | None = None
@@ -139,40 +198,37 @@ class ResultsWriter:
             self._file.close()
             self._file = None
 
-    def has_written(self, index: int) -> bool:
-        return index in self._written
-
-    def write(self, row: Mapping[str, Any], *, provider: str | None = None) -> bool:
+    def write(self, row: dict[str, Any]) -> bool:
         """Write *row* unless its item already has one; returns whether it was written."""
         assert self._file is not None, "use ResultsWriter as a context manager"
         if row["index"] in self._written:
             return False
         self._written.add(row["index"])
+        row["id"] = self.ids.original(row["custom_id"], row["index"])
         self._file.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         self.tally.add(row)
-        self.tally.provider = self.tally.provider or provider
         return True
 
-    def write_unwritten(self, outcome_of: Callable[[int], tuple[str, str]]) -> None:
-        """A row for every item without one yet; *outcome_of(index)* gives its ``(status, error)``."""
-        for custom_id, index in self.indexes.items():
+    def write_unwritten(self, row_for: Callable[[str, int], dict[str, Any]]) -> None:
+        """A row for every item without one yet: ``row_for(custom_id, index)``."""
+        for custom_id, index in self.ids.indexes.items():
             if index not in self._written:
-                status, error = outcome_of(index)
-                self.write(result_row(custom_id, index, status, error=error))
+                self.write(row_for(custom_id, index))
 
 
 def build_manifest(
     *,
     output_uri: str,
-    engine: str,
+    engine: Engine,
     model: str | None,
     tally: Tally,
+    status: ManifestStatus,
     batch_ids: list[str] | None = None,
     usage: Mapping[str, float] | None = None,
     started_at: float | None = None,
-    status: str | None = None,
 ) -> dict[str, Any]:
     """The small (< 2 KB) XCom value that describes a run; the rows themselves stay in ``output_uri``.
+    Both engines fill every key.
 
     :param usage: billed totals reported for the whole run (the Batch API's); default: the rows' sums.
     :param started_at: unix time the run started (the first submission), for the timings.
@@ -188,8 +244,10 @@ def build_manifest(
         "status": status,
         "model": model,
         "provider": tally.provider,
+        "providers": dict(tally.providers.most_common(MANIFEST_TOP)),
         "total": tally.total,
         "counts": {name: tally.counts[name] for name in ROW_STATUSES},
+        "errors": dict(tally.causes.most_common(MANIFEST_TOP)),
         "batch_ids": ids[:MANIFEST_BATCH_IDS],
         "batch_count": len(ids),
         "prompt_tokens": prompt_tokens,
@@ -200,17 +258,6 @@ def build_manifest(
         "finished_at": _iso(finished_at),
         "duration_s": round(finished_at - started_at, 3) if started_at is not None else None,
     }
-
-
-def failure_reason(tally: Tally, max_failed_fraction: float) -> str | None:
-    """Why the run fails, when more items went wrong than *max_failed_fraction* allows."""
-    if tally.total == 0 or tally.unsuccessful / tally.total <= max_failed_fraction:
-        return None
-    by_status = ", ".join(f"{tally.counts[s]} {s}" for s in ROW_STATUSES[1:] if tally.counts[s])
-    return (
-        f"{tally.unsuccessful} of {tally.total} items did not succeed ({by_status}), more than "
-        f"max_failed_fraction={max_failed_fraction:g} allows."
-    )
 
 
 def _iso(unix_time: float | None) -> str | None:

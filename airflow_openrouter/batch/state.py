@@ -2,13 +2,20 @@
 
 **Never pay twice.** The ids of submitted batches are written down right after each ``POST /batches``,
 before the next one is sent, together with a fingerprint of everything that was rendered for
-submission. A retry or a clear of the same task run (same dag, task, run and map index -- the try
-number is deliberately left out) finds the record, and if the fingerprint matches it re-attaches to
-the recorded batches and submits only the ones a crash kept it from submitting.
+submission and the items still to submit (``todo``). A retry or a clear of the same task run (same
+dag, task, run and map index -- the try number is deliberately left out) finds the record, and if the
+fingerprint matches it re-attaches to the recorded batches and submits only what is still to do: the
+items a crash kept it from submitting, and the items of batches that ended without results.
 
-Where the record lives: in Airflow's ``task_state_store`` (Airflow 3.3+), which retries and clears of
-a task instance share; on older Airflow, in a small JSON file under ``{results dir}/_state/``. Both
-survive a worker crash.
+**Where the record lives.** Always in a small JSON file under ``{results dir}/_state/`` (object
+storage, so any worker finds it); on Airflow 3.3+ also in the ``task_state_store``, which is read first.
+The file is what survives ``[state_store] clear_on_success = True``, which deletes the task state store
+rows when the task succeeds: a later clear of the succeeded task still re-attaches to its batches. Both
+survive a worker crash; delete the file (and the state) to submit afresh.
+
+**Run tag.** :func:`run_tag` is a short hash of the task run and the fingerprint. Every ``custom_id`` a
+batch is submitted with ends with ``~{tag}`` (see :mod:`.submit`), which is how a batch whose creation
+answer was lost is proven to be this run's, never a sibling task's or map index's.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,11 +33,27 @@ from airflow_openrouter.exceptions import OpenRouterError
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
 
+__all__ = [
+    "BatchRecord",
+    "MirroredRecord",
+    "ObjectStorageRecord",
+    "RecordStore",
+    "SubmittedBatch",
+    "TaskRunIdentity",
+    "TaskStateStoreRecord",
+    "reattach_or_start",
+    "record_store",
+    "run_tag",
+]
+
 STATE_KEY = "openrouter_batch"
 STATE_DIR = "_state"
 # OpenRouter keeps batch inputs and results for 30 days; the record is useless after that.
 STATE_RETENTION = timedelta(days=30)
 _UNSAFE_IN_PATH = re.compile(r"[^A-Za-z0-9._=-]+")
+
+#: Half-open ``(start, stop)`` ranges of item indexes, sorted and disjoint.
+Ranges = tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -72,38 +96,145 @@ def _path_safe(text: str) -> str:
     return _UNSAFE_IN_PATH.sub("_", text)
 
 
+def run_tag(run_key: str, fingerprint: str) -> str:
+    """Ten hex characters that only this task run, with these inputs, puts in its custom ids."""
+    return hashlib.sha256(f"{run_key}\0{fingerprint}".encode()).hexdigest()[:10]
+
+
+# --- ranges of item indexes ------------------------------------------------------------------------
+
+
+def as_ranges(indexes: Iterable[int] | Iterable[Sequence[int]]) -> Ranges:
+    """Sorted, merged ranges from item indexes or from ``(start, stop)`` pairs (a JSON list of lists)."""
+    pairs = sorted((i, i + 1) if isinstance(i, int) else (int(i[0]), int(i[1])) for i in indexes)
+    merged: list[list[int]] = []
+    for start, stop in pairs:
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], stop)
+        elif stop > start:
+            merged.append([start, stop])
+    return tuple((a, b) for a, b in merged)
+
+
+def without(ranges: Ranges, removed: Ranges) -> Ranges:
+    """*ranges* minus *removed*."""
+    kept: list[tuple[int, int]] = []
+    for start, stop in ranges:
+        cursor = start
+        for a, b in removed:
+            if b <= cursor or a >= stop:
+                continue
+            if a > cursor:
+                kept.append((cursor, a))
+            cursor = max(cursor, b)
+        if cursor < stop:
+            kept.append((cursor, stop))
+    return tuple(kept)
+
+
+def size_of(ranges: Ranges) -> int:
+    return sum(b - a for a, b in ranges)
+
+
+def describe(ranges: Ranges, limit: int = 3) -> str:
+    """``"items 0..4999"``, ``"items 3, 7..9 and 2 more ranges"``."""
+    parts = [f"{a}" if b == a + 1 else f"{a}..{b - 1}" for a, b in ranges[:limit]]
+    more = f" and {len(ranges) - limit} more ranges" if len(ranges) > limit else ""
+    return f"item{'s' if size_of(ranges) != 1 else ''} {', '.join(parts)}{more}"
+
+
+# --- the record ------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class SubmittedBatch:
-    """One submitted batch and the contiguous range of items it holds."""
+    """One submitted batch and the items it holds."""
 
     id: str
-    first_index: int
-    count: int
+    ranges: Ranges
     created_at: int | None = None
     expires_at: int | None = None
 
-    def indexes(self) -> range:
-        return range(self.first_index, self.first_index + self.count)
+    @property
+    def count(self) -> int:
+        return size_of(self.ranges)
+
+    def holds(self, index: int) -> bool:
+        return any(a <= index < b for a, b in self.ranges)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "ranges": [list(r) for r in self.ranges],
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SubmittedBatch:
+        if "ranges" in data:
+            ranges = as_ranges(data["ranges"])
+        else:  # a record written before resubmissions of single items existed
+            ranges = ((data["first_index"], data["first_index"] + data["count"]),)
+        return cls(data["id"], ranges, data.get("created_at"), data.get("expires_at"))
 
 
 @dataclass
 class BatchRecord:
-    """What was submitted for a task run, and for which inputs."""
+    """What was submitted for a task run, for which inputs, and what is still to submit.
+
+    :param batches: in submission order; for an item in several batches (a resubmission), the last
+        one holds its result.
+    :param todo: items that still need a batch: never submitted, or their batch ended without results,
+        or their result failed in a way that may pass.
+    :param pending: saved right before a POST /batches: ``{"ranges", "posted_at"}`` of the chunk being
+        sent. Found by a later try, it means the POST may have created a batch nobody heard of.
+    """
 
     fingerprint: str
     model: str
     total_items: int
     batches: list[SubmittedBatch] = field(default_factory=list)
-    # Saved right before a POST /batches: ``{"first_index", "count", "posted_at"}`` of the chunk being
-    # sent. Found by a later try, it means the POST may have created a batch nobody heard of.
-    pending: dict[str, int] | None = None
+    todo: Ranges = ()
+    pending: dict[str, Any] | None = None
+
+    @classmethod
+    def start(cls, fingerprint: str, model: str, total_items: int) -> BatchRecord:
+        return cls(fingerprint, model, total_items, todo=((0, total_items),) if total_items else ())
 
     @property
     def batch_ids(self) -> list[str]:
         return [b.id for b in self.batches]
 
+    def holder_of(self, index: int) -> SubmittedBatch | None:
+        """The batch that holds the result of item *index*: the last submitted one that has it."""
+        return next((b for b in reversed(self.batches) if b.holds(index)), None)
+
+    def add(self, batch: SubmittedBatch) -> None:
+        self.batches.append(batch)
+        self.todo = without(self.todo, batch.ranges)
+        self.pending = None
+
+    def drop(self, batch_ids: Iterable[str]) -> list[SubmittedBatch]:
+        """Forget batches that ended without results; their items are to submit again."""
+        gone = set(batch_ids)
+        dropped = [b for b in self.batches if b.id in gone]
+        self.batches = [b for b in self.batches if b.id not in gone]
+        self.resubmit([r for b in dropped for r in b.ranges])
+        return dropped
+
+    def resubmit(self, indexes: Iterable[int] | Iterable[Sequence[int]]) -> None:
+        self.todo = as_ranges([*self.todo, *as_ranges(indexes)])
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "fingerprint": self.fingerprint,
+            "model": self.model,
+            "total_items": self.total_items,
+            "batches": [b.to_json() for b in self.batches],
+            "todo": [list(r) for r in self.todo],
+            "pending": self.pending,
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> BatchRecord | None:
@@ -111,15 +242,22 @@ class BatchRecord:
         if not isinstance(data, dict):
             return None
         try:
-            return cls(
-                fingerprint=data["fingerprint"],
-                model=data["model"],
-                total_items=data["total_items"],
-                batches=[SubmittedBatch(**b) for b in data["batches"]],
-                pending=data.get("pending"),
-            )
-        except (KeyError, TypeError):
+            batches = [SubmittedBatch.from_json(b) for b in data["batches"]]
+            total = int(data["total_items"])
+            if "todo" in data:
+                todo = as_ranges(data["todo"])
+            else:  # written before ``todo``: everything no batch holds
+                todo = without(((0, total),), as_ranges([r for b in batches for r in b.ranges]))
+            pending = data.get("pending")
+            if pending and "ranges" not in pending:
+                first, count = pending["first_index"], pending["count"]
+                pending = {"ranges": [[first, first + count]], "posted_at": pending["posted_at"]}
+            return cls(data["fingerprint"], data["model"], total, batches, todo, pending)
+        except (KeyError, TypeError, ValueError, IndexError):
             return None
+
+
+# --- where the record is kept ----------------------------------------------------------------------
 
 
 class RecordStore(Protocol):
@@ -148,7 +286,7 @@ class TaskStateStoreRecord:
 
 
 class ObjectStorageRecord:
-    """The record as a small JSON file beside the results (Airflow < 3.3)."""
+    """The record as a small JSON file beside the results."""
 
     def __init__(self, path: ObjectStoragePath) -> None:
         self._path = path
@@ -175,12 +313,27 @@ class ObjectStorageRecord:
         partial.rename(self._path)
 
 
+class MirroredRecord:
+    """Saved to both stores, read from the first that has it (see the module docstring)."""
+
+    def __init__(self, primary: RecordStore, mirror: RecordStore) -> None:
+        self._stores = (primary, mirror)
+        self.location = f"{primary.location} (and {mirror.location})"
+
+    def load(self) -> BatchRecord | None:
+        return next((r for r in (s.load() for s in self._stores) if r is not None), None)
+
+    def save(self, record: BatchRecord) -> None:
+        for store in self._stores:
+            store.save(record)
+
+
 def record_store(context: Context, identity: TaskRunIdentity, results_file: ObjectStoragePath) -> RecordStore:
-    """The task state store where Airflow has one, else a JSON file in ``_state/`` beside the results."""
+    """The JSON file in ``_state/`` beside the results, mirrored in the task state store where
+    Airflow has one."""
+    file = ObjectStorageRecord(results_file.parent / STATE_DIR / f"{identity.key}.json")
     store = context.get("task_state_store")
-    if store is not None:
-        return TaskStateStoreRecord(store)
-    return ObjectStorageRecord(results_file.parent / STATE_DIR / f"{identity.key}.json")
+    return file if store is None else MirroredRecord(TaskStateStoreRecord(store), file)
 
 
 class _Logger(Protocol):
@@ -194,8 +347,8 @@ def reattach_or_start(
 ) -> BatchRecord:
     """The recorded batches when the inputs are unchanged; otherwise a fresh, empty record.
 
-    A fresh record is only saved once its first batch is submitted, so changed inputs that then fail
-    to render or submit leave the old record in place.
+    A fresh record is only saved once its first batch is about to be submitted, so changed inputs
+    that then fail to render or submit leave the old record in place.
     """
     recorded = store.load()
     if recorded is not None and recorded.fingerprint == fingerprint:
@@ -213,4 +366,4 @@ def reattach_or_start(
             "The earlier batches keep running and are billed.",
             ", ".join(recorded.batch_ids),
         )
-    return BatchRecord(fingerprint=fingerprint, model=model, total_items=total_items)
+    return BatchRecord.start(fingerprint, model, total_items)

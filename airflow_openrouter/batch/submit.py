@@ -1,241 +1,240 @@
-"""Split the rendered requests into batches and submit the ones not submitted yet.
+"""Submit what a task run still has to submit, and find the batch of a ``POST /batches`` whose answer was lost.
 
-Every item is rendered before anything is sent, so that a template error in item 9,000 fails the
-task before the first ``POST /batches``. The rendered requests go to a local spool file, not to
-memory: the spool also yields the fingerprint of exactly what will be sent, and the split into
-batches of at most 5,000 requests and 200 MB (OpenRouter's limits; one model per batch).
+The record is saved right after each ``POST /batches``, before the next chunk is sent: a crash mid-way
+leaves a record of exactly the batches that exist, and the next try submits the rest (the record's
+``todo``). Every request goes out with ``custom_id = "{item's custom_id}~{run tag}"``
+(:func:`~.state.run_tag`).
+
+**An unanswered POST.** Right before each POST the record gets a *pending* marker (the chunk's items
+and the time). When the POST's answer is lost after the request left (a dropped connection, a
+timeout, a 5xx), or a later try finds the marker, the batch may exist all the same. The workspace's
+batches created since then, with this model and this many requests and not recorded, are the
+candidates; a candidate is adopted only when it is *proven* ours: its results carry this chunk's
+custom ids with this run's tag. Same model and size prove nothing (a sibling task, or the next map
+index, submits look-alikes all the time).
+
+* A completed candidate is read (the first result rows): ours is adopted, another's is ignored.
+* A candidate that failed, expired or was cancelled has no results: if it was ours, its items would be
+  submitted again anyway, so it is ignored.
+* A candidate still running cannot be proven yet (results exist only once a batch is finished): the
+  try fails *retryably*, naming the candidates, and submits nothing; a later try looks again.
+* No candidate (left): the POST created nothing, and the chunk is submitted.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import tempfile
+import difflib
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from itertools import islice
+from typing import TYPE_CHECKING, Any, Literal
 
-from airflow_openrouter.batch.state import SubmittedBatch
+from airflow_openrouter.batch.failures import as_permanent, sentence
+from airflow_openrouter.batch.state import SubmittedBatch, as_ranges, describe
+from airflow_openrouter.exceptions import (
+    OpenRouterAPIError,
+    OpenRouterBadRequestError,
+    OpenRouterConnectionError,
+    OpenRouterError,
+    OpenRouterServerError,
+)
 
 if TYPE_CHECKING:
-    from airflow_openrouter.batch.items import ItemRequest
+    from airflow_openrouter.batch.spool import Chunk, RequestSpool
     from airflow_openrouter.batch.state import BatchRecord, RecordStore
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_openrouter.types import Batch
 
-MAX_REQUESTS_PER_BATCH = 5_000
-MAX_BYTES_PER_BATCH = 200 * 1024 * 1024
-# Room for what surrounds the requests in the POST body: endpoint, model, provider, brackets.
-_ENVELOPE_BYTES = 64 * 1024
+__all__ = ["submit_todo", "tagged"]
+
+# How far before the POST to look for the batch it created (clocks differ).
+_CLOCK_SKEW_S = 60
+_MAX_LIST_PAGES = 20
+_PROOF_ROWS = 20
+_RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 
 
-@dataclass(frozen=True)
-class Chunk:
-    """One future batch: a contiguous run of items and where its lines sit in the spool."""
-
-    first_index: int
-    count: int
-    offset: int
-    size: int
+def tagged(lines: Iterator[dict[str, Any]], tag: str) -> Iterator[dict[str, Any]]:
+    """Request lines with the run tag appended to their custom ids."""
+    for line in lines:
+        yield {"custom_id": f"{line['custom_id']}~{tag}", "body": line["body"]}
 
 
-class RequestSpool:
-    """The rendered requests in a local temporary file, one compact JSON line each.
-
-    :param requests: the requests, in item order (rendered lazily, one at a time).
-    :param fingerprint_of: what else decides what is sent (model, endpoint, provider); mixed into
-        the fingerprint with every line.
-    """
-
-    def __init__(
-        self,
-        requests: Iterable[ItemRequest],
-        *,
-        fingerprint_of: Mapping[str, Any],
-        max_requests: int = MAX_REQUESTS_PER_BATCH,
-        max_bytes: int = MAX_BYTES_PER_BATCH,
-    ) -> None:
-        # Closed by close() (the spool is a context manager); deleted by the OS if the process dies.
-        self._file = tempfile.TemporaryFile()  # noqa: SIM115
-        self.chunks: list[Chunk] = []
-        self.total = 0
-        try:
-            self.fingerprint = self._spool(requests, fingerprint_of, max_requests, max_bytes)
-        except BaseException:
-            self._file.close()
-            raise
-
-    def _spool(
-        self,
-        requests: Iterable[ItemRequest],
-        fingerprint_of: Mapping[str, Any],
-        max_requests: int,
-        max_bytes: int,
-    ) -> str:
-        """Write every request line, cut the chunks, and return the fingerprint of it all."""
-        digest = hashlib.sha256(json.dumps(fingerprint_of, sort_keys=True).encode())
-        budget = max_bytes - _ENVELOPE_BYTES
-        first = offset = size = 0
-        for request in requests:
-            line = json.dumps(request.line(), separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-            if self.total > first and (self.total - first >= max_requests or size + len(line) > budget):
-                self.chunks.append(Chunk(first, self.total - first, offset, size))
-                first, offset, size = self.total, offset + size, 0
-            self._file.write(line)
-            digest.update(line)
-            size += len(line)
-            self.total += 1
-        if self.total > first:
-            self.chunks.append(Chunk(first, self.total - first, offset, size))
-        return digest.hexdigest()
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        """Every request line, in item order."""
-        self._file.seek(0)
-        for line in self._file:
-            yield json.loads(line)
-
-    def read(self, chunk: Chunk) -> Iterator[dict[str, Any]]:
-        """The request lines of one chunk."""
-        self._file.seek(chunk.offset)
-        for line in self._file.read(chunk.size).splitlines():
-            yield json.loads(line)
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> RequestSpool:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def submit_missing_batches(
+def submit_todo(
     hook: OpenRouterHook,
     spool: RequestSpool,
     record: BatchRecord,
     store: RecordStore,
     *,
+    tag: str,
     provider: Mapping[str, Any] | None = None,
-    log: Any = None,
+    log: Any,
 ) -> list[SubmittedBatch]:
-    """Submit the chunks that have no batch in *record* yet; returns the batches submitted now.
-
-    The record is saved right after each ``POST /batches``, before the next chunk is sent: a crash
-    mid-way leaves a record of exactly the batches that exist, and the next try submits the rest.
-    Chunks are a pure function of the inputs, so a retry's chunks are the record's: a chunk whose first
-    item starts a recorded batch is submitted already.
-
-    **An unanswered POST.** Right before each POST the record gets a *pending* marker (the chunk and the
-    time). When the POST's answer is lost after the request left (a dropped connection, a timeout, a
-    5xx), or a later try finds the marker, the batch may exist all the same: the workspace's batches
-    created since then are listed, and the one with this model and this many requests, not recorded
-    yet, is adopted instead of paying for a second one. Several candidates fail the task (which one is
-    ours cannot be told); none means the POST created nothing, and the chunk is submitted.
-    """
-    from airflow_openrouter.exceptions import (
-        OpenRouterBadRequestError,
-        OpenRouterConnectionError,
-        OpenRouterServerError,
-    )
-
+    """Submit the record's ``todo`` in chunks; returns the batches submitted (or adopted) now."""
     submitted = []
-    recorded = {b.first_index for b in record.batches}
-    for chunk in (c for c in spool.chunks if c.first_index not in recorded):
-        pending = record.pending
-        batch = None
-        if pending is not None and pending.get("first_index") == chunk.first_index:
-            batch = _find_unrecorded_batch(hook, record, chunk, pending["posted_at"], log)
-        if batch is None:
-            posted_at = int(time.time())
-            record.pending = {"first_index": chunk.first_index, "count": chunk.count, "posted_at": posted_at}
-            store.save(record)
-            try:
-                batch = hook.create_batch(
-                    model=record.model, requests=list(spool.read(chunk)), provider=provider
-                )
-            except OpenRouterBadRequestError as exc:
-                raise exc.with_message(
-                    f"The Batch API rejected items {chunk.first_index}..{chunk.first_index + chunk.count - 1} "
-                    f"for model {record.model!r}: {exc.message} Batches take text-only chat requests to "
-                    "models with a batch variant; for other models or multimodal items use "
-                    "engine='concurrent'."
-                ) from exc
-            except (OpenRouterConnectionError, OpenRouterServerError) as exc:
-                if isinstance(exc, OpenRouterConnectionError) and not exc.request_sent:
-                    raise
-                if log is not None:
-                    log.warning(
-                        "POST /batches for items %d..%d got no usable answer (%s): looking for the batch it "
-                        "may have created.",
-                        chunk.first_index,
-                        chunk.first_index + chunk.count - 1,
-                        exc,
-                    )
-                batch = _find_unrecorded_batch(hook, record, chunk, posted_at, log)
-                if batch is None:
-                    raise  # the marker stays: the next try looks again before submitting
-        entry = SubmittedBatch(batch.id, chunk.first_index, chunk.count, batch.created_at, batch.expires_at)
-        record.batches.append(entry)
-        record.batches.sort(key=lambda b: b.first_index)
+    if record.pending is not None:
+        # An earlier POST of this run got no answer: settle it before cutting anything new.
+        chunk_ranges = as_ranges(record.pending["ranges"])
+        batch = _find_lost_batch(hook, spool, record, chunk_ranges, record.pending["posted_at"], tag, log)
         record.pending = None
-        store.save(record)
-        if log is not None:
-            log.info(
-                "Submitted batch %s: items %d..%d to %s.",
-                batch.id,
-                chunk.first_index,
-                chunk.first_index + chunk.count - 1,
-                record.model,
-            )
-        submitted.append(entry)
+        if batch is not None:
+            submitted.append(_record(record, store, batch, chunk_ranges, log, "Adopted"))
+    for chunk in spool.cut(record.todo):
+        batch = _post(hook, spool, record, store, chunk, tag, provider, log)
+        submitted.append(_record(record, store, batch, chunk.ranges, log, "Submitted"))
     return submitted
 
 
-# How far before the POST to look for the batch it created (clocks differ).
-_CLOCK_SKEW_S = 60
-_MAX_LIST_PAGES = 20
+def _record(
+    record: BatchRecord, store: RecordStore, batch: Batch, ranges: Any, log: Any, verb: str
+) -> SubmittedBatch:
+    entry = SubmittedBatch(batch.id, ranges, batch.created_at, batch.expires_at)
+    record.add(entry)
+    store.save(record)
+    log.info("%s batch %s: %s to %s.", verb, batch.id, describe(ranges), record.model)
+    return entry
 
 
-def _find_unrecorded_batch(
-    hook: OpenRouterHook, record: BatchRecord, chunk: Chunk, posted_at: int, log: Any
+def _post(
+    hook: OpenRouterHook,
+    spool: RequestSpool,
+    record: BatchRecord,
+    store: RecordStore,
+    chunk: Chunk,
+    tag: str,
+    provider: Mapping[str, Any] | None,
+    log: Any,
+) -> Batch:
+    posted_at = int(time.time())
+    record.pending = {"ranges": [list(r) for r in chunk.ranges], "posted_at": posted_at}
+    store.save(record)
+    try:
+        return hook.create_batch(
+            model=record.model, requests=list(tagged(spool.read(chunk), tag)), provider=provider
+        )
+    except (OpenRouterConnectionError, OpenRouterServerError) as exc:
+        if isinstance(exc, OpenRouterConnectionError) and not exc.request_sent:
+            _settled(record, store)  # it never left: nothing was created
+            raise
+        log.warning(
+            "POST /batches for %s got no usable answer (%s): looking for the batch it may have created.",
+            describe(chunk.ranges),
+            exc,
+        )
+        batch = _find_lost_batch(hook, spool, record, chunk.ranges, posted_at, tag, log)
+        if batch is None:
+            raise  # the marker stays: the next try looks again before submitting
+        return batch
+    except OpenRouterAPIError as exc:
+        _settled(record, store)  # OpenRouter answered with a refusal: it created nothing
+        if isinstance(exc, OpenRouterBadRequestError):
+            raise as_permanent(exc, _rejected(hook, record.model, chunk, exc)) from exc
+        if exc.systemic:
+            raise as_permanent(
+                exc,
+                f"{sentence(exc.message)} POST /batches for {describe(chunk.ranges)} was refused; nothing was "
+                "submitted or billed. Every batch would be refused the same way: fix the key, credits or "
+                "model, then clear the task.",
+            ) from exc
+        raise
+
+
+def _settled(record: BatchRecord, store: RecordStore) -> None:
+    record.pending = None
+    store.save(record)
+
+
+def _rejected(hook: OpenRouterHook, model: str, chunk: Chunk, exc: OpenRouterAPIError) -> str:
+    """What a 400 on POST /batches means: an unknown model (with the closest ids), or a request the
+    Batch API does not take."""
+    rejected = f"The Batch API rejected {describe(chunk.ranges)} for model {model!r}: {sentence(exc.message)}"
+    try:
+        ids = [m.id for m in hook.list_models()]
+    except OpenRouterError:
+        ids = []
+    if ids and model not in ids and model.split(":")[0] not in ids:
+        close = difflib.get_close_matches(model, ids, n=3, cutoff=0.5)
+        hint = f" The closest ids: {', '.join(close)}." if close else ""
+        return (
+            f"{rejected} Model {model!r} is unknown to OpenRouter (it is not in /models).{hint} Fix model=..."
+        )
+    return (
+        f"{rejected} Batches take text-only chat requests to models with a batch variant; for other models "
+        "or multimodal items use engine='concurrent'."
+    )
+
+
+def _find_lost_batch(
+    hook: OpenRouterHook,
+    spool: RequestSpool,
+    record: BatchRecord,
+    ranges: Any,
+    posted_at: int,
+    tag: str,
+    log: Any,
 ) -> Batch | None:
-    """The one batch created since *posted_at* for this model and this chunk's size that the record does
-    not know; ``None`` when there is none; fails the task when there are several."""
-    from airflow_openrouter._compat import AirflowFailException
+    """The batch an unanswered POST of *ranges* created, proven ours; ``None`` when there is none;
+    raises a retryable error while a candidate is still running (see the module docstring)."""
+    from airflow_openrouter.batch.spool import Chunk
 
+    chunk = Chunk(ranges)
+    ours = {line["custom_id"] for line in tagged(spool.read(chunk), tag)}
+    items = describe(ranges)
+    adopted: list[Batch] = []
+    unproven: list[Batch] = []
+    for candidate in _candidates(hook, record, chunk.count, posted_at):
+        proof = _prove(hook, candidate, ours)
+        log.info("Batch %s (%s, %d requests): %s.", candidate.id, candidate.status, chunk.count, proof)
+        if proof == "ours":
+            adopted.append(candidate)
+        elif proof == "unknown":
+            unproven.append(candidate)
+    if adopted:
+        if len(adopted) > 1:
+            log.warning(
+                "Batches %s all carry this run's custom ids (several unanswered POSTs created them); "
+                "adopting %s, the others are billed without being used.",
+                ", ".join(b.id for b in adopted),
+                adopted[0].id,
+            )
+        log.warning(
+            "Adopting batch %s for %s: an earlier POST /batches created it, but its answer was lost.",
+            adopted[0].id,
+            items,
+        )
+        return adopted[0]
+    if unproven:
+        raise OpenRouterError(
+            f"An earlier POST /batches for {items} got no answer, and batch(es) "
+            f"{', '.join(b.id for b in unproven)} (model {record.model}, {chunk.count} requests, created "
+            "since) may be the one it created. Which task a batch belongs to shows only in its results, "
+            "once it has finished, so nothing is submitted now: a retry looks again and adopts the batch "
+            "if it carries this run's custom ids, or submits the items. Check them on openrouter.ai."
+        )
+    log.info("No batch was created for %s by the earlier POST: submitting it.", items)
+    return None
+
+
+def _candidates(hook: OpenRouterHook, record: BatchRecord, count: int, posted_at: int) -> Iterator[Batch]:
     known = set(record.batch_ids)
-    candidates: list[Batch] = []
     after: str | None = None
     for _ in range(_MAX_LIST_PAGES):
         page = hook.list_batches(limit=100, after=after, created_after=posted_at - _CLOCK_SKEW_S)
-        candidates += [
-            b
-            for b in page.data
-            if b.model == record.model and b.request_counts.total == chunk.count and b.id not in known
-        ]
+        for batch in page.data:
+            if batch.model == record.model and batch.request_counts.total == count and batch.id not in known:
+                yield batch
         if not page.has_more or not page.last_id:
-            break
+            return
         after = page.last_id
-    items = f"items {chunk.first_index}..{chunk.first_index + chunk.count - 1}"
-    if len(candidates) > 1:
-        raise AirflowFailException(
-            f"An earlier POST /batches for {items} got no answer, and batches "
-            f"{', '.join(b.id for b in candidates)} all match it (model {record.model}, {chunk.count} "
-            "requests, created since). Which one is this task's cannot be told, so nothing is submitted "
-            "again. Check them on openrouter.ai; to submit afresh, change the inputs or delete the "
-            "record (see the log)."
-        )
-    if candidates:
-        if log is not None:
-            log.warning(
-                "Adopting batch %s for %s: an earlier POST /batches created it, but its answer was lost.",
-                candidates[0].id,
-                items,
-            )
-        return candidates[0]
-    if log is not None:
-        log.info("No batch was created for %s by the earlier POST: submitting it.", items)
-    return None
+
+
+def _prove(hook: OpenRouterHook, candidate: Batch, ours: set[str]) -> Literal["ours", "not ours", "unknown"]:
+    if candidate.status in _RUNNING:
+        return "unknown"
+    if candidate.status != "completed":
+        return "not ours"  # no results: ours or not, its items would be submitted again
+    try:
+        rows = list(islice(hook.iter_batch_results(candidate.id, page_size=_PROOF_ROWS), _PROOF_ROWS))
+    except OpenRouterError:
+        return "unknown"  # e.g. 402: results withheld until credits are added
+    return "ours" if any(row.custom_id in ours for row in rows) else "not ours"

@@ -24,6 +24,7 @@ import httpx
 from airflow.sdk import BaseHook
 from typing_extensions import Unpack
 
+from airflow_openrouter import DEFAULT_CONN_ID
 from airflow_openrouter._compat import AirflowNotFoundException, get_connection_async, mask_secret_async
 from airflow_openrouter._streaming import AsyncChatStream, ChatStream
 from airflow_openrouter._text import redact, safe_label
@@ -85,7 +86,7 @@ class OpenRouterHook(BaseHook):
     """
 
     conn_name_attr = "openrouter_conn_id"
-    default_conn_name = "openrouter_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = "openrouter"
     hook_name = "OpenRouter"
 

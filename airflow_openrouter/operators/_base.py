@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
+from airflow_openrouter import DEFAULT_CONN_ID
 from airflow_openrouter._params import (
     SHARED_PARAMS,
     TEMPLATE_EXTENSIONS,
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_CONN_ID", "DEFAULT_POLL_INTERVAL_S", "OpenRouterBaseOperator", "poll_interval"]
 
-DEFAULT_CONN_ID = "openrouter_default"
 #: ``[openrouter] poll_interval`` when the setting is missing (the provider registers the same default).
 DEFAULT_POLL_INTERVAL_S = 30.0
 

@@ -1,13 +1,15 @@
 """OpenRouterBatchOperator: one prompt per item, for thousands of items, results to object storage.
 
-The operator wires the pieces of :mod:`airflow_openrouter.batch` together and decides nothing they
-decide. It imports nothing heavy at module level, because the DAG processor imports it on every parse.
+The operator is Airflow glue: templating, deferral and resumption, XCom, and raising what the engines
+decided (:mod:`airflow_openrouter.batch.batch_api`, :mod:`airflow_openrouter.batch.concurrent`; the
+verdict comes from :mod:`airflow_openrouter.batch.failures`). It imports nothing heavy at module
+level, because the DAG processor imports it on every parse.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -18,24 +20,20 @@ from airflow_openrouter.operators._base import OpenRouterBaseOperator
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
 
-    from airflow_openrouter.batch.events import BatchEvent, BatchWatch
-    from airflow_openrouter.batch.items import RequestBuilder
-    from airflow_openrouter.batch.results import ResultsWriter
-    from airflow_openrouter.batch.state import BatchRecord, RecordStore, SubmittedBatch
+    from airflow_openrouter.batch.failures import Verdict
+    from airflow_openrouter.batch.items import ItemIds, RequestBuilder
+    from airflow_openrouter.batch.options import JobOptions
+    from airflow_openrouter.batch.state import RecordStore, TaskRunIdentity
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_openrouter.schemas import OutputSpec
+
+__all__ = ["BATCH_IDS_XCOM_KEY", "OpenRouterBatchOperator"]
 
 Engine = Literal["batch", "concurrent"]
 BATCH_IDS_XCOM_KEY = "batch_ids"
 
-# Without a timeout, wait until the batches' expires_at, plus time for OpenRouter to report them expired.
-# The documented batch object has no expires_at: then created_at plus the 24 h completion window. Only
-# when OpenRouter gives neither, as long as the slowest documented provider (Vertex: 96 h).
-_EXPIRY_GRACE_S = 3600.0
-_COMPLETION_WINDOW_S = 24 * 3600.0
-_LONGEST_BATCH_S = 96 * 3600.0
-# A recorded batch that ended this way has no results to fetch: a later try submits its items again.
-_RESUBMITTED_STATUSES = frozenset({"failed", "expired", "cancelled"})
+# The run tag takes 11 of the Batch API's 64 characters of custom_id (see batch/submit.py).
+_BATCH_CUSTOM_ID_LENGTH = 64 - 11
 
 
 class OpenRouterBatchOperator(OpenRouterBaseOperator):
@@ -57,14 +55,16 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
     most ``requests_per_minute``: for models without a batch variant, or when minutes matter. Its rows are
     saved as they arrive, so a retry skips the items already answered.
 
-    **Results.** ``output_path`` gets one JSONL row per item: ``custom_id``, ``index``, ``status``
+    **Results.** ``output_path`` gets one JSONL row per item: ``custom_id``, ``id``, ``index``, ``status``
     (``succeeded``, ``failed``, ``invalid_output``, ``expired``, ``cancelled``, ``missing``), ``output``
-    (validated JSON, or text), ``error`` and ``usage``. XCom ``return_value`` is a manifest of under 2 KB:
-    ``output_uri``, ``counts`` per status, ``batch_ids``, ``engine``, ``model``, ``provider``, token totals,
-    the billed ``cost_usd`` and timings. The task fails, after writing both, when a batch failed, expired
-    or was cancelled, or when more than ``max_failed_fraction`` of the items did not succeed. An expired or
-    cancelled batch is a retryable error; the next try (a retry, or a clear after a failed batch)
-    resubmits only the items of such batches and keeps the completed ones.
+    (validated JSON, or text), ``error``, ``cause``, ``transient``, ``provider`` and ``usage``. XCom
+    ``return_value`` is a manifest of under 2 KB: ``output_uri``, ``status``, ``counts`` per status,
+    ``errors`` per cause, ``provider(s)``, ``batch_ids``, ``engine``, ``model``, token totals, the billed
+    ``cost_usd`` and timings. The task fails, after writing both, when a batch failed, expired, was
+    cancelled or vanished, when an error that repeats for every item stopped the run, or when more than
+    ``max_failed_fraction`` of the items did not succeed. It fails retryably when a retry can do better
+    (it then resubmits only what failed transiently, or the items of the batches that ended without
+    results), and without retries when a retry would fail the same way.
 
     :param items: a list of items, or the URI / ``ObjectStoragePath`` of a JSONL file (templated).
     :param prompt: the user prompt template (``{{ item }}``, ``{{ index }}`` and ``prompt_vars`` in scope).
@@ -163,56 +163,54 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
 
     def execute(self, context: Context) -> Any:
         from airflow_openrouter.batch.items import index_custom_ids
+        from airflow_openrouter.batch.options import check_poll_interval
 
+        # Before anything is submitted: the trigger would refuse a bad interval only after that.
+        check_poll_interval(self._poll_interval())
         # The cheap first pass: every custom_id valid and unique before anything is rendered or sent.
-        indexes = index_custom_ids(self.items, self.id_field)
-        if not indexes:
+        ids = index_custom_ids(self.items, self.id_field, self._custom_id_length())
+        if not ids:
             self.log.info("No items: nothing to submit.")
             return self._finish_empty(context)
         if self.engine == "concurrent":
-            return self._run_concurrently(context, indexes)
+            return self._run_concurrently(context, ids)
         return self._submit_batches(context)
 
     def _submit_batches(self, context: Context) -> Any:
-        from airflow_openrouter.batch.state import reattach_or_start
-        from airflow_openrouter.batch.submit import RequestSpool, submit_missing_batches
+        from airflow_openrouter.batch import batch_api
+        from airflow_openrouter.batch.spool import RequestSpool
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
         from airflow_openrouter.triggers.batch import OpenRouterBatchTrigger
 
-        watch: BatchWatch | None = None
         with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id) as hook:
-            model = self._model(hook)
-            store = self._record_store(context)
+            job = self._job(hook, context)
+            fingerprint_of = {"engine": "batch", "model": job.model, "provider": job.provider}
             with RequestSpool(
-                self._request_builder(context).requests(self.items, self.id_field),
-                fingerprint_of={"engine": "batch", "model": model, "provider": self.provider},
+                job.requests.requests(self.items, self.id_field), fingerprint_of=fingerprint_of
             ) as spool:
-                record = reattach_or_start(
-                    store, fingerprint=spool.fingerprint, model=model, total_items=spool.total, log=self.log
+                started = batch_api.start(
+                    hook,
+                    spool,
+                    job,
+                    self._record_store(context, job),
+                    self.log,
+                    look=self.wait_for_completion,
                 )
-                if record.batches and self.wait_for_completion:
-                    # Re-attaching: look at the recorded batches once, here, before anything else.
-                    watch = self._poll_recorded(hook, record, store)
-                submitted = submit_missing_batches(
-                    hook, spool, record, store, provider=self.provider, log=self.log
-                )
-        summary = {"batch_ids": record.batch_ids, "model": model, "total": record.total_items}
-        if self.do_xcom_push:
-            # Its own key, so that ``submit.output["batch_ids"]`` can feed a sensor.
-            context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=record.batch_ids)
+        record = started.record
+        summary = {"batch_ids": record.batch_ids, "model": job.model, "total": record.total_items}
+        self._push_batch_ids(context, record.batch_ids)
         if not self.wait_for_completion:
             self.log.info("wait_for_completion=False: returning the batch ids; the results are not fetched.")
             return summary
-        if watch is not None and not submitted:
-            finished = watch.outcome()
-            if finished is not None and finished["status"] not in ("timeout", "error"):
-                self.log.info("Every recorded batch has finished: fetching the results without deferring.")
-                return self._fetch_results(context, finished)
-        deadline = self._deadline(record)
+        if started.finished is not None:
+            self.log.info("Every recorded batch has finished: fetching the results without deferring.")
+            return self._fetch_results(context, started.finished.to_payload())
+        poll_interval = self._poll_interval()
+        deadline = batch_api.deadline(record, self.timeout, poll_interval)
         trigger = OpenRouterBatchTrigger(
-            batch_ids=record.batch_ids,
+            **batch_api.trigger_kwargs(record),
             openrouter_conn_id=self.openrouter_conn_id,
-            poll_interval=self._poll_interval(),
+            poll_interval=poll_interval,
             deadline=deadline,
         )
         if self.deferrable:
@@ -221,235 +219,125 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
             self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=backstop))
         return self._fetch_results(context, _first_event(trigger))
 
-    def _poll_recorded(self, hook: OpenRouterHook, record: BatchRecord, store: RecordStore) -> BatchWatch:
-        """Poll the recorded batches once on the worker (a re-attach may come long after they finished),
-        and forget the ones that ended without results, so that their items are submitted again."""
-        from airflow_openrouter.batch.events import BatchWatch, poll_round
-
-        watch = BatchWatch(record.batch_ids)
-        poll_round(hook, watch, self.log)
-        ended = [b for b in record.batches if watch.status_of(b.id) in _RESUBMITTED_STATUSES]
-        if ended:
-            self.log.warning(
-                "Batch(es) %s ended %s without results: submitting their items again; the completed "
-                "batch(es) are kept.",
-                ", ".join(b.id for b in ended),
-                "/".join(sorted({str(watch.status_of(b.id)) for b in ended})),
-            )
-            record.batches = [b for b in record.batches if b not in ended]
-            store.save(record)
-            watch.forget(b.id for b in ended)
-        return watch
-
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger: fetch the results on the worker and build the manifest."""
         return self._fetch_results(context, event)
 
     def _fetch_results(self, context: Context, payload: Any) -> dict[str, Any]:
-        from airflow_openrouter.batch.events import BatchEvent
+        from airflow_openrouter.batch import batch_api
         from airflow_openrouter.batch.items import index_custom_ids
-        from airflow_openrouter.batch.results import ResultsWriter, build_manifest
+        from airflow_openrouter.batch.state import run_tag
+        from airflow_openrouter.batch.watch import BatchEvent
         from airflow_openrouter.exceptions import OpenRouterError
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
 
-        record = self._record_store(context).load()
-        if record is None:
-            raise _failure(
-                "The record of the submitted batches is gone, so there is nothing to fetch. Clear the task to "
-                "submit again."
-            )
-        event = BatchEvent.parse(payload, batch_ids=record.batch_ids)
-        if event.status in ("timeout", "error"):
-            # The batches still run (or may): fail this try, and let a retry re-attach and wait again.
-            raise OpenRouterError(f"{event.reason} Batch ids: {', '.join(record.batch_ids)}.")
-        results_file = self._results_file(context)
-        spec = self._output_spec()
-        with (
-            OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id) as hook,
-            ResultsWriter(results_file, index_custom_ids(self.items, self.id_field)) as writer,
-        ):
-            for batch in record.batches:
-                if event.status_of(batch.id) == "completed":
-                    self._write_batch_results(hook, batch.id, writer, spec)
-            writer.write_unwritten(lambda index: _unfinished_outcome(record, event, index))
-        manifest = build_manifest(
-            output_uri=str(results_file),
-            engine="batch",
-            model=record.model,
-            tally=writer.tally,
-            batch_ids=record.batch_ids,
-            usage=event.usage,
-            started_at=min((b.created_at for b in record.batches if b.created_at), default=None),
-            status=event.status,
-        )
-        return self._conclude(
-            context,
-            manifest,
-            writer,
-            batch_failure=None if event.status == "completed" else (event.status, event.reason or ""),
-        )
+        with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id) as hook:
+            job = self._job(hook, context)
+            store = self._record_store(context, job)
+            record = store.load()
+            if record is None:
+                raise _failure(
+                    "The record of the submitted batches is gone, so there is nothing to fetch. Clear the "
+                    f"task to submit again. Record: {store.location}."
+                )
+            event = BatchEvent.from_payload(payload, batch_ids=record.batch_ids)
+            if event.status in ("timeout", "error"):
+                # The batches still run (or may): fail this try, and let a retry re-attach and wait again.
+                raise OpenRouterError(f"{event.reason} Batch ids: {', '.join(record.batch_ids)}.")
+            ids = index_custom_ids(self.items, self.id_field, self._custom_id_length())
+            tag = run_tag(job.identity.key, record.fingerprint)
+            manifest, verdict = batch_api.fetch(hook, record, event, job, ids, store, tag, self.log)
+        return self._conclude(context, manifest, verdict)
 
-    def _write_batch_results(
-        self, hook: OpenRouterHook, batch_id: str, writer: ResultsWriter, spec: OutputSpec
-    ) -> None:
-        from airflow_openrouter.batch.results import row_from_batch_result
-        from airflow_openrouter.exceptions import OpenRouterPaymentRequiredError
-
-        try:
-            for result in hook.iter_batch_results(batch_id):
-                index = writer.indexes.get(result.custom_id)
-                if index is None:
-                    self.log.warning(
-                        "Batch %s returned unknown custom_id %r; ignored.", batch_id, result.custom_id
-                    )
-                    continue
-                provider = result.response.body.get("provider") if result.response else None
-                writer.write(row_from_batch_result(result, index, spec), provider=provider)
-        except OpenRouterPaymentRequiredError as exc:
-            raise exc.with_message(
-                f"Batch {batch_id} has finished, but OpenRouter withholds its results until the account has "
-                "enough credits (HTTP 402). Add credits at https://openrouter.ai/settings/credits, then retry "
-                "the task: it fetches the same results without submitting anything again."
-            ) from exc
-
-    # --- the concurrent engine -------------------------------------------------------------------
-
-    def _run_concurrently(self, context: Context, indexes: Mapping[str, int]) -> dict[str, Any]:
-        from airflow_openrouter.batch.concurrent import Outcome, run_concurrently_sync
-        from airflow_openrouter.batch.progress import Checkpoint
-        from airflow_openrouter.batch.results import (
-            ResultsWriter,
-            build_manifest,
-            result_row,
-            row_from_completion,
-        )
-        from airflow_openrouter.batch.state import TaskRunIdentity
-        from airflow_openrouter.batch.submit import RequestSpool
+    def _run_concurrently(self, context: Context, ids: ItemIds) -> dict[str, Any]:
+        from airflow_openrouter.batch.concurrent import run_job
+        from airflow_openrouter.batch.spool import RequestSpool
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
         from airflow_openrouter.schemas import provider_preferences
 
-        started_at = time.time()
-        results_file = self._results_file(context)
-        spec = self._output_spec()
         with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id) as hook:
-            model = self._model(hook)
-            provider = provider_preferences(spec, self.provider)
+            job = self._job(hook, context)
+            provider = provider_preferences(job.spec, job.provider)
+            fingerprint_of = {"engine": "concurrent", "model": job.model, "provider": provider}
             with RequestSpool(
-                self._request_builder(context).requests(self.items, self.id_field),
-                fingerprint_of={"engine": "concurrent", "model": model, "provider": provider},
+                job.requests.requests(self.items, self.id_field), fingerprint_of=fingerprint_of
             ) as spool:
-                checkpoint = Checkpoint(
-                    results_file, spool.fingerprint, TaskRunIdentity.from_context(context).key
-                )
-                if checkpoint.done:
-                    self.log.info(
-                        "Resuming: %d of %d items were answered by an earlier try ($%.4f billed); skipping them.",
-                        len(checkpoint.done),
-                        len(indexes),
-                        checkpoint.spent_usd,
-                    )
-                todo = (
-                    (line["custom_id"], {**line["body"], "model": model, "provider": provider})
-                    for line in spool
-                    if line["custom_id"] not in checkpoint.done
-                )
-                with checkpoint.writer(context["ti"].try_number) as parts:
-
-                    def save(outcome: Outcome) -> None:
-                        index = indexes[outcome.custom_id]
-                        if outcome.completion is not None:
-                            parts.write(
-                                row_from_completion(outcome.custom_id, index, outcome.completion, spec)
-                            )
-                        else:
-                            parts.write(
-                                result_row(outcome.custom_id, index, "failed", error=str(outcome.error))
-                            )
-
-                    run_concurrently_sync(
-                        hook,
-                        todo,
-                        save,
-                        max_concurrency=self.max_concurrency,
-                        requests_per_minute=self.requests_per_minute,
-                        max_cost_usd=self.max_cost_usd,
-                        spent_usd=checkpoint.spent_usd,
-                    )
-        # Newest rows first: an item retried by this try keeps this try's row.
-        with ResultsWriter(results_file, indexes) as writer:
-            for row in checkpoint.rows_newest_first():
-                writer.write(row)
-            writer.write_unwritten(lambda index: ("missing", "No outcome was recorded for this item."))
-        manifest = build_manifest(
-            output_uri=str(results_file),
-            engine="concurrent",
-            model=model,
-            tally=writer.tally,
-            started_at=started_at,
-        )
-        return self._conclude(context, manifest, writer, batch_failure=None)
+                manifest, verdict = run_job(hook, spool, job, ids, context["ti"].try_number, self.log)
+        return self._conclude(context, manifest, verdict)
 
     # --- shared by both engines ------------------------------------------------------------------
 
-    def _conclude(
-        self,
-        context: Context,
-        manifest: dict[str, Any],
-        writer: ResultsWriter,
-        *,
-        batch_failure: tuple[str, str] | None,
-    ) -> dict[str, Any]:
-        """Log the outcome and return the manifest, or push it and fail when too much went wrong.
-
-        :param batch_failure: ``(status, reason)`` when a batch did not complete.
-        """
-        from airflow_openrouter.batch.results import failure_reason
+    def _conclude(self, context: Context, manifest: dict[str, Any], verdict: Verdict) -> dict[str, Any]:
+        """Log the outcome and return the manifest, or push it and raise what the verdict says."""
+        from airflow_openrouter.batch.failures import as_permanent
         from airflow_openrouter.exceptions import OpenRouterError
 
         counts = ", ".join(f"{n} {status}" for status, n in manifest["counts"].items() if n)
         self.log.info(
-            "Wrote %d rows (%s) to %s; %d tokens, $%.6f billed.",
+            "Wrote %d rows (%s) to %s; %d tokens, $%.6f billed; status %s.",
             manifest["total"],
             counts or "none",
             manifest["output_uri"],
             manifest["total_tokens"],
             manifest["cost_usd"],
+            manifest["status"],
         )
-        if batch_failure is not None:
-            if self.do_xcom_push:
-                context["ti"].xcom_push(key="return_value", value=manifest)
-            status, reason = batch_failure
-            if status == "failed":
-                raise _failure(
-                    f"{reason} Results: {manifest['output_uri']}. Not retried: a failed batch usually fails "
-                    "the same way again. Fix the cause, then clear the task: that resubmits only the items "
-                    "of the failed batch(es) and keeps the completed ones."
-                )
-            # Expired or cancelled: worth another go. A retry resubmits only those batches' items.
-            raise OpenRouterError(
-                f"{reason} Results: {manifest['output_uri']}. A retry (or a clear) resubmits only the items "
-                f"of the {status} batch(es) and keeps the completed ones."
-            )
-        too_many = failure_reason(writer.tally, self.max_failed_fraction)
-        if too_many is None:
+        if verdict.message is None:
             return manifest
+        # Results already paid for are written, and the manifest pushed, before the task fails.
         if self.do_xcom_push:
             context["ti"].xcom_push(key="return_value", value=manifest)
-        # Retrying would re-attach to the same finished batches, or skip the same answered items, and
-        # fail the same way: fail without retries.
-        raise _failure(
-            f"{too_many} Results: {manifest['output_uri']}. A retry would fail the same way; raise "
-            "max_failed_fraction, or change the inputs, which submits them afresh."
-        )
+        if verdict.error is not None:
+            raise as_permanent(verdict.error, verdict.message)
+        if verdict.retryable:
+            raise OpenRouterError(verdict.message)
+        raise _failure(verdict.message)
 
     def _finish_empty(self, context: Context) -> dict[str, Any]:
+        from airflow_openrouter.batch.items import ItemIds
         from airflow_openrouter.batch.results import ResultsWriter, build_manifest
 
+        self._push_batch_ids(context, [])
+        if not self.wait_for_completion:
+            return {"batch_ids": [], "model": self.model, "total": 0}
         results_file = self._results_file(context)
-        with ResultsWriter(results_file, {}) as writer:
+        with ResultsWriter(results_file, ItemIds({})) as writer:
             pass
         return build_manifest(
-            output_uri=str(results_file), engine=self.engine, model=self.model, tally=writer.tally
+            output_uri=str(results_file),
+            engine=self.engine,
+            model=self.model,
+            tally=writer.tally,
+            status="completed",
+        )
+
+    def _push_batch_ids(self, context: Context, batch_ids: list[str]) -> None:
+        if self.do_xcom_push:
+            # Its own key, so that ``submit.output["batch_ids"]`` can feed a sensor.
+            context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=batch_ids)
+
+    def _custom_id_length(self) -> int | None:
+        # The concurrent engine's custom ids never leave the worker; the Batch API caps them.
+        return _BATCH_CUSTOM_ID_LENGTH if self.engine == "batch" else None
+
+    def _job(self, hook: OpenRouterHook, context: Context) -> JobOptions:
+        from airflow_openrouter.batch.options import JobOptions, Limits
+
+        return JobOptions(
+            model=self._model(hook),
+            provider=self.provider,
+            requests=self._request_builder(context),
+            spec=self._output_spec(),
+            identity=self._identity(context),
+            results_file=self._results_file(context),
+            id_field=self.id_field,
+            limits=Limits(
+                max_failed_fraction=self.max_failed_fraction,
+                timeout=self.timeout,
+                max_cost_usd=self.max_cost_usd,
+                max_concurrency=self.max_concurrency,
+                requests_per_minute=self.requests_per_minute,
+            ),
         )
 
     def _request_builder(self, context: Context) -> RequestBuilder:
@@ -475,43 +363,26 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
 
         return output_spec(self.response_format)
 
-    def _results_file(self, context: Context) -> ObjectStoragePath:
+    def _identity(self, context: Context) -> TaskRunIdentity:
         from airflow_openrouter.batch.state import TaskRunIdentity
 
+        return TaskRunIdentity.from_context(context)
+
+    def _results_file(self, context: Context) -> ObjectStoragePath:
         output_path = self.output_path or conf.get("openrouter", "results_path", fallback=None)
         if not output_path:
             raise ValueError("No output_path: pass output_path=... or set [openrouter] results_path.")
-        return TaskRunIdentity.from_context(context).results_file(str(output_path))
+        return self._identity(context).results_file(str(output_path))
 
-    def _record_store(self, context: Context) -> RecordStore:
-        from airflow_openrouter.batch.state import TaskRunIdentity, record_store
+    def _record_store(self, context: Context, job: JobOptions) -> RecordStore:
+        from airflow_openrouter.batch.state import record_store
 
-        return record_store(context, TaskRunIdentity.from_context(context), self._results_file(context))
+        return record_store(context, job.identity, job.results_file)
 
     def _poll_interval(self) -> float:
-        if self.poll_interval is not None:
-            return float(self.poll_interval)
-        return conf.getfloat("openrouter", "poll_interval", fallback=30.0)
+        from airflow_openrouter.operators._base import poll_interval
 
-    def _deadline(self, record: BatchRecord) -> float:
-        """When to stop waiting: ``timeout`` from now, else when the last batch expires; never sooner than
-        two polls from now, so that a re-attached task always polls before it can time out."""
-        now = time.time()
-        if self.timeout is not None:
-            computed = now + self.timeout
-        else:
-            computed = max((_expiry_of(b, now) for b in record.batches), default=now + _LONGEST_BATCH_S)
-        return max(computed, now + 2 * self._poll_interval())
-
-
-def _expiry_of(batch: SubmittedBatch, now: float) -> float:
-    """When OpenRouter will have reported *batch* expired: its ``expires_at``, else its ``created_at`` plus
-    the 24 h completion window; plus grace. Without either, the slowest documented provider (96 h)."""
-    if batch.expires_at:
-        return batch.expires_at + _EXPIRY_GRACE_S
-    if batch.created_at:
-        return batch.created_at + _COMPLETION_WINDOW_S + _EXPIRY_GRACE_S
-    return now + _LONGEST_BATCH_S
+        return poll_interval(self.poll_interval)
 
 
 def _first_event(trigger: Any) -> dict[str, Any]:
@@ -524,17 +395,6 @@ def _first_event(trigger: Any) -> dict[str, Any]:
         raise AssertionError("the batch trigger ended without an event")
 
     return asyncio.run(first())
-
-
-def _unfinished_outcome(record: BatchRecord, event: BatchEvent, index: int) -> tuple[str, str]:
-    """``(status, error)`` of an item that has no result row, from how its batch ended."""
-    batch = next(b for b in record.batches if index in b.indexes())
-    status = event.status_of(batch.id)
-    if status == "completed":
-        return "missing", f"Batch {batch.id} completed without a result for this item."
-    if status in ("expired", "cancelled"):
-        return status, f"Batch {batch.id} was {status} before this item was processed."
-    return "failed", f"Batch {batch.id} {status}: {event.error_of(batch.id) or 'no reason given'}."
 
 
 def _failure(message: str) -> Exception:

@@ -135,9 +135,10 @@ class _Api:
             try:
                 api_key = self._authenticate(request, public)
                 fault = state.faults.take_http(route, request.method)
-                if fault is not None:
+                if fault is not None and fault.kind != "drop_answer":
                     return _fault_response(fault)
-                return await handler(_Call(request, raw, body, api_key, arrived))
+                response = await handler(_Call(request, raw, body, api_key, arrived))
+                return _DroppedResponse() if fault is not None else response
             except ApiError as exc:
                 return _error_response(exc)
 

@@ -129,7 +129,7 @@ class BatchStore:
                 submission=submission,
                 plan=plan,
                 durations=self._durations,
-                error_ids=frozenset(sampled) | (plan.item_error_ids & set(custom_ids)),
+                error_ids=frozenset(sampled) | {c for c in custom_ids if _named(c, plan.item_error_ids)},
                 order=order,
                 provider=provider,
                 expires_at=None if expiry_hours is None else created_at + expiry_hours * 3600,
@@ -337,7 +337,7 @@ class BatchStore:
                 created=created,
                 outcome_id=f"gen-batch-{created}-{_digest(batch.id, item.custom_id, length=20)}",
                 batch=True,
-                violate_schema=item.custom_id in batch.plan.invalid_output_ids,
+                violate_schema=_named(item.custom_id, batch.plan.invalid_output_ids),
                 provider=batch.provider,
             )
 
@@ -365,6 +365,12 @@ class BatchStore:
                 }
                 row["error"] = None
             yield row
+
+
+def _named(custom_id: str, ids: frozenset[str]) -> bool:
+    """Whether a fault names this request: by its custom_id, or by the item id in front of the run tag
+    that OpenRouterBatchOperator appends (``{item id}~{tag}``)."""
+    return custom_id in ids or custom_id.rpartition("~")[0] in ids
 
 
 def _digest(*parts: str, length: int) -> str:

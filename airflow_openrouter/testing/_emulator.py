@@ -202,6 +202,11 @@ class OpenRouterEmulator:
         """Close the socket after the headers and a few body bytes."""
         self._state.faults.add_http(HttpFault("drop", route, method, times))
 
+    def drop_answer_next(self, route: str = "/batches", times: int = 1, method: str | None = "POST") -> None:
+        """Handle the next matching request (a batch is created, a completion billed), then close the
+        socket before the answer is complete: the client never learns what happened."""
+        self._state.faults.add_http(HttpFault("drop_answer", route, method, times))
+
     def error_body_next(
         self, route: str = "/chat/completions", times: int = 1, method: str | None = None
     ) -> None:

@@ -2,8 +2,10 @@
 
 Three families:
 
-* HTTP faults (``fail``, ``drop``, ``error_body``, ``non_json``) apply to any route: each request
-  takes the *oldest* queued HTTP fault whose route pattern (see ``_routes``) and method match it.
+* HTTP faults (``fail``, ``drop``, ``drop_answer``, ``error_body``, ``non_json``) apply to any route:
+  each request takes the *oldest* queued HTTP fault whose route pattern (see ``_routes``) and method
+  match it. ``drop`` closes the connection before the handler runs (nothing happens); ``drop_answer``
+  runs the handler (a batch is created, a completion billed) and then drops its answer.
 * Chat faults (``cut_stream``, ``stream_error``, ``invalid_output``) are taken only by chat requests
   they can affect: streaming requests for the stream faults, ``json_schema`` requests for
   ``invalid_output``.
@@ -19,7 +21,7 @@ from typing import Any, Literal
 
 from ._routes import route_matches
 
-HttpFaultKind = Literal["fail", "drop", "error_body", "non_json"]
+HttpFaultKind = Literal["fail", "drop", "drop_answer", "error_body", "non_json"]
 ChatFaultKind = Literal["cut_stream", "stream_error", "invalid_output"]
 BatchOutcome = Literal["failed", "expired", "cancelled"]
 

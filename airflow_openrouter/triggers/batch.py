@@ -1,20 +1,27 @@
 """OpenRouterBatchTrigger: waits in the triggerer until a set of OpenRouter batches has finished.
 
 Async only: the hook's async methods and an async connection lookup, so hundreds of waiting batches
-share the triggerer's event loop. It polls, never downloads results (the worker fetches them), and
-yields exactly one event: see :mod:`airflow_openrouter.batch.events` for its shape.
+share the triggerer's event loop. It polls with :func:`~airflow_openrouter.batch.poll.poll_round`
+(the list endpoint, whose batch objects carry no results, for batches of known creation time), never
+downloads results (the worker fetches them), bounds every poll by the time left to its deadline, and
+yields exactly one event: a :class:`~airflow_openrouter.batch.watch.BatchEvent` payload.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_openrouter.batch.events import MAX_CONSECUTIVE_POLL_ERRORS, BatchWatch
+from airflow_openrouter import DEFAULT_CONN_ID
+from airflow_openrouter.batch import watch as _watch
+from airflow_openrouter.batch.options import check_poll_interval
+from airflow_openrouter.batch.poll import poll_round
+
+__all__ = ["OpenRouterBatchTrigger"]
 
 
 class OpenRouterBatchTrigger(BaseTrigger):
@@ -22,27 +29,31 @@ class OpenRouterBatchTrigger(BaseTrigger):
 
     :param batch_ids: the batches to wait for.
     :param openrouter_conn_id: the connection (the key is looked up in the triggerer, never serialized).
-    :param poll_interval: seconds between two polls.
+    :param poll_interval: seconds between two polls (> 0).
     :param deadline: absolute wall-clock unix time at which to stop waiting and emit ``timeout``. Being
         absolute, it survives a triggerer restart (the trigger is rebuilt from :meth:`serialize`).
     :param max_consecutive_errors: poll errors of one batch tolerated in a row.
+    :param created_at: ``{batch_id: unix creation time}`` where known: those batches are polled
+        through the list endpoint, and a 404 counts as gone once they are older than the grace.
     """
 
     def __init__(
         self,
         *,
         batch_ids: Sequence[str],
-        openrouter_conn_id: str = "openrouter_default",
+        openrouter_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 30.0,
         deadline: float | None = None,
-        max_consecutive_errors: int = MAX_CONSECUTIVE_POLL_ERRORS,
+        max_consecutive_errors: int = _watch.MAX_CONSECUTIVE_POLL_ERRORS,
+        created_at: Mapping[str, int | None] | None = None,
     ) -> None:
         super().__init__()
         self.batch_ids = list(batch_ids)
         self.openrouter_conn_id = openrouter_conn_id
-        self.poll_interval = float(poll_interval)
+        self.poll_interval = check_poll_interval(poll_interval)
         self.deadline = deadline
         self.max_consecutive_errors = max_consecutive_errors
+        self.created_at = {k: v for k, v in (created_at or {}).items() if k in self.batch_ids}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -53,32 +64,31 @@ class OpenRouterBatchTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
                 "max_consecutive_errors": self.max_consecutive_errors,
+                "created_at": self.created_at,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_openrouter.exceptions import OpenRouterError
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
 
-        watch = BatchWatch(
-            self.batch_ids, deadline=self.deadline, max_consecutive_errors=self.max_consecutive_errors
+        watch = _watch.BatchWatch(
+            self.batch_ids,
+            deadline=self.deadline,
+            created_at=self.created_at,
+            max_consecutive_errors=self.max_consecutive_errors,
+            not_found_grace_s=_watch.NOT_FOUND_GRACE_S,
         )
         self.log.info("Waiting for OpenRouter batch(es) %s.", ", ".join(self.batch_ids))
         async with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id) as hook:
             while (event := watch.outcome()) is None:
-                for batch_id in watch.pending_ids():
-                    try:
-                        watch.observe(await hook.aget_batch(batch_id))
-                    except OpenRouterError as exc:
-                        self.log.warning("Polling batch %s failed: %s", batch_id, exc)
-                        watch.observe_error(batch_id, exc)
+                await poll_round(hook, watch, self.log)
                 if watch.outcome() is None:
                     # +-10 % jitter: triggers deferred together would otherwise poll in lockstep, all
                     # on the same tick of the triggerer's loop.
                     pause = self.poll_interval * random.uniform(0.9, 1.1)
                     await asyncio.sleep(max(0.0, min(pause, watch.seconds_left())))
-        self.log.info("Batch(es) %s: %s.", ", ".join(self.batch_ids), event["reason"] or event["status"])
-        yield TriggerEvent(event)
+        self.log.info("Batch(es) %s: %s", ", ".join(self.batch_ids), event.reason or f"{event.status}.")
+        yield TriggerEvent(event.to_payload())
 
     async def on_kill(self) -> None:
         # Called by Airflow 3.3+ when a user marks the deferred task failed or successful, or clears

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from airflow_openrouter._compat import TaskDeferred
 from airflow_openrouter.testing import OpenRouterEmulator
@@ -57,6 +58,16 @@ def paused_emu(paused_emulator: OpenRouterEmulator, monkeypatch: pytest.MonkeyPa
     return use_emulator(paused_emulator, monkeypatch, max_retries=1)
 
 
+class FakeClock:
+    """An injectable clock (``clock()`` -> seconds) that moves only when a test sets ``now``."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class FakeTaskInstance:
     """What the operator reads from ``context["ti"]``: its identity, try number and XCom pushes."""
 
@@ -72,6 +83,61 @@ class FakeTaskInstance:
 def task_context(request: pytest.FixtureRequest) -> dict[str, Any]:
     """A context of a task run unique to the calling test (its own results file and state record)."""
     return {"ti": FakeTaskInstance(run_id=f"{request.node.name}")}
+
+
+@pytest.fixture
+def context(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """A task run of the calling test, writing under its own temporary results path."""
+    monkeypatch.setenv("AIRFLOW__OPENROUTER__RESULTS_PATH", f"file://{tmp_path}/out")
+    return task_context(request)
+
+
+class Summary(BaseModel):
+    summary: str
+
+
+def docs(n: int) -> list[dict[str, Any]]:
+    return [{"id": f"doc-{i}", "text": f"Document {i} says hello."} for i in range(n)]
+
+
+def summarise(**kwargs: Any) -> Any:
+    """A deferrable batch operator over six documents (keyword arguments override)."""
+    from airflow_openrouter.operators.batch import OpenRouterBatchOperator
+
+    options: dict[str, Any] = {
+        "task_id": "summarise",
+        "items": docs(6),
+        "prompt": "Summarise document {{ index }}: {{ item.text }}",
+        "model": MODEL,
+        "deferrable": True,
+        **kwargs,
+    }
+    return OpenRouterBatchOperator(**options)
+
+
+def record_file(context: dict[str, Any]) -> Path:
+    """The JSON record of the context's task run (beside the results)."""
+    import os
+
+    from airflow_openrouter.batch.state import STATE_DIR, TaskRunIdentity
+
+    identity = TaskRunIdentity.from_context(context)
+    results = identity.results_file(os.environ["AIRFLOW__OPENROUTER__RESULTS_PATH"])
+    return Path(str(results).removeprefix("file://")).parent / STATE_DIR / f"{identity.key}.json"
+
+
+def wait_until_finished(batch_ids: list[str]) -> None:
+    """Until every batch is terminal on the (real-clock) emulator."""
+    import time
+
+    from airflow_openrouter.hooks.openrouter import OpenRouterHook
+
+    with OpenRouterHook() as hook:
+        for batch_id in batch_ids:
+            while not hook.get_batch(batch_id).is_terminal:
+                time.sleep(0.05)
 
 
 def first_event(trigger: Any) -> dict[str, Any]:
@@ -101,4 +167,13 @@ def batch_posts(emulator: OpenRouterEmulator) -> list[dict[str, Any]]:
 
 
 def batch_polls(emulator: OpenRouterEmulator) -> int:
-    return len(emulator.requests_to("/batches/{id}", method="GET"))
+    """Polls of batch status: by id, or through the list endpoint."""
+    by_id = emulator.requests_to("/batches/{id}", method="GET")
+    return len(by_id) + len(emulator.requests_to("/batches", method="GET"))
+
+
+def sent_ids(emulator: OpenRouterEmulator) -> list[list[str]]:
+    """The item custom ids of every POST /batches, without the run tag."""
+    from airflow_openrouter.batch.items import item_custom_id
+
+    return [[item_custom_id(r["custom_id"]) for r in post["requests"]] for post in batch_posts(emulator)]

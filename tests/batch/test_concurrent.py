@@ -21,6 +21,7 @@ from airflow_openrouter.batch.concurrent import (
 from airflow_openrouter.exceptions import OpenRouterBadRequestError
 from airflow_openrouter.hooks.openrouter import OpenRouterHook
 from airflow_openrouter.testing import OpenRouterEmulator
+from tests.batch.support import FakeClock
 
 MODEL = "openai/gpt-4-1106-preview"
 
@@ -258,17 +259,39 @@ def test_programming_error_propagates_and_cancels_the_requests_in_flight(
     assert hook.in_flight == 0
 
 
-def test_sync_wrapper_hands_each_outcome_to_the_callback_and_tallies(
-    emu: OpenRouterEmulator, hook: CountingHook
-) -> None:
+def test_sync_wrapper_hands_each_outcome_to_the_callback(emu: OpenRouterEmulator, hook: CountingHook) -> None:
     emu.fail_next(status=400)
-    seen: list[str] = []
+    seen: list[Outcome] = []
 
-    tally = run_concurrently_sync(hook, requests(5), lambda o: seen.append(o.custom_id), max_concurrency=1)
+    stopped_by = run_concurrently_sync(hook, requests(5), seen.append, max_concurrency=1)
 
-    assert sorted(seen) == [f"item-{i}" for i in range(5)]
-    assert (tally.succeeded, tally.failed, tally.not_started) == (4, 1, 0)
-    assert tally.cost_usd > 0
+    assert sorted(o.custom_id for o in seen) == [f"item-{i}" for i in range(5)]
+    assert sum(o.ok for o in seen) == 4 and sum(o.error is not None for o in seen) == 1
+    assert stopped_by is None  # a 400 about one request is no reason to stop the others
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (401, "User not found."),
+        (402, "Insufficient credits."),
+        (403, "The selected provider or model is not allowed."),
+        (404, "No endpoints found that can handle the requested parameters."),
+    ],
+)
+def test_an_error_that_repeats_for_every_item_stops_new_requests(
+    emu: OpenRouterEmulator, hook: CountingHook, status: int, message: str
+) -> None:
+    emu.fail_next(status=status, times=100, body={"error": {"code": status, "message": message}})
+    seen: list[Outcome] = []
+
+    stopped_by = run_concurrently_sync(hook, requests(50), seen.append, max_concurrency=2)
+
+    assert stopped_by is not None and stopped_by.status == status
+    assert len(seen) == 50
+    started = [o for o in seen if o.started]
+    assert len(started) == len(posts(emu)) <= 2  # at most the requests already in flight
+    assert all(o.error is stopped_by for o in seen if not o.started)
 
 
 @pytest.mark.parametrize(
@@ -279,14 +302,6 @@ def test_sync_wrapper_hands_each_outcome_to_the_callback_and_tallies(
 def test_options_out_of_range_are_refused_at_call_time(hook: CountingHook, options: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(options))):
         run_concurrently(hook, [], **options)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_pacer_keeps_its_grid_when_a_start_wakes_up_slightly_late() -> None:

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from airflow_openrouter.batch.items import ItemRequest
+from airflow_openrouter.batch.spool import _ENVELOPE_BYTES, RequestSpool
 from airflow_openrouter.batch.state import BatchRecord, ObjectStorageRecord, SubmittedBatch, TaskRunIdentity
-from airflow_openrouter.batch.submit import _ENVELOPE_BYTES, RequestSpool
 
 
 def requests(n: int, text: str = "x") -> list[ItemRequest]:
@@ -25,6 +25,15 @@ def test_chunks_respect_the_request_count_and_the_byte_budget():
     with RequestSpool(requests(10), fingerprint_of={}, max_requests=4) as by_count:
         assert [(c.first_index, c.count) for c in by_count.chunks] == [(0, 4), (4, 4), (8, 2)]
         assert [line["custom_id"] for line in by_count] == [str(i) for i in range(10)]
+
+
+def test_any_set_of_items_is_cut_into_chunks_in_item_order():
+    with RequestSpool(requests(10), fingerprint_of={}, max_requests=3) as spool:
+        chunks = spool.cut(((1, 2), (4, 8), (9, 10)))
+
+        assert [c.ranges for c in chunks] == [((1, 2), (4, 6)), ((6, 8), (9, 10))]
+        assert [line["custom_id"] for line in spool.read(chunks[1])] == ["6", "7", "9"]
+        assert spool.cut(((1, 2), (4, 8), (9, 10))) == chunks  # a retry cuts the same chunks
 
 
 def test_the_fingerprint_covers_what_is_sent_and_nothing_else():
@@ -55,11 +64,41 @@ def test_a_record_beside_the_results_survives_a_round_trip(tmp_path):
 
     store = ObjectStorageRecord(ObjectStoragePath(f"file://{tmp_path}/_state/key.json"))
     assert store.load() is None
-    record = BatchRecord("f" * 64, "m", 7, [SubmittedBatch("batch_1", 0, 7, created_at=1, expires_at=None)])
+    record = BatchRecord.start("f" * 64, "m", 9)
+    record.add(SubmittedBatch("batch_1", ((0, 7),), created_at=1, expires_at=None))
+    record.resubmit([3, 4])
 
     store.save(record)
 
     assert store.load() == record
+    assert record.todo == ((3, 5), (7, 9))
+
+
+def test_a_record_written_before_todo_existed_still_re_attaches():
+    old = {
+        "fingerprint": "f",
+        "model": "m",
+        "total_items": 10,
+        "batches": [{"id": "b1", "first_index": 0, "count": 4, "created_at": 5, "expires_at": None}],
+        "pending": {"first_index": 4, "count": 6, "posted_at": 9},
+    }
+
+    record = BatchRecord.from_json(old)
+
+    assert record is not None and record.batches == [SubmittedBatch("b1", ((0, 4),), 5)]
+    assert record.todo == ((4, 10),) and record.pending == {"ranges": [[4, 10]], "posted_at": 9}
+
+
+def test_the_newest_batch_holding_an_item_holds_its_result():
+    record = BatchRecord.start("f", "m", 6)
+    record.add(SubmittedBatch("first", ((0, 6),)))
+    record.add(SubmittedBatch("resubmitted", ((2, 3), (5, 6))))
+
+    assert [record.holder_of(i).id for i in range(6)] == ["first"] * 2 + ["resubmitted"] + ["first"] * 2 + [
+        "resubmitted"
+    ]
+    dropped = record.drop(["resubmitted"])
+    assert [b.id for b in dropped] == ["resubmitted"] and record.todo == ((2, 3), (5, 6))
 
 
 def test_a_torn_record_file_fails_naming_it_instead_of_submitting_again(tmp_path):

@@ -7,6 +7,7 @@ Run by tests/operators/test_batch_pipeline.py with dag.test() against the emulat
   re-attach to the recorded batch instead of submitting again.
 * ``batch_sensed`` -- submit without waiting, then three sensors (poke, reschedule, deferrable) wait for
   the same batch ids.
+* ``batch_cleared``, ``concurrent_retried``, ``concurrent_systemic`` -- see their comments below.
 """
 
 from __future__ import annotations
@@ -84,3 +85,35 @@ with DAG("batch_sensed", schedule=None, catchup=False, tags=["test"]) as sensed_
             timeout=60,
             **extra,
         )
+
+
+# ``batch_cleared`` -- run twice for the same logical date (a clear and re-run of the same run) with
+# [state_store] clear_on_success = True: the second run must re-attach, not pay again.
+with DAG("batch_cleared", schedule=None, catchup=False, tags=["test"]) as cleared_dag:
+    OpenRouterBatchOperator(
+        task_id="summarise",
+        items=[{"text": f"note {i}"} for i in range(4)],
+        prompt="Summarise: {{ item.text }}",
+        model=MODEL,
+    )
+
+
+# ``concurrent_retried`` -- Airflow's own retry after transient item failures sends only those items.
+# ``concurrent_systemic`` -- a rejected key fails the task at once, without using its retries.
+def _concurrent_dag(dag_id: str, retries: int) -> DAG:
+    with DAG(dag_id, schedule=None, catchup=False, tags=["test"]) as dag:
+        OpenRouterBatchOperator(
+            task_id="classify",
+            items=[{"text": f"ticket {i}"} for i in range(10)],
+            prompt="Classify: {{ item.text }}",
+            model=MODEL,
+            engine="concurrent",
+            max_concurrency=1,
+            retries=retries,
+            retry_delay=timedelta(seconds=0),
+        )
+    return dag
+
+
+retried_dag = _concurrent_dag("concurrent_retried", retries=1)
+systemic_dag = _concurrent_dag("concurrent_systemic", retries=2)

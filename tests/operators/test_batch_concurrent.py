@@ -6,12 +6,22 @@ journal, resuming after a crash without repeating finished items, and the cost c
 # ruff: noqa: F811
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from airflow_openrouter.batch.progress import PartWriter
+from airflow_openrouter._compat import AirflowFailException
+from airflow_openrouter.batch.checkpoint import PartWriter
+from airflow_openrouter.exceptions import (
+    OpenRouterAuthenticationError,
+    OpenRouterBadRequestError,
+    OpenRouterError,
+    OpenRouterNotFoundError,
+)
 from airflow_openrouter.operators.batch import OpenRouterBatchOperator
+from airflow_openrouter.testing import OpenRouterEmulator
 from tests.batch.support import (  # noqa: F401  (fixtures)
     MODEL,
     FakeTaskInstance,
@@ -25,14 +35,15 @@ LATENCY_S = 0.15
 
 
 def classify(n: int, **kwargs: Any) -> OpenRouterBatchOperator:
-    return OpenRouterBatchOperator(
-        task_id="classify",
-        items=[{"text": f"ticket {i}"} for i in range(n)],
-        prompt="Classify: {{ item.text }}",
-        model=MODEL,
-        engine="concurrent",
+    options: dict[str, Any] = {
+        "task_id": "classify",
+        "items": [{"text": f"ticket {i}"} for i in range(n)],
+        "prompt": "Classify: {{ item.text }}",
+        "model": MODEL,
+        "engine": "concurrent",
         **kwargs,
-    )
+    }
+    return OpenRouterBatchOperator(**options)
 
 
 def chat_posts(emulator: Any) -> list[Any]:
@@ -90,7 +101,9 @@ def test_a_retry_after_a_crash_skips_the_items_already_answered(batch_emu, conte
 
 def test_a_failed_item_is_tried_again_by_the_retry(batch_emu, context):
     batch_emu.fail_next(route="/chat/completions", status=400, times=1)
-    with pytest.raises(Exception, match="1 of 4 items did not succeed"):
+    with pytest.raises(
+        AirflowFailException, match=r"1 of 4 items did not succeed.*Every failure is permanent"
+    ):
         classify(4, max_concurrency=1).execute(context)
 
     context["ti"].try_number = 2
@@ -122,3 +135,91 @@ def test_two_runs_writing_to_one_jsonl_file_do_not_skip_each_others_items(batch_
         classify(3, output_path=output).execute({"ti": FakeTaskInstance(run_id=run_id)})
 
     assert len(chat_posts(batch_emu)) == 6  # the second run answered its items itself
+
+
+# --- failures: transient, permanent, systemic ------------------------------------------------------
+
+
+def test_transient_failures_fail_retryably_and_the_retry_resends_only_them(batch_emu, context, monkeypatch):
+    for name, value in batch_emu.connection_env(max_retries=0).items():
+        monkeypatch.setenv(name, value)
+    batch_emu.fail_next(route="/chat/completions", status=503, times=3)
+
+    with pytest.raises(OpenRouterError, match="3 of 10 items did not succeed") as failed:
+        classify(10, max_concurrency=1).execute(context)
+
+    message = str(failed.value)
+    assert not isinstance(failed.value, AirflowFailException)  # Airflow's retry runs
+    assert (
+        "3 of them failed in a way that may pass" in message and "a retry sends those items again" in message
+    )
+    assert "would fail the same way" not in message
+    assert message.endswith("Causes: 503 server_error \u00d73.")
+    assert context["ti"].xcoms["return_value"]["errors"] == {"503 server_error": 3}
+
+    context["ti"].try_number = 2
+    manifest = classify(10, max_concurrency=1).execute(context)
+
+    assert len(chat_posts(batch_emu)) == 13  # ten, then the three that failed
+    assert manifest["status"] == "completed" and manifest["counts"]["succeeded"] == 10
+
+
+@pytest.fixture
+def wrong_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenRouterEmulator]:
+    """An emulator that knows one key, and a connection holding another."""
+    with OpenRouterEmulator(api_keys=["sk-or-v1-" + "right" * 4]) as emu:
+        conn = json.loads(emu.connection_json(max_retries=0))
+        conn["password"] = "sk-or-v1-" + "wrong" * 4
+        monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", json.dumps(conn))
+        yield emu
+
+
+def test_a_wrong_key_stops_the_run_after_the_first_401_and_fails_without_retries(wrong_key, context):
+    with pytest.raises(OpenRouterAuthenticationError) as failed:
+        classify(200, max_concurrency=4).execute(context)
+
+    assert isinstance(failed.value, AirflowFailException)  # permanent: no retry
+    assert len(chat_posts(wrong_key)) <= 4  # the requests already in flight, not 200
+    message = str(failed.value)
+    assert "comes back for every item, so the run stopped" in message and "max_failed_fraction" not in message
+    assert "401 authentication \u00d7" in message and "not started: 401 authentication \u00d7" in message
+    manifest = context["ti"].xcoms["return_value"]
+    assert manifest["status"] == "failed" and manifest["counts"]["failed"] == 200
+    rows = read_rows(manifest["output_uri"])
+    not_started = [r for r in rows.values() if r["cause"] == "not started: 401 authentication"]
+    assert len(not_started) >= 196 and all(r["error"].startswith("Not started") for r in not_started)
+    assert "sk-or-v1-" not in json.dumps(manifest) + json.dumps(list(rows.values()))
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "cause"),
+    [
+        ({"model": "openai/gpt-4o-mnii"}, OpenRouterBadRequestError, "400 bad_request"),
+        (
+            {"model": "mistralai/mistral-7b-instruct:free", "response_format": {"type": "object"}},
+            OpenRouterNotFoundError,
+            "404 not_found",
+        ),
+    ],
+    ids=["unknown model", "no endpoint for structured output"],
+)
+def test_a_model_error_stops_the_run_at_the_first_occurrence(batch_emu, context, options, error, cause):
+    with pytest.raises(error) as failed:
+        classify(50, max_concurrency=2, **options).execute(context)
+
+    assert isinstance(failed.value, AirflowFailException)
+    assert len(chat_posts(batch_emu)) <= 2
+    assert context["ti"].xcoms["return_value"]["errors"][f"not started: {cause}"] >= 48
+
+
+def test_the_manifest_has_the_same_keys_as_the_batch_engines_and_names_the_provider(batch_emu, context):
+    manifest = classify(4).execute(context)
+
+    assert manifest["status"] == "completed" and manifest["provider"] == "OpenAI"
+    assert manifest["providers"] == {"OpenAI": 4} and manifest["errors"] == {}
+    assert manifest["batch_ids"] == [] and manifest["batch_count"] == 0
+    assert set(manifest) == {
+        "output_uri", "engine", "status", "model", "provider", "providers", "total", "counts", "errors",
+        "batch_ids", "batch_count", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd",
+        "started_at", "finished_at", "duration_s",
+    }  # fmt: skip

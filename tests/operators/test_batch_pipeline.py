@@ -47,3 +47,75 @@ def test_sensor_waits_in_poke_reschedule_and_deferrable_modes(run_dag, emulator)
         result = xcom_value(dag_run, f"wait_{mode}")
         assert result["batch_ids"] == submitted, mode
         assert result["batches"][0]["status"] == "completed" and result["usage"]["cost"] > 0
+
+
+def _task_instance(dag_run, task_id: str):
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ti = (
+            session.query(TaskInstance)
+            .filter(TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id)
+            .filter(TaskInstance.task_id == task_id)
+            .one()
+        )
+        session.expunge(ti)
+        return ti
+
+
+def _task_state_rows(dag_run) -> int | None:
+    """Rows of the task state store for the run (None before Airflow 3.3, which has none)."""
+    try:
+        from airflow.models.task_state_store import TaskStateStoreModel
+    except ImportError:
+        return None
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return (
+            session.query(TaskStateStoreModel)
+            .filter(
+                TaskStateStoreModel.dag_id == dag_run.dag_id, TaskStateStoreModel.run_id == dag_run.run_id
+            )
+            .count()
+        )
+
+
+def test_a_clear_after_success_re_attaches_although_clear_on_success_deleted_the_task_state(
+    run_dag, emulator, monkeypatch
+):
+    from datetime import datetime, timezone
+
+    monkeypatch.setenv("AIRFLOW__STATE_STORE__CLEAR_ON_SUCCESS", "True")
+    when = datetime(2026, 11, 2, 6, 0, tzinfo=timezone.utc)
+
+    first = run_dag(DAG_FILE, "batch_cleared", logical_date=when, run_after=when)
+    assert first.state == "success"
+    assert _task_state_rows(first) in (0, None)  # the setting took effect (on 3.3+)
+    cleared = run_dag(DAG_FILE, "batch_cleared", logical_date=when, run_after=when)  # the same run again
+
+    assert cleared.state == "success" and cleared.run_id == first.run_id
+    assert len(batch_posts(emulator)) == 1  # re-attached to the recorded batch: paid once
+    assert xcom_value(cleared, "summarise")["counts"]["succeeded"] == 4
+
+
+def test_transient_item_failures_are_retried_by_airflow_sending_only_those_items(run_dag, emulator):
+    emulator.fail_next(route="/chat/completions", status=503, times=3)
+
+    dag_run = run_dag(DAG_FILE, "concurrent_retried")
+
+    assert dag_run.state == "success"
+    assert _task_instance(dag_run, "classify").try_number == 2
+    assert len(emulator.requests_to("/chat/completions", method="POST")) == 13
+
+
+def test_a_rejected_key_fails_the_task_at_once_without_using_its_retries(run_dag, emulator):
+    emulator.fail_next(route="/chat/completions", status=401, times=100)
+
+    dag_run = run_dag(DAG_FILE, "concurrent_systemic")
+
+    assert dag_run.state == "failed"
+    ti = _task_instance(dag_run, "classify")
+    assert ti.state == "failed" and ti.try_number == 1  # retries=2 left unused: it would fail the same way
+    assert len(emulator.requests_to("/chat/completions", method="POST")) == 1

@@ -35,7 +35,7 @@ def wait_until_finished(batch_id: str) -> None:
 
 def sensor(batch_ids: Any, **kwargs: Any) -> OpenRouterBatchSensor:
     return OpenRouterBatchSensor(
-        task_id="wait", batch_ids=batch_ids, poke_interval=0.05, timeout=30, **kwargs
+        task_id="wait", batch_ids=batch_ids, **{"poke_interval": 0.05, "timeout": 30, **kwargs}
     )
 
 
@@ -106,9 +106,73 @@ def test_a_trigger_timeout_is_a_sensor_timeout():
         sensor(["b"]).execute_complete(context(), event)
 
 
-def test_batch_ids_must_be_given():
+@pytest.mark.parametrize("batch_ids", [None, "", [""], [3]])
+def test_batch_ids_must_be_ids(batch_ids):
     with pytest.raises(ValueError, match="batch_ids must be"):
-        sensor([]).poke(context())
+        sensor(batch_ids).poke(context())
+
+
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_an_empty_list_of_batch_ids_has_nothing_to_wait_for(batch_emu, deferrable):
+    """What an upstream operator with no items pushes: the sensor must not fail on it."""
+    result = sensor([], deferrable=deferrable).execute(context())
+
+    assert result == {"batch_ids": [], "batches": [], "usage": {}}
+    assert batch_emu.requests_to("/batches/{id}") == []
+
+
+def test_poke_mode_keeps_one_watch_so_a_wrong_batch_id_fails_after_the_grace(batch_emu, monkeypatch):
+    from airflow_openrouter.batch import watch
+
+    monkeypatch.setattr(watch, "NOT_FOUND_GRACE_S", 0.3)
+    waiting = sensor("batch_doesnotexist")  # poke mode, timeout=30
+
+    with pytest.raises(AirflowFailException, match=r"batch_doesnotexist: not found for more than 0\.3 s"):
+        waiting.execute(context())
+    assert len(batch_emu.requests_to("/batches/{id}")) >= 2  # several pokes, one watch
+
+
+def test_reschedule_mode_counts_the_grace_from_the_first_reschedule(batch_emu):
+    """Each poke of reschedule mode is a new process: the grace counts from when the sensor started."""
+    from datetime import datetime, timedelta, timezone
+
+    class RescheduledTaskInstance(FakeTaskInstance):
+        def get_first_reschedule_date(self, context: Any) -> datetime:
+            return datetime.now(tz=timezone.utc) - timedelta(minutes=10)
+
+    waiting = sensor("batch_doesnotexist", mode="reschedule")
+
+    with pytest.raises(AirflowFailException, match="not found"):
+        waiting.poke({"ti": RescheduledTaskInstance(run_id="sensor")})
+
+
+def test_a_poke_is_bounded_by_the_time_left_to_the_sensor_timeout(batch_emu):
+    batch_id = submit()
+    batch_emu.set_latency(4000)
+    started = time.monotonic()
+
+    with pytest.raises(AirflowSensorTimeout, match="deadline passed"):
+        sensor(batch_id, timeout=0.5).execute(context())
+    assert time.monotonic() - started < 4  # not held by the slow answer
+
+
+def test_deferrable_mode_hands_the_creation_times_it_saw_to_the_trigger(batch_emu):
+    batch_id = submit()
+    with OpenRouterHook() as hook:
+        created_at = hook.get_batch(batch_id).created_at
+
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor(batch_id, deferrable=True).execute(context())
+
+    assert deferred.value.trigger.created_at == {batch_id: created_at}  # polled through the list from now on
+
+
+@pytest.mark.parametrize("interval", [0, -5])
+def test_poll_interval_must_be_positive(interval):
+    from airflow_openrouter.exceptions import OpenRouterConfigError
+
+    with pytest.raises(OpenRouterConfigError, match="poll_interval"):
+        sensor("b", poll_interval=interval)
 
 
 @pytest.mark.parametrize("deferrable", [False, True])
@@ -125,10 +189,22 @@ def test_an_unpollable_batch_is_a_retryable_error_not_a_skip(batch_emu, deferrab
     assert not isinstance(info.value, (AirflowSkipException, AirflowFailException))
 
 
-def test_an_error_event_from_the_trigger_is_a_retryable_error():
+def test_an_error_event_from_the_trigger_is_a_retryable_error_even_with_soft_fail():
+    """Resumed the way Airflow resumes it (resume_execution, which turns errors into skips under
+    soft_fail): a failed poll is no verdict on the batches."""
     from airflow_openrouter.exceptions import OpenRouterError
 
     event = {"status": "error", "batches": [{"id": "b", "status": "in_progress"}], "reason": "HTTP 401"}
     with pytest.raises(OpenRouterError, match="HTTP 401") as info:
-        sensor(["b"], soft_fail=True).execute_complete(context(), event)
-    assert not isinstance(info.value, AirflowFailException)
+        sensor(["b"], soft_fail=True).resume_execution("execute_complete", {"event": event}, context())
+    assert not isinstance(info.value, (AirflowFailException, AirflowSkipException))
+
+
+def test_a_failed_batch_event_is_skipped_with_soft_fail_when_resumed():
+    event = {
+        "status": "failed",
+        "batches": [{"id": "b", "status": "failed"}],
+        "reason": "1 batch(es) failed.",
+    }
+    with pytest.raises(AirflowSkipException):
+        sensor(["b"], soft_fail=True).resume_execution("execute_complete", {"event": event}, context())

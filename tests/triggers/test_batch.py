@@ -9,26 +9,28 @@ from typing import Any
 
 import pytest
 
-from airflow_openrouter.batch.events import BatchEvent, BatchWatch
-from airflow_openrouter.exceptions import (
-    OpenRouterAuthenticationError,
-    OpenRouterNotFoundError,
-    OpenRouterPaymentRequiredError,
-    OpenRouterServerError,
-)
+from airflow_openrouter.batch.watch import BatchEvent
+from airflow_openrouter.exceptions import OpenRouterConfigError
 from airflow_openrouter.hooks.openrouter import OpenRouterHook
 from airflow_openrouter.triggers.batch import OpenRouterBatchTrigger
-from airflow_openrouter.types import Batch
 from tests.batch.support import MODEL, batch_polls, first_event
 
 
-def submit(n_batches: int = 1) -> list[str]:
-    requests = [{"custom_id": "a", "body": {"messages": [{"role": "user", "content": "hi"}]}}]
+def submit(n_batches: int = 1, n_requests: int = 1) -> list[str]:
+    return [b.id for b in submit_batches(n_batches, n_requests)]
+
+
+def submit_batches(n_batches: int = 1, n_requests: int = 1) -> list[Any]:
+    requests = [
+        {"custom_id": f"r{i}", "body": {"messages": [{"role": "user", "content": "hi"}]}}
+        for i in range(n_requests)
+    ]
     with OpenRouterHook() as hook:
-        return [hook.create_batch(model=MODEL, requests=requests).id for _ in range(n_batches)]
+        return [hook.create_batch(model=MODEL, requests=requests) for _ in range(n_batches)]
 
 
 def trigger_for(batch_ids: list[str], **kwargs: Any) -> OpenRouterBatchTrigger:
+    """A trigger polling every 50 ms, 30 s of deadline."""
     return OpenRouterBatchTrigger(
         batch_ids=batch_ids, poll_interval=0.05, deadline=time.time() + 30, **kwargs
     )
@@ -46,7 +48,10 @@ def rebuilt(trigger: OpenRouterBatchTrigger) -> OpenRouterBatchTrigger:
 
 def test_serialize_carries_only_ids_and_plain_values_and_the_absolute_deadline(batch_emu):
     trigger = OpenRouterBatchTrigger(
-        batch_ids=["batch_1", "batch_2"], poll_interval=7, deadline=1_900_000_000.0
+        batch_ids=["batch_1", "batch_2"],
+        poll_interval=7,
+        deadline=1_900_000_000.0,
+        created_at={"batch_1": 1_800_000_000, "batch_9": 1},
     )
 
     classpath, kwargs = trigger.serialize()
@@ -58,6 +63,7 @@ def test_serialize_carries_only_ids_and_plain_values_and_the_absolute_deadline(b
         "poll_interval": 7.0,
         "deadline": 1_900_000_000.0,
         "max_consecutive_errors": 5,
+        "created_at": {"batch_1": 1_800_000_000},  # only the batches it waits for
     }
     assert batch_emu.api_key not in repr(kwargs)
     assert rebuilt(trigger).serialize() == (classpath, kwargs)
@@ -101,6 +107,47 @@ def test_emits_one_completed_event_with_counts_and_usage_for_all_batches(batch_e
     assert batch_emu.requests_to("/batches/*/results") == []
 
 
+def test_batches_of_known_creation_time_are_polled_through_the_list_never_downloading_results(batch_emu):
+    """GET /batches/{id} of a completed batch inlines every result row; the list endpoint never does."""
+    batches = submit_batches(2, n_requests=50)
+    created_at = {b.id: b.created_at for b in batches}
+
+    event = first_event(trigger_for(list(created_at), created_at=created_at))
+
+    assert event["status"] == "completed"
+    assert [b["completed"] for b in event["batches"]] == [50, 50]
+    assert batch_emu.requests_to("/batches/{id}", method="GET") == []  # not one GET /batches/{id}
+    lists = batch_emu.requests_to("/batches", method="GET")
+    assert lists and all(r.query["created_after"] and r.query["created_before"] for r in lists)
+
+
+def test_a_batch_the_list_does_not_show_is_read_by_id(batch_emu):
+    (batch,) = submit_batches()
+    created_at = {batch.id: batch.created_at + 10_000}  # a wrong window: the list cannot find it
+
+    assert first_event(trigger_for([batch.id], created_at=created_at))["status"] == "completed"
+    assert batch_emu.requests_to("/batches/{id}", method="GET")
+
+
+def test_every_poll_is_bounded_by_the_deadline_against_a_slow_server(batch_emu):
+    (batch_id,) = submit()
+    batch_emu.set_latency(4000)  # every answer takes 4 s
+    started = time.monotonic()
+
+    event = first_event(
+        OpenRouterBatchTrigger(batch_ids=[batch_id], poll_interval=0.05, deadline=time.time() + 0.5)
+    )
+
+    assert event["status"] == "timeout" and batch_id in event["reason"]
+    assert time.monotonic() - started < 4  # it gave up at its deadline, not when the server answered
+
+
+@pytest.mark.parametrize("interval", [0, -1, "30", None])
+def test_poll_interval_must_be_a_positive_number(interval):
+    with pytest.raises(OpenRouterConfigError, match="poll_interval must be a positive number"):
+        OpenRouterBatchTrigger(batch_ids=["b"], poll_interval=interval)
+
+
 def test_transient_poll_errors_are_tolerated(batch_emu, monkeypatch):
     for name, value in batch_emu.connection_env(max_retries=0).items():
         monkeypatch.setenv(name, value)
@@ -138,7 +185,20 @@ def test_a_batch_that_does_not_complete_gives_its_status_and_reason(batch_emu, o
 
     assert event["status"] == outcome
     assert f"{failed_id}: upstream trouble" in event["reason"]
-    assert BatchEvent.parse(event).status_of(completed_id) == "completed"
+    assert BatchEvent.from_payload(event).status_of(completed_id) == "completed"
+
+
+def test_a_batch_that_is_gone_for_good_ends_as_not_found(batch_emu):
+    (batch,) = submit_batches()
+    with OpenRouterHook() as hook:
+        while not hook.get_batch(batch.id).is_terminal:
+            time.sleep(0.05)
+        hook.delete_batch(batch.id)
+    # Created ten minutes ago as far as the trigger knows: past the read-after-write grace.
+    event = first_event(trigger_for([batch.id], created_at={batch.id: batch.created_at - 600}))
+
+    assert event["status"] == "not_found"
+    assert event["batches"][0]["status"] == "not_found" and "not found" in event["reason"]
 
 
 def test_on_kill_says_loudly_that_the_batches_keep_running(capsys):
@@ -146,90 +206,3 @@ def test_on_kill_says_loudly_that_the_batches_keep_running(capsys):
 
     out = capsys.readouterr().out
     assert "batch_9 keep running" in out and "billed" in out
-
-
-# --- the poll decision, without I/O ----------------------------------------------------------------
-
-
-def batch(batch_id: str, status: str, **fields: Any) -> Batch:
-    return Batch.model_validate({"id": batch_id, "status": status, **fields})
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_watch_waits_until_every_batch_is_finished_and_names_the_worst():
-    watch = BatchWatch(["a", "b", "c"])
-    watch.observe(batch("a", "completed"))
-    watch.observe(batch("b", "in_progress"))
-    assert watch.outcome() is None and watch.pending_ids() == ["b", "c"]
-
-    watch.observe(batch("b", "cancelled"))
-    watch.observe(batch("c", "expired", error={"message": "window passed"}))
-
-    event = watch.outcome()
-    assert event is not None and event["status"] == "expired"
-    assert "c: window passed" in event["reason"]
-
-
-def test_watch_treats_402_as_finished_with_results_withheld():
-    watch = BatchWatch(["a"])
-    watch.observe_error("a", OpenRouterPaymentRequiredError("no credits", status=402))
-
-    event = watch.outcome()
-    assert event is not None and event["status"] == "completed"
-    assert BatchEvent.parse(event).payment_required
-
-
-def test_watch_gives_up_on_a_404_only_after_the_grace_period():
-    clock = Clock()
-    watch = BatchWatch(["a"], not_found_grace_s=60, clock=clock)
-    watch.observe_error("a", OpenRouterNotFoundError("gone", status=404))
-    clock.now += 59
-    watch.observe_error("a", OpenRouterNotFoundError("gone", status=404))
-    assert watch.outcome() is None
-
-    clock.now += 2
-    watch.observe_error("a", OpenRouterNotFoundError("gone", status=404))
-    event = watch.outcome()
-    assert event is not None and event["status"] == "error"
-
-
-def test_watch_fails_at_once_on_an_error_that_waiting_will_not_fix():
-    watch = BatchWatch(["a"])
-    watch.observe_error("a", OpenRouterAuthenticationError("bad key", status=401))
-
-    event = watch.outcome()
-    assert event is not None and event["status"] == "error" and "bad key" in event["reason"]
-
-
-def test_watch_never_times_out_before_every_batch_was_polled():
-    clock = Clock()
-    watch = BatchWatch(["a", "b"], deadline=clock.now - 1, clock=clock)
-    assert watch.outcome() is None
-
-    watch.observe(batch("a", "in_progress"))
-    assert watch.outcome() is None
-    watch.observe_error("b", OpenRouterServerError("502", status=502))
-
-    event = watch.outcome()
-    assert event is not None and event["status"] == "timeout"
-
-
-def test_watch_resets_the_error_count_after_a_good_poll():
-    watch = BatchWatch(["a"], max_consecutive_errors=2)
-    for _ in range(3):
-        watch.observe_error("a", OpenRouterServerError("502", status=502))
-        watch.observe(batch("a", "in_progress"))
-    assert watch.outcome() is None
-
-
-@pytest.mark.parametrize("event", [None, {}, {"status": "success", "batches": []}, {"status": "completed"}])
-def test_a_missing_or_unknown_event_is_an_error_never_a_success(event):
-    with pytest.raises(Exception, match="batch trigger"):
-        BatchEvent.parse(event, batch_ids=["a"])

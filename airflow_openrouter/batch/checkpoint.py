@@ -17,10 +17,11 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
+from airflow_openrouter.batch.vocabulary import ANSWERED_ROW_STATUSES
+
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-DONE_STATUSES = frozenset({"succeeded", "invalid_output"})
 ROWS_PER_PART = 200
 SECONDS_PER_PART = 10.0
 
@@ -29,7 +30,7 @@ class Checkpoint:
     """The part files of one task run and one set of inputs.
 
     :param results_file: the run's final JSONL file; parts live in ``{results_file}.parts/``.
-    :param fingerprint: the inputs' fingerprint (see :class:`~airflow_openrouter.batch.submit.RequestSpool`).
+    :param fingerprint: the inputs' fingerprint (see :class:`~airflow_openrouter.batch.spool.RequestSpool`).
     :param run_key: the task run's key (:attr:`~airflow_openrouter.batch.state.TaskRunIdentity.key`): two
         runs writing to the same ``.jsonl`` file with the same inputs must not skip each other's items.
     """
@@ -40,7 +41,7 @@ class Checkpoint:
         self.done: set[str] = set()
         self.spent_usd = 0.0
         for row in self._rows(newest_first=False):
-            if row["status"] in DONE_STATUSES:
+            if row["status"] in ANSWERED_ROW_STATUSES:
                 self.done.add(row["custom_id"])
                 self.spent_usd += (row.get("usage") or {}).get("cost") or 0.0
 

@@ -1,0 +1,70 @@
+"""The one options object both engines take: what to send, to which model, within which limits, where to.
+
+The operator builds a :class:`JobOptions` once per try from its (rendered) arguments; the engines read
+nothing else of the operator's. Frozen: an engine cannot change what the next step sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_openrouter.batch.items import RequestBuilder
+    from airflow_openrouter.batch.state import TaskRunIdentity
+    from airflow_openrouter.schemas import OutputSpec
+
+__all__ = ["JobOptions", "Limits", "check_poll_interval"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much a run may do, and how much may go wrong.
+
+    :param max_failed_fraction: the share of items allowed not to succeed.
+    :param timeout: batch engine: seconds to wait for the batches (``None``: until they expire).
+    :param max_cost_usd: concurrent engine: start no new request once the billed cost reaches this.
+    :param max_concurrency: concurrent engine: requests in flight at most.
+    :param requests_per_minute: concurrent engine: cap on request starts.
+    """
+
+    max_failed_fraction: float = 0.0
+    timeout: float | None = None
+    max_cost_usd: float | None = None
+    max_concurrency: int = 16
+    requests_per_minute: float | None = None
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Everything an engine needs to run one task run's items.
+
+    :param model: the resolved model id.
+    :param provider: the user's provider routing preferences (``None``: OpenRouter's default).
+    :param requests: renders each item's request body (prompts and request parameters).
+    :param spec: what a reply must be; each output is validated against it.
+    :param identity: the task run, across tries (the unit that never pays twice).
+    :param results_file: where the rows go.
+    :param id_field: the item field that keys the rows.
+    """
+
+    model: str
+    provider: Mapping[str, Any] | None
+    requests: RequestBuilder
+    spec: OutputSpec
+    identity: TaskRunIdentity
+    results_file: ObjectStoragePath
+    id_field: str | None
+    limits: Limits
+
+
+def check_poll_interval(value: Any, name: str = "poll_interval") -> float:
+    """*value* as a positive number of seconds, or an error naming the argument."""
+    from airflow_openrouter.exceptions import OpenRouterConfigError
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise OpenRouterConfigError(f"{name} must be a positive number of seconds, got {value!r:.40}.")
+    return float(value)
