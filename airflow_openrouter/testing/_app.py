@@ -168,39 +168,56 @@ class _Api:
             created=int(state.clock.now()),
             violate_schema=fault is not None and fault.kind == "invalid_output",
         )
-        state.account.charge(outcome.cost)
-        state.account.record_generation(
-            outcome.generation_record(
-                streamed=request.stream,
-                latency_ms=(time.monotonic() - call.arrived) * 1000,
-                user_agent=call.request.headers.get("user-agent"),
-            )
+        record = outcome.generation_record(
+            streamed=request.stream,
+            latency_ms=(time.monotonic() - call.arrived) * 1000,
+            user_agent=call.request.headers.get("user-agent"),
         )
+        state.account.record_generation(record)
         headers = {"X-Generation-Id": outcome.id}
         if not request.stream:
+            # A generation is billed once generated, whether or not the client is still there to read
+            # the answer (after a read timeout, say): the latency above has already passed.
+            state.account.charge(outcome.cost)
             return JSONResponse(outcome.result(), headers=headers)
         stream_fault = fault if fault is not None and fault.kind != "invalid_output" else None
         return StreamingResponse(
-            self._sse(outcome, stream_fault),
+            self._sse(outcome, stream_fault, record),
             media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    async def _sse(self, outcome: ChatOutcome, fault: ChatFault | None) -> AsyncIterator[str]:
+    async def _sse(
+        self, outcome: ChatOutcome, fault: ChatFault | None, record: dict[str, Any]
+    ) -> AsyncIterator[str]:
+        """The events of a stream. It is billed for what it generated: all of it once the last chunk is
+        out, or, when the client disconnects first, the prompt and the chunks sent until then."""
         delay = self.state.token_delay_s
-        # Keep-alive comments come first, as OpenRouter sends them while the provider warms up.
-        yield PROCESSING_COMMENT
-        yield PROCESSING_COMMENT
-        for i, chunk in enumerate(outcome.stream_chunks(fault.after_tokens if fault else None)):
-            if delay and i:
-                await asyncio.sleep(delay)
-            yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
-        if fault is None:
-            yield DONE_EVENT
-        elif fault.kind == "stream_error":
-            message = "Provider returned error" if fault.status >= 500 else "Rate limit exceeded"
-            yield f"data: {json.dumps(outcome.error_chunk(fault.status, message), separators=(',', ':'))}\n\n"
-        # cut_stream: the response simply ends, without [DONE].
+        pieces_sent, billed = 0, False
+        try:
+            # Keep-alive comments come first, as OpenRouter sends them while the provider warms up.
+            yield PROCESSING_COMMENT
+            yield PROCESSING_COMMENT
+            for i, chunk in enumerate(outcome.stream_chunks(fault.after_tokens if fault else None)):
+                if delay and i:
+                    await asyncio.sleep(delay)
+                if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                    pieces_sent += 1
+                if not chunk["choices"]:  # the usage chunk: the generation is complete
+                    self.state.account.charge(outcome.cost)
+                    billed = True
+                yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+            if fault is None:
+                yield DONE_EVENT
+            elif fault.kind == "stream_error":
+                message = "Provider returned error" if fault.status >= 500 else "Rate limit exceeded"
+                yield f"data: {json.dumps(outcome.error_chunk(fault.status, message), separators=(',', ':'))}\n\n"
+            # cut_stream: the response simply ends, without [DONE].
+        finally:
+            if not billed:  # cut, failed, or the client went away: only what was generated so far
+                cost = outcome.cost_of_stream(pieces_sent)
+                self.state.account.charge(cost)
+                self.state.account.record_generation({**record, "total_cost": cost, "usage": cost})
 
     async def generation(self, call: _Call) -> Response:
         generation_id = call.request.query_params.get("id")
