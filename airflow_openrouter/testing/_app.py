@@ -24,15 +24,20 @@ from starlette.types import Receive, Scope, Send
 
 from ._batch_submit import check_payload_size, parse_submission
 from ._batches import parse_list_timestamp
-from ._catalogue import CATALOGUE
-from ._chat import DONE_EVENT, PROCESSING_COMMENT, ChatOutcome, run_chat
+from ._catalogue import CATALOGUE, ModelSpec
+from ._chat import DONE_EVENT, PROCESSING_COMMENT, ChatOutcome, generation_id, run_chat
+from ._embedding_models import EMBEDDING_CATALOGUE, EmbeddingModelSpec
+from ._embeddings import parse_embedding_request, run_embeddings
 from ._errors import ApiError, error_envelope, error_type_for
 from ._faults import ChatFault, HttpFault
+from ._generations import Caller
 from ._journal import Headers, RecordedRequest
 from ._routes import relative_route
 from ._state import EmulatorState
 from ._validation import parse_chat_request
 
+_NO_CREDITS = "Insufficient credits. Add more using https://openrouter.ai/settings/credits"
+_MODEL_LIST_QUERY = "offset must be a non-negative integer and limit an integer between 1 and 1000."
 _NON_JSON_BODY = (
     b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
 )
@@ -54,6 +59,8 @@ def build_app(state: EmulatorState) -> Starlette:
     api = _Api(state)
     routes = [
         Route("/api/v1/chat/completions", api.gate(api.chat_completions), methods=["POST"]),
+        Route("/api/v1/embeddings", api.gate(api.embeddings), methods=["POST"]),
+        Route("/api/v1/embeddings/models", api.gate(api.list_embedding_models, public=True), methods=["GET"]),
         Route("/api/v1/models", api.gate(api.list_models, public=True), methods=["GET"]),
         Route("/api/v1/models/{author}/{slug}/endpoints", api.gate(api.model_endpoints), methods=["GET"]),
         Route("/api/v1/key", api.gate(api.key), methods=["GET"]),
@@ -160,8 +167,9 @@ class _Api:
     async def chat_completions(self, call: _Call) -> Response:
         state = self.state
         request = parse_chat_request(call.body)
+        caller = Caller.of(request.attribution, call.request.headers)
         if state.account.remaining <= 0:
-            raise ApiError(402, "Insufficient credits. Add more using https://openrouter.ai/settings/credits")
+            raise ApiError(402, _NO_CREDITS)
         fault = state.faults.take_chat(streaming=request.stream, json_schema=request.json_schema is not None)
         outcome = run_chat(
             request,
@@ -171,7 +179,7 @@ class _Api:
         record = outcome.generation_record(
             streamed=request.stream,
             latency_ms=(time.monotonic() - call.arrived) * 1000,
-            user_agent=call.request.headers.get("user-agent"),
+            caller=caller,
         )
         state.account.record_generation(record)
         headers = {"X-Generation-Id": outcome.id}
@@ -228,16 +236,43 @@ class _Api:
             raise ApiError(404, f"Generation {generation_id} not found")
         return JSONResponse({"data": record})
 
+    # -- embeddings --------------------------------------------------------------------------------
+
+    async def embeddings(self, call: _Call) -> Response:
+        state = self.state
+        request = parse_embedding_request(call.body)
+        caller = Caller.of(request.attribution, call.request.headers)
+        if state.account.remaining <= 0:
+            raise ApiError(402, _NO_CREDITS)
+        created = int(state.clock.now())
+        outcome = run_embeddings(request, created=created, outcome_id=generation_id(created))
+        body = outcome.result()
+        # Billed once generated, like a non-streamed chat completion.
+        state.account.charge(outcome.cost)
+        latency_ms = (time.monotonic() - call.arrived) * 1000
+        state.account.record_generation(outcome.generation_record(latency_ms=latency_ms, caller=caller))
+        return JSONResponse(body, headers={"X-Generation-Id": outcome.id})
+
     # -- models and account ------------------------------------------------------------------------
 
     async def list_models(self, call: _Call) -> Response:
-        models = [spec.to_json() for spec in CATALOGUE.values()]
-        return JSONResponse({"data": models, "total_count": len(models), "links": {"next": None}})
+        """Chat models by default; ``output_modalities=embeddings`` (or ``all``) as the real API."""
+        wanted = set(call.request.query_params.get("output_modalities", "text").split(","))
+        specs: list[Any] = []
+        if wanted & {"text", "all"}:
+            specs += CATALOGUE.values()
+        if wanted & {"embeddings", "all"}:
+            specs += EMBEDDING_CATALOGUE.values()
+        return _model_page(call.request, specs)
+
+    async def list_embedding_models(self, call: _Call) -> Response:
+        return _model_page(call.request, list(EMBEDDING_CATALOGUE.values()))
 
     async def model_endpoints(self, call: _Call) -> Response:
         params = call.request.path_params
         model_id = f"{params['author']}/{params['slug']}"
-        matches = [spec for spec in CATALOGUE.values() if model_id in (spec.id, spec.id.split(":")[0])]
+        specs: list[ModelSpec | EmbeddingModelSpec] = [*CATALOGUE.values(), *EMBEDDING_CATALOGUE.values()]
+        matches = [spec for spec in specs if model_id in (spec.id, spec.id.split(":")[0])]
         if not matches:
             raise ApiError(404, f"Model {model_id} not found")
         return JSONResponse({"data": matches[0].endpoints_json()})
@@ -285,6 +320,16 @@ class _Api:
         )
         cursor = call.request.query_params.get("cursor")
         return JSONResponse(self.state.batches.results_page(call.request.path_params["id"], limit, cursor))
+
+
+def _model_page(request: Request, specs: list[Any]) -> Response:
+    """A ``ModelsListResponse``: the whole list unless ``offset`` or ``limit`` is given."""
+    offset = _int_param(request, "offset", 0, 0, 1 << 31, _MODEL_LIST_QUERY)
+    limit = _int_param(request, "limit", len(specs) or 1, 1, 1000, _MODEL_LIST_QUERY)
+    page = [spec.to_json() for spec in specs[offset : offset + limit]]
+    end = offset + len(page)
+    following = f"{request.url.path}?offset={end}&limit={limit}" if end < len(specs) else None
+    return JSONResponse({"data": page, "total_count": len(specs), "links": {"next": following}})
 
 
 def _parse_json(raw: bytes) -> Any:
