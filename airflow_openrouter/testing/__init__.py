@@ -52,7 +52,8 @@ loads it in every test run); they are imported when an emulator starts.
 
 from __future__ import annotations
 
+from ._attribution import Attribution
 from ._emulator import DEFAULT_API_KEY, OpenRouterEmulator
 from ._journal import RecordedRequest
 
-__all__ = ["DEFAULT_API_KEY", "OpenRouterEmulator", "RecordedRequest"]
+__all__ = ["DEFAULT_API_KEY", "Attribution", "OpenRouterEmulator", "RecordedRequest"]

@@ -24,6 +24,11 @@ class Account:
         self._free_requests = 0
 
     @property
+    def usage(self) -> float:
+        with self._lock:
+            return round(self._usage, 12)
+
+    @property
     def remaining(self) -> float:
         with self._lock:
             return self._total_credits - self._usage

@@ -124,6 +124,16 @@ class OpenRouterEmulator:
     def clear_requests(self) -> None:
         self._state.journal.clear()
 
+    def generation(self, generation_id: str) -> dict[str, Any] | None:
+        """What ``GET /generation?id=`` answers as ``data`` (``None``: unknown id), without a request."""
+        return self._state.account.generation(generation_id)
+
+    @property
+    def billed_usd(self) -> float:
+        """Everything billed so far: generations, and batches once they are seen completed."""
+        self._state.batches.settle_all()
+        return self._state.account.usage
+
     # -- clock, credits, latency -----------------------------------------------------------------
 
     def advance(self, seconds: float) -> None:

@@ -1,5 +1,10 @@
 """Every request the emulator receives, for tests to assert on.
 
+Besides method, path, query, headers and the parsed JSON body, a recorded request says who sent it:
+``attribution`` is the ``user``, ``session_id`` (the body's, else the ``x-session-id`` header's) and
+``metadata`` of a chat or embeddings request, and ``item_attributions`` the same for each request body of
+a batch submission, keyed by ``custom_id``. Both show what was *sent*, valid or not.
+
 The journal keeps headers as received, so a test can check which key was sent
 (``headers["authorization"]``), but never *shows* a credential: the ``repr`` of a recorded request and
 of its headers prints ``Authorization`` as ``Bearer sk-or-v1-abc...xyz`` (the masked label OpenRouter
@@ -13,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._account import key_label
+from ._attribution import SESSION_HEADER, Attribution
 from ._routes import relative_route, route_matches
 
 # Header values that carry a credential (lower-case names).
@@ -52,6 +58,21 @@ class RecordedRequest:
         if not isinstance(self.headers, Headers):
             object.__setattr__(self, "headers", Headers(self.headers))
 
+    @property
+    def attribution(self) -> Attribution:
+        """The attribution fields of a chat or embeddings body (all ``None`` when absent)."""
+        return _attribution_of(self.body, self.headers.get(SESSION_HEADER))
+
+    @property
+    def item_attributions(self) -> dict[str, Attribution]:
+        """For a batch submission: each request body's attribution, by ``custom_id``."""
+        requests = self.body.get("requests") if isinstance(self.body, dict) else None
+        return {
+            str(item.get("custom_id")): _attribution_of(item.get("body"), None)
+            for item in requests or ()
+            if isinstance(item, dict)
+        }
+
     def __repr__(self) -> str:
         return (
             f"RecordedRequest(method={self.method!r}, path={self.path!r}, query={self.query!r}, "
@@ -59,6 +80,17 @@ class RecordedRequest:
         )
 
     __str__ = __repr__
+
+
+def _attribution_of(body: Any, session_header: str | None) -> Attribution:
+    if not isinstance(body, dict):
+        return Attribution(session_id=session_header)
+    session = body.get("session_id")
+    return Attribution(
+        user=body.get("user"),
+        session_id=session if session is not None else session_header,
+        metadata=body.get("metadata"),
+    )
 
 
 class Journal:
