@@ -13,7 +13,9 @@ itself shows), so a failing assertion that prints the journal does not print the
 
 from __future__ import annotations
 
+import bisect
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,15 +96,23 @@ def _attribution_of(body: Any, session_header: str | None) -> Attribution:
 
 
 class Journal:
-    def __init__(self) -> None:
+    def __init__(self, on_read: Callable[[], None] | None = None) -> None:
+        """``on_read`` is called before every read (it collects what worker processes recorded)."""
         self._lock = threading.Lock()
         self._entries: list[RecordedRequest] = []
+        self._on_read = on_read or (lambda: None)
 
     def record(self, entry: RecordedRequest) -> None:
         with self._lock:
             self._entries.append(entry)
 
+    def record_elsewhere(self, entry: RecordedRequest) -> None:
+        """An entry a worker process recorded: placed by arrival time among the others."""
+        with self._lock:
+            bisect.insort(self._entries, entry, key=lambda e: e.at)
+
     def snapshot(self) -> list[RecordedRequest]:
+        self._on_read()
         with self._lock:
             return list(self._entries)
 
