@@ -4,6 +4,12 @@ The gate, in order: record the request in the journal, sleep the configured late
 bearer key, apply the oldest matching queued HTTP fault, then run the handler and turn ``ApiError``
 into the OpenRouter error envelope. Batch routes are served under ``/api/v1`` and the beta prefix
 ``/api/beta``.
+
+Chat completions and embeddings instead do their work *during* the latency: the gate checks the key
+and the faults at arrival, the handler builds the answer, then waits until the latency since arrival
+has passed, and only then bills and answers. The latency is the time the generation takes, whatever
+the emulator's own processing (so 512 requests arriving at once under a 500 ms latency are answered
+after 500 ms, not 500 ms plus a queue), and a generation is still billed only once it is done.
 """
 
 from __future__ import annotations
@@ -50,6 +56,17 @@ class _Call:
     body: Any  # parsed JSON, None if empty or invalid
     api_key: str
     arrived: float  # time.monotonic() at arrival, for latency stats
+    due: float = 0.0  # time.monotonic() when the answer is due: arrival plus the configured latency
+
+    async def latency(self) -> None:
+        """Wait until the answer is due (at once if it already is)."""
+        await _until(self.due)
+
+
+async def _until(due: float) -> None:
+    remaining = due - time.monotonic()
+    if remaining > 0:
+        await asyncio.sleep(remaining)
 
 
 Handler = Callable[[_Call], Awaitable[Response]]
@@ -58,8 +75,12 @@ Handler = Callable[[_Call], Awaitable[Response]]
 def build_app(state: EmulatorState) -> Starlette:
     api = _Api(state)
     routes = [
-        Route("/api/v1/chat/completions", api.gate(api.chat_completions), methods=["POST"]),
-        Route("/api/v1/embeddings", api.gate(api.embeddings), methods=["POST"]),
+        Route(
+            "/api/v1/chat/completions",
+            api.gate(api.chat_completions, works_during_latency=True),
+            methods=["POST"],
+        ),
+        Route("/api/v1/embeddings", api.gate(api.embeddings, works_during_latency=True), methods=["POST"]),
         Route("/api/v1/embeddings/models", api.gate(api.list_embedding_models, public=True), methods=["GET"]),
         Route("/api/v1/models", api.gate(api.list_models, public=True), methods=["GET"]),
         Route("/api/v1/models/{author}/{slug}/endpoints", api.gate(api.model_endpoints), methods=["GET"]),
@@ -112,7 +133,16 @@ class _Api:
 
     # -- the gate --------------------------------------------------------------------------------
 
-    def gate(self, handler: Handler, *, public: bool = False, streamed_body: bool = False) -> Any:
+    def gate(
+        self,
+        handler: Handler,
+        *,
+        public: bool = False,
+        streamed_body: bool = False,
+        works_during_latency: bool = False,
+    ) -> Any:
+        """``works_during_latency``: the handler runs at arrival and awaits ``call.latency()`` itself
+        (before billing); every answer of the route still leaves once the latency has passed."""
         state = self.state
 
         async def endpoint(request: Request) -> Response:
@@ -137,15 +167,20 @@ class _Api:
                 )
             )
             delay = state.latency.sample_seconds()
-            if delay:
+            due = arrived + delay
+            if delay and not works_during_latency:
                 await asyncio.sleep(delay)
             try:
                 api_key = self._authenticate(request, public)
                 fault = state.faults.take_http(route, request.method)
                 if fault is not None:
+                    await _until(due)
                     return _fault_response(fault)
-                return await handler(_Call(request, raw, body, api_key, arrived))
+                response = await handler(_Call(request, raw, body, api_key, arrived, due))
+                await _until(due)
+                return response
             except ApiError as exc:
+                await _until(due)
                 return _error_response(exc)
 
         return endpoint
@@ -176,6 +211,7 @@ class _Api:
             created=int(state.clock.now()),
             violate_schema=fault is not None and fault.kind == "invalid_output",
         )
+        await call.latency()  # the generation takes the configured latency
         record = outcome.generation_record(
             streamed=request.stream,
             latency_ms=(time.monotonic() - call.arrived) * 1000,
@@ -247,6 +283,7 @@ class _Api:
         created = int(state.clock.now())
         outcome = run_embeddings(request, created=created, outcome_id=generation_id(created))
         body = outcome.result()
+        await call.latency()  # the generation takes the configured latency
         # Billed once generated, like a non-streamed chat completion.
         state.account.charge(outcome.cost)
         latency_ms = (time.monotonic() - call.arrived) * 1000

@@ -22,7 +22,8 @@ _TOKEN_PIECES = re.compile(r"\S+\s*|\s+")
 
 
 def generation_id(created: int) -> str:
-    return f"gen-{created}-{''.join(secrets.choice(_ID_ALPHABET) for _ in range(20))}"
+    # 20 random alphanumerics from one urandom read (secrets.choice per character cost 50 us a request).
+    return f"gen-{created}-{''.join(_ID_ALPHABET[byte % 62] for byte in secrets.token_bytes(20))}"
 
 
 @dataclass(frozen=True)

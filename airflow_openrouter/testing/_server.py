@@ -64,6 +64,7 @@ def uvicorn_server(app: Any) -> Any:
         log_level="warning",
         access_log=False,
         lifespan="off",
+        proxy_headers=False,  # a local server: no X-Forwarded-* to trust, and a middleware less per request
         limit_concurrency=None,
         backlog=4096,
         timeout_keep_alive=30,
