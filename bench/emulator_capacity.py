@@ -149,7 +149,7 @@ def run(*, quick: bool, peers_python: Any = None) -> list[Row]:
         _capacity_row(BULK, 1, _measure(1, 0, BULK.in_flight, seconds)),
         _capacity_row(BULK, WORKERS, _measure(WORKERS, 0, BULK.in_flight, seconds)),
     ]
-    served = _measure(WORKERS, BULK.latency_s * 1000, BULK.in_flight, max(seconds, 3.0))
+    served = _measure(WORKERS, BULK.latency_s * 1000, BULK.in_flight, seconds)
     added_p99 = (served["p99_s"] or 0) - BULK.latency_s
     rows.append(
         Row(
