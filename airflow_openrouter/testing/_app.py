@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from ._attribution import Attribution
 from ._batch_submit import check_payload_size, parse_submission
 from ._batches import parse_list_timestamp
 from ._catalogue import CATALOGUE, ModelSpec
@@ -197,14 +198,19 @@ class _Api:
             raise ApiError(401, "User not found.")
         return key
 
+    def _admit(self, call: _Call, attribution: Attribution) -> Caller:
+        """Who asks for a generation (its session header checked too); 402 when the account is empty."""
+        caller = Caller.of(attribution, call.request.headers)
+        if self.state.account.remaining <= 0:
+            raise ApiError(402, _NO_CREDITS)
+        return caller
+
     # -- chat --------------------------------------------------------------------------------------
 
     async def chat_completions(self, call: _Call) -> Response:
         state = self.state
         request = parse_chat_request(call.body)
-        caller = Caller.of(request.attribution, call.request.headers)
-        if state.account.remaining <= 0:
-            raise ApiError(402, _NO_CREDITS)
+        caller = self._admit(call, request.attribution)
         fault = state.faults.take_chat(streaming=request.stream, json_schema=request.json_schema is not None)
         outcome = run_chat(
             request,
@@ -277,9 +283,7 @@ class _Api:
     async def embeddings(self, call: _Call) -> Response:
         state = self.state
         request = parse_embedding_request(call.body)
-        caller = Caller.of(request.attribution, call.request.headers)
-        if state.account.remaining <= 0:
-            raise ApiError(402, _NO_CREDITS)
+        caller = self._admit(call, request.attribution)
         created = int(state.clock.now())
         outcome = run_embeddings(request, created=created, outcome_id=generation_id(created))
         body = outcome.result()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from ._errors import ApiError
 
@@ -133,44 +134,57 @@ class ModelSpec:
 
     def endpoints_json(self) -> dict:
         """The ``data`` object of ``GET /models/{author}/{slug}/endpoints`` (one endpoint per model)."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "created": self.created,
-            "description": f"{self.name}, served by the local OpenRouter emulator.",
-            "architecture": self.architecture(),
-            "endpoints": [
-                {
-                    "name": f"{self.provider} | {self.id}",
-                    "model_id": self.id,
-                    "model_name": self.name,
-                    "provider_name": self.provider,
-                    "tag": self.provider.lower().replace(" ", "-"),
-                    "context_length": self.context_length,
-                    "max_completion_tokens": self.max_completion_tokens,
-                    "max_prompt_tokens": None,
-                    "pricing": self.pricing,
-                    "quantization": None,
-                    "status": 0,
-                    "supported_parameters": self.supported_parameters,
-                    "uptime_last_30m": 100.0,
-                    "uptime_last_5m": 100.0,
-                    "uptime_last_1d": 100.0,
-                    "latency_last_30m": None,
-                    "throughput_last_30m": None,
-                    "supports_implicit_caching": False,
-                    "supports_diarization": False,
-                    "supports_tool_choice": {
-                        "auto": self.tools,
-                        "function": self.tools,
-                        "none": self.tools,
-                        "required": self.tools,
-                    },
-                    "native_tools": {},
-                    "service_tier": None,
-                }
-            ],
-        }
+        return endpoints_page(
+            self,
+            description=f"{self.name}, served by the local OpenRouter emulator.",
+            max_completion_tokens=self.max_completion_tokens,
+            supported_parameters=self.supported_parameters,
+            tools=self.tools,
+        )
+
+
+def endpoints_page(
+    spec: Any,
+    *,
+    description: str,
+    max_completion_tokens: int | None,
+    supported_parameters: list[str],
+    tools: bool,
+) -> dict:
+    """``GET /models/{author}/{slug}/endpoints`` for a chat or embedding model served by one provider."""
+    return {
+        "id": spec.id,
+        "name": spec.name,
+        "created": spec.created,
+        "description": description,
+        "architecture": spec.architecture(),
+        "endpoints": [
+            {
+                "name": f"{spec.provider} | {spec.id}",
+                "model_id": spec.id,
+                "model_name": spec.name,
+                "provider_name": spec.provider,
+                "tag": spec.provider.lower().replace(" ", "-"),
+                "context_length": spec.context_length,
+                "max_completion_tokens": max_completion_tokens,
+                "max_prompt_tokens": None,
+                "pricing": spec.pricing,
+                "quantization": None,
+                "status": 0,
+                "supported_parameters": supported_parameters,
+                "uptime_last_30m": 100.0,
+                "uptime_last_5m": 100.0,
+                "uptime_last_1d": 100.0,
+                "latency_last_30m": None,
+                "throughput_last_30m": None,
+                "supports_implicit_caching": False,
+                "supports_diarization": False,
+                "supports_tool_choice": {"auto": tools, "function": tools, "none": tools, "required": tools},
+                "native_tools": {},
+                "service_tier": None,
+            }
+        ],
+    }
 
 
 def price_text(value: Decimal) -> str:

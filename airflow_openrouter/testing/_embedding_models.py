@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from ._catalogue import BATCH_DISCOUNT, per_million, price_text
+from ._catalogue import BATCH_DISCOUNT, endpoints_page, per_million, price_text
 from ._errors import ApiError
 
 
@@ -113,44 +113,13 @@ class EmbeddingModelSpec:
 
     def endpoints_json(self) -> dict:
         """The ``data`` of ``GET /models/{author}/{slug}/endpoints`` for this model."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "created": self.created,
-            "description": self.description,
-            "architecture": self.architecture(),
-            "endpoints": [
-                {
-                    "name": f"{self.provider} | {self.id}",
-                    "model_id": self.id,
-                    "model_name": self.name,
-                    "provider_name": self.provider,
-                    "tag": self.provider.lower().replace(" ", "-"),
-                    "context_length": self.context_length,
-                    "max_completion_tokens": None,
-                    "max_prompt_tokens": None,
-                    "pricing": self.pricing,
-                    "quantization": None,
-                    "status": 0,
-                    "supported_parameters": [],
-                    "uptime_last_30m": 100.0,
-                    "uptime_last_5m": 100.0,
-                    "uptime_last_1d": 100.0,
-                    "latency_last_30m": None,
-                    "throughput_last_30m": None,
-                    "supports_implicit_caching": False,
-                    "supports_diarization": False,
-                    "supports_tool_choice": {
-                        "auto": False,
-                        "function": False,
-                        "none": False,
-                        "required": False,
-                    },
-                    "native_tools": {},
-                    "service_tier": None,
-                }
-            ],
-        }
+        return endpoints_page(
+            self,
+            description=self.description,
+            max_completion_tokens=None,
+            supported_parameters=[],
+            tools=False,
+        )
 
 
 EMBEDDING_CATALOGUE: dict[str, EmbeddingModelSpec] = {

@@ -13,7 +13,7 @@ batches. What stays exact with workers:
 * latency, token delay, the clock (also a manual one) and credits set on the emulator reach every worker;
 * faults: while any HTTP or chat fault is queued, workers relay every request to the main process, so
   faults are consumed in order and exactly once. A fault applies to requests that arrive after it was
-  queued (with one process, also to one already waiting out its latency).
+  queued.
 
 Workers are separate interpreters started with ``python -m`` (not ``multiprocessing``), so nothing of
 the caller's ``__main__`` runs again in them; each costs about 0.2 s to start and 30 MB.

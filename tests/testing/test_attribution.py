@@ -4,25 +4,20 @@ tests in the journal (also for each request body of a batch submission)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
 from airflow_openrouter.testing import Attribution, OpenRouterEmulator
 
-from . import sdk_oracle
 from .helpers import MODEL, batch_body, submit, user
 
 METADATA = {"dag_id": "nightly", "task_id": "summarize", "run_id": "scheduled__2026-12-01", "map_index": "3"}
 
 
 @pytest.fixture
-def client(emu: OpenRouterEmulator) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {emu.api_key}"}
-    hooks = {"response": [sdk_oracle.check_response]}
-    with httpx.Client(base_url=emu.base_url, headers=headers, timeout=10, event_hooks=hooks) as http:
-        yield http
+def client(checked_client: httpx.Client) -> httpx.Client:
+    """Every JSON answer of this module is checked against the SDK models."""
+    return checked_client
 
 
 def chat(client: httpx.Client, headers: dict[str, str] | None = None, **body: object) -> httpx.Response:

@@ -11,7 +11,6 @@ receives is also validated, strictly, with the ``openrouter`` (and for chat the 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -30,12 +29,9 @@ TOOL = {
 
 
 @pytest.fixture
-def client(emu: OpenRouterEmulator) -> Iterator[httpx.Client]:
-    """The authenticated client, with every JSON answer checked against the SDK models."""
-    headers = {"Authorization": f"Bearer {emu.api_key}"}
-    hooks = {"response": [sdk_oracle.check_response]}
-    with httpx.Client(base_url=emu.base_url, headers=headers, timeout=10, event_hooks=hooks) as http:
-        yield http
+def client(checked_client: httpx.Client) -> httpx.Client:
+    """Every JSON answer of this module is checked against the SDK models."""
+    return checked_client
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ checked with the SDK models (``sdk_oracle``)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +13,6 @@ import pytest
 
 from airflow_openrouter.testing import OpenRouterEmulator
 
-from . import sdk_oracle
 from .helpers import submit
 
 SMALL = "openai/text-embedding-3-small"
@@ -22,11 +20,9 @@ TEXTS = ["Quarterly revenue grew", "Churn fell in the north", "A note on sourdou
 
 
 @pytest.fixture
-def client(emu: OpenRouterEmulator) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {emu.api_key}"}
-    hooks = {"response": [sdk_oracle.check_response]}
-    with httpx.Client(base_url=emu.base_url, headers=headers, timeout=30, event_hooks=hooks) as http:
-        yield http
+def client(checked_client: httpx.Client) -> httpx.Client:
+    """Every JSON answer of this module is checked against the SDK models."""
+    return checked_client
 
 
 def embeddings_batch(bodies: list[dict[str, Any]], model: str = SMALL, **top: Any) -> dict[str, Any]:

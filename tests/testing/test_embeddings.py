@@ -7,7 +7,6 @@ from __future__ import annotations
 import array
 import base64
 import math
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -15,8 +14,6 @@ import httpx
 import pytest
 
 from airflow_openrouter.testing import OpenRouterEmulator
-
-from . import sdk_oracle
 
 SMALL = "openai/text-embedding-3-small"
 NATIVE = {
@@ -34,11 +31,9 @@ DOCS = [
 
 
 @pytest.fixture
-def client(emu: OpenRouterEmulator) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {emu.api_key}"}
-    hooks = {"response": [sdk_oracle.check_response]}
-    with httpx.Client(base_url=emu.base_url, headers=headers, timeout=30, event_hooks=hooks) as http:
-        yield http
+def client(checked_client: httpx.Client) -> httpx.Client:
+    """Every JSON answer of this module is checked against the SDK models."""
+    return checked_client
 
 
 def embed(client: httpx.Client, input: Any, model: str = SMALL, **body: Any) -> httpx.Response:
