@@ -56,7 +56,9 @@ class _Emulator(EmulatorProcess):
 
 def _request(base_url: str, api_key: str) -> bytes:
     url = urlsplit(base_url)
-    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Classify item 7."}]}).encode()
+    body = json.dumps(
+        {"model": MODEL, "messages": [{"role": "user", "content": "Classify item 7."}]}
+    ).encode()
     head = (
         f"POST {url.path}/chat/completions HTTP/1.1\r\nHost: {url.netloc}\r\n"
         f"Authorization: Bearer {api_key}\r\nContent-Type: application/json\r\n"
