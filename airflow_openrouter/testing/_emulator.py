@@ -53,8 +53,8 @@ class OpenRouterEmulator:
 
         ``workers`` > 1 serves chat completions, embeddings and the model lists from that many
         processes sharing the port, for load tests where one process would be the bottleneck. Spend,
-        credits, the journal, generations, settings and faults stay exact (see ``_workers``); Linux
-        and macOS only (``SO_REUSEPORT``).
+        credits, the journal, generations, settings and faults stay exact (see ``_workers``). Needs
+        ``SO_REUSEPORT``, which spreads connections over the processes on Linux.
         """
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive integer (got {workers!r})")
