@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["DEFAULT_BASE_URL", "__version__", "get_provider_info"]
+
 __version__ = "0.1.0"
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
@@ -9,6 +11,10 @@ DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 
 def get_provider_info() -> dict:
     """Describe the provider to Airflow's providers manager (entry point ``apache_airflow_provider``)."""
+    # The connection's defaults are written once, in ClientSettings (a light import: no httpx).
+    from airflow_openrouter._transport.settings import DEADLINE_FACTOR, connection_defaults
+
+    defaults = connection_defaults()
     return {
         "package-name": "airflow-openrouter",
         "name": "OpenRouter",
@@ -71,17 +77,33 @@ def get_provider_info() -> dict:
                     },
                     "timeout": {
                         "label": "Request timeout (s)",
-                        "description": "Read timeout of one HTTP request.",
-                        "schema": {"type": ["number", "null"], "minimum": 1, "default": 120},
+                        "description": "Read timeout: the longest wait for the next bytes of an answer "
+                        "(for a stream, between two chunks).",
+                        "schema": {"type": ["number", "null"], "minimum": 1, "default": defaults["timeout"]},
+                    },
+                    "request_deadline": {
+                        "label": "Request deadline (s)",
+                        "description": "The most one attempt may take in all, first byte sent to last byte "
+                        f"received (for a stream, its end). Empty: {DEADLINE_FACTOR} times the timeout.",
+                        "schema": {"type": ["number", "null"], "minimum": 1},
                     },
                     "connect_timeout": {
                         "label": "Connect timeout (s)",
-                        "schema": {"type": ["number", "null"], "minimum": 0.1, "default": 10},
+                        "schema": {
+                            "type": ["number", "null"],
+                            "minimum": 0.1,
+                            "default": defaults["connect_timeout"],
+                        },
                     },
                     "max_retries": {
                         "label": "Max retries",
-                        "description": "Retries of a retryable failure (429, 5xx, timeouts), after the first try.",
-                        "schema": {"type": ["integer", "null"], "minimum": 0, "default": 4},
+                        "description": "Retries of a retryable failure (429, 5xx, connection errors), after "
+                        "the first try. A chat completion that was sent but got no answer is not retried.",
+                        "schema": {
+                            "type": ["integer", "null"],
+                            "minimum": 0,
+                            "default": defaults["max_retries"],
+                        },
                     },
                 },
             }

@@ -68,3 +68,30 @@ async def mask_secret_async(secret: str) -> None:
         await sdk_log.amask_secret(secret)
     else:  # the sync call may talk to the supervisor: keep it off the loop (see above)
         await sync_to_async(sdk_log.mask_secret)(secret)
+
+
+def in_task_process() -> bool:
+    """Whether this process runs a task (or a trigger) under an Airflow supervisor.
+
+    There, connections come from the API server; anywhere else (a notebook, a script, pytest) Airflow's
+    own lookup reads only environment variables and the configured secrets backend, on 3.1 to 3.3.
+    """
+    try:
+        from airflow.sdk.execution_time import task_runner
+    except ImportError:
+        return False
+    return getattr(task_runner, "SUPERVISOR_COMMS", None) is not None
+
+
+def metadata_db_connection(conn_id: str) -> Any:
+    """The connection ``conn_id`` read straight from the metadata database, or ``None`` when it is not
+    there. Raises whatever the database raises when it cannot be read (not configured, not migrated)."""
+    from airflow.secrets.metastore import MetastoreBackend
+
+    return MetastoreBackend().get_connection(conn_id)
+
+
+def secrets_backend_name() -> str | None:
+    """The ``[secrets] backend`` class configured, if any."""
+    backend = __getattr__("conf").get("secrets", "backend", fallback="")
+    return backend or None

@@ -1,7 +1,10 @@
 """Server-sent events of a streamed chat completion, and their assembly into one completion.
 
 Decoding (:class:`SSEDecoder`) and assembly (:class:`StreamAccumulator`) are shared by the sync and the
-async stream; each stream class only drives the loop over the HTTP response's lines.
+async stream; each stream class only drives the loop over the HTTP response's lines. The transport opens
+a stream (``SyncTransport.stream``); reading it stays bounded by the attempt's ``request_deadline``, which
+covers the whole stream, first byte to ``[DONE]``, while the read ``timeout`` is the longest silence
+between two chunks.
 """
 
 from __future__ import annotations
@@ -10,19 +13,20 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from airflow_openrouter._transport import (
-    Call,
-    ClientSettings,
-    error_from_transport,
-    in_band_error,
-    log_answer,
-)
+from airflow_openrouter._transport.errors import error_from_transport, in_band_error
 from airflow_openrouter.exceptions import OpenRouterConnectionError, OpenRouterServerError
 from airflow_openrouter.types import ChatCompletion, ChatCompletionChunk, Choice, Message, ToolCall, Usage
+
+if TYPE_CHECKING:
+    from airflow_openrouter._transport.calls import Call
+    from airflow_openrouter._transport.settings import ClientSettings
+    from airflow_openrouter._transport.sockets import Deadline
+
+__all__ = ["AsyncChatStream", "ChatStream"]
 
 DONE = object()
 
@@ -133,10 +137,13 @@ class StreamAccumulator:
 
 
 class _BaseStream:
-    def __init__(self, response: httpx.Response, settings: ClientSettings, call: Call[Any]) -> None:
+    def __init__(
+        self, response: httpx.Response, settings: ClientSettings, call: Call[Any], deadline: Deadline
+    ) -> None:
         self._response = response
         self._settings = settings
         self._call = call
+        self._deadline = deadline
         self._accumulator = StreamAccumulator(settings.conn_id)
         self._decoder = SSEDecoder()
         self._closed = threading.Event()
@@ -158,7 +165,7 @@ class _BaseStream:
                 return None
             if payload is DONE:
                 self._accumulator.done = True
-                log_answer(self._call, self._response.status_code, self._started, self.completion())
+                self._call.log_answer(self._response.status_code, self._started, self.completion())
                 return None
             return self._accumulator.add(payload)
         except ValueError:  # not JSON, or not a chunk (pydantic's ValidationError is a ValueError)
@@ -181,7 +188,7 @@ class _BaseStream:
     def _on_transport_error(self, exc: httpx.TransportError) -> Exception:
         if self._closed.is_set():
             return OpenRouterConnectionError("The stream was closed by the client.")
-        return error_from_transport(exc, self._call, self._settings)
+        return error_from_transport(exc, self._call, self._settings, self._deadline)
 
 
 class ChatStream(_BaseStream):
@@ -192,8 +199,13 @@ class ChatStream(_BaseStream):
     """
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
+        lines = self._response.iter_lines()
         try:
-            for line in self._response.iter_lines():
+            while True:
+                with self._deadline:  # the deadline bounds every read of the stream, not only its start
+                    line = next(lines, None)
+                if line is None:
+                    break
                 chunk = self._on_line(line)
                 if chunk is not None:
                     yield chunk
@@ -224,8 +236,13 @@ class AsyncChatStream(_BaseStream):
     """Async twin of :class:`ChatStream`."""
 
     async def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+        lines = self._response.aiter_lines()
         try:
-            async for line in self._response.aiter_lines():
+            while True:
+                with self._deadline:
+                    line = await anext(lines, None)
+                if line is None:
+                    break
                 chunk = self._on_line(line)
                 if chunk is not None:
                     yield chunk

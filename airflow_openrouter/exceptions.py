@@ -14,6 +14,7 @@
     │   ├── OpenRouterConflictError         409: e.g. deleting a batch that still runs
     │   ├── OpenRouterRateLimitError        429
     │   └── OpenRouterServerError           408, 5xx, 524, 529, and errors reported inside a 200
+    │       └── OpenRouterPaginationError   results pages that do not add up (a repeated cursor, ...)
     ├── OpenRouterOutputValidationError     the model's reply did not match the requested schema
     ├── OpenRouterConfigError               a bad argument, connection field or setting (also a ValueError)
     ├── PromptRenderError                   a prompt template failed to load or render
@@ -22,7 +23,9 @@
 
 Every error says whether it is ``transient``: whether the same call may succeed if tried again later
 (connection failures, timeouts, 408, 429, 5xx). The hook's retry policy, the batch watch and the bulk
-engines all read that one attribute instead of deciding again.
+engines all read that one attribute instead of deciding again. Whether the *hook* retries is a policy
+on top of it (see ``RetryPolicy``): a transient failure of a request that was sent and may have been
+billed (a chat completion that timed out) is left to the task's retries.
 """
 
 from __future__ import annotations
@@ -31,6 +34,28 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.exceptions import AirflowException
+
+__all__ = [
+    "TRANSIENT_STATUSES",
+    "BatchInputError",
+    "CostCapReached",
+    "OpenRouterAPIError",
+    "OpenRouterAuthenticationError",
+    "OpenRouterBadRequestError",
+    "OpenRouterConfigError",
+    "OpenRouterConflictError",
+    "OpenRouterConnectionError",
+    "OpenRouterError",
+    "OpenRouterNotFoundError",
+    "OpenRouterOutputValidationError",
+    "OpenRouterPaginationError",
+    "OpenRouterPaymentRequiredError",
+    "OpenRouterPermissionDeniedError",
+    "OpenRouterRateLimitError",
+    "OpenRouterServerError",
+    "OpenRouterTimeoutError",
+    "PromptRenderError",
+]
 
 #: HTTP statuses (and in-band error codes) after which the same request may succeed later.
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 524, 529})
@@ -61,7 +86,8 @@ class OpenRouterConnectionError(OpenRouterError):
 
 
 class OpenRouterTimeoutError(OpenRouterConnectionError):
-    """A connect or read timeout passed (see the connection's ``timeout`` / ``connect_timeout``)."""
+    """A connect, read or idle timeout passed, or the attempt's ``request_deadline`` (see the
+    connection's ``timeout`` / ``connect_timeout`` / ``request_deadline``)."""
 
 
 class OpenRouterAPIError(OpenRouterError):
@@ -150,6 +176,16 @@ class OpenRouterRateLimitError(OpenRouterAPIError):
 
 class OpenRouterServerError(OpenRouterAPIError):
     """408, 5xx, 524, 529, or a provider error reported inside a 200 response or a stream."""
+
+
+class OpenRouterPaginationError(OpenRouterServerError):
+    """The pages of a batch's results do not add up: a cursor came back again, ``has_more`` came without
+    a cursor, or more rows arrived than the batch has. Nothing is billed by fetching results, so trying
+    again later is safe."""
+
+    @property
+    def transient(self) -> bool:  # type: ignore[override]
+        return True
 
 
 class OpenRouterOutputValidationError(OpenRouterError):

@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from airflow_openrouter.exceptions import OpenRouterOutputValidationError
+from airflow_openrouter.exceptions import OpenRouterConfigError, OpenRouterOutputValidationError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -165,15 +165,12 @@ class JsonSchemaOutput(JsonOutput):
     """JSON valid against a JSON Schema, sent in strict form (see the module docstring)."""
 
     def __init__(self, schema: Mapping[str, Any], *, name: str | None = None) -> None:
-        from jsonschema import validators
-
         self.schema = dict(schema)
         self.name = schema_name(name or self.schema.get("title"))
         self.strict_schema = strict_schema(self.schema)
         self.description = f"valid against the JSON schema {self.name!r}"
-        validator_class = validators.validator_for(self.schema, default=validators.Draft202012Validator)
-        validator_class.check_schema(self.schema)  # a broken schema fails here, before any request
-        self._validator = validator_class(self.schema)
+        # A broken schema fails here, before any request (operators check it at DAG parse already).
+        self._validator = check_json_schema(self.schema)(self.schema)
 
     @property
     def response_format(self) -> dict[str, Any] | None:
@@ -221,16 +218,40 @@ def output_spec(response_format: type[BaseModel] | Mapping[str, Any] | str | Non
     if isinstance(response_format, type) and callable(getattr(response_format, "model_json_schema", None)):
         return PydanticOutput(response_format)
     if isinstance(response_format, Mapping):
-        if response_format.get("type") in ("json_schema", "json_object", "text"):
-            raise ValueError(
-                "response_format takes the schema itself (or a pydantic model), not the wire form "
-                f"{{'type': {response_format['type']!r}, ...}}: the operator builds that."
-            )
         return JsonSchemaOutput(response_format)
-    raise TypeError(
+    raise OpenRouterConfigError(
         "response_format must be a pydantic model class, a JSON Schema dict, 'json_object', 'text' or None; "
         f"got {response_format!r:.100}."
     )
+
+
+def check_json_schema(schema: Mapping[str, Any], *, where: str | None = None) -> Any:
+    """The jsonschema validator class of *schema*, after checking *schema* against its meta-schema.
+
+    The draft is the one its ``$schema`` names, 2020-12 by default. Instead of jsonschema's
+    ``SchemaError`` (which quotes the whole meta-schema) the error says where in *schema* the problem is.
+
+    :param where: what the error names first, e.g. ``"Task 'summarise'"``.
+    :raises OpenRouterConfigError: the wire form was passed, or *schema* is not a valid JSON Schema.
+    """
+    from jsonschema import exceptions, validators
+
+    prefix = f"{where}: " if where else ""
+    if schema.get("type") in ("json_schema", "json_object", "text"):
+        raise OpenRouterConfigError(
+            f"{prefix}response_format takes the schema itself (or a pydantic model), not the wire form "
+            f"{{'type': {schema['type']!r}, ...}}: the operator builds that."
+        )
+    validator_class = validators.validator_for(schema, default=validators.Draft202012Validator)
+    meta_validator = validator_class(validator_class.META_SCHEMA)
+    error = exceptions.best_match(meta_validator.iter_errors(schema))
+    if error is not None:
+        meta = validator_class.META_SCHEMA.get("$schema", validator_class.__name__)
+        raise OpenRouterConfigError(
+            f"{prefix}response_format is not a valid JSON Schema: at {json_path(error.absolute_path)}, "
+            f"{_shorten(error.message, 160)} (checked against the meta-schema {meta})."
+        )
+    return validator_class
 
 
 def provider_preferences(spec: OutputSpec, provider: Mapping[str, Any] | None) -> Mapping[str, Any] | None:

@@ -2,7 +2,8 @@
 
 They tolerate what the real API does: unknown fields are kept (``extra="allow"``), and fields the
 spec documents but providers omit (``provider``, ``native_finish_reason``, ``system_fingerprint``,
-``usage``) default to ``None``.
+``usage``) default to ``None``. Field names and types follow the official ``openrouter`` SDK's models
+(``openrouter.components``), which are newer than the OpenAPI files.
 """
 
 from __future__ import annotations
@@ -11,6 +12,37 @@ import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "TERMINAL_BATCH_STATUSES",
+    "Batch",
+    "BatchDeleted",
+    "BatchError",
+    "BatchItemError",
+    "BatchList",
+    "BatchRequestCounts",
+    "BatchResult",
+    "BatchResultResponse",
+    "BatchResultsPage",
+    "BatchStatus",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "Choice",
+    "ChunkChoice",
+    "CompletionTokensDetails",
+    "CostDetails",
+    "Delta",
+    "FunctionCall",
+    "Generation",
+    "InBandError",
+    "KeyInfo",
+    "Message",
+    "Model",
+    "ModelPricing",
+    "PromptTokensDetails",
+    "ToolCall",
+    "Usage",
+]
 
 
 class _Tolerant(BaseModel):
@@ -60,15 +92,57 @@ class Choice(_Tolerant):
     error: InBandError | None = None
 
 
+class PromptTokensDetails(_Tolerant):
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    audio_tokens: int | None = None
+    video_tokens: int | None = None
+
+
+class CompletionTokensDetails(_Tolerant):
+    reasoning_tokens: int | None = None
+    audio_tokens: int | None = None
+    accepted_prediction_tokens: int | None = None
+    rejected_prediction_tokens: int | None = None
+
+
+class CostDetails(_Tolerant):
+    """What the upstream provider charged (for BYOK requests, what your own key paid)."""
+
+    upstream_inference_cost: float | None = None
+    upstream_inference_prompt_cost: float | None = None
+    upstream_inference_completions_cost: float | None = None
+    server_tool_cost: float | None = None
+
+
 class Usage(_Tolerant):
+    """Tokens and cost of a completion (or of a whole batch). ``cost`` is what OpenRouter billed."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
     cost: float | None = None
     is_byok: bool | None = None
-    prompt_tokens_details: dict[str, Any] | None = None
-    completion_tokens_details: dict[str, Any] | None = None
-    cost_details: dict[str, Any] | None = None
+    prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
+    cost_details: CostDetails | None = None
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens read from the provider's cache (0 when not reported)."""
+        details = self.prompt_tokens_details
+        return (details.cached_tokens if details else None) or 0
+
+    @property
+    def reasoning_tokens(self) -> int:
+        """Completion tokens spent on reasoning (0 when not reported)."""
+        details = self.completion_tokens_details
+        return (details.reasoning_tokens if details else None) or 0
+
+    @property
+    def upstream_inference_cost(self) -> float | None:
+        """``cost_details.upstream_inference_cost`` (``None`` when not reported)."""
+        return self.cost_details.upstream_inference_cost if self.cost_details else None
 
 
 class ChatCompletion(_Tolerant):
@@ -161,10 +235,19 @@ class BatchResult(_Tolerant):
 
 
 class Batch(_Tolerant):
+    """A batch as ``GET /batches/{id}`` returns it.
+
+    :attr expires_at: unix time after which the assigned provider no longer completes unfinished
+        requests; it can be later than ``created_at`` + ``completion_window`` (Vertex: up to 96 h), and
+        is ``None`` when the provider documents no hard expiry.
+    :attr provider: the provider OpenRouter assigned the batch to (same names as a chat answer's).
+    """
+
     id: str
     object: str = "batch"
     endpoint: str = "/v1/chat/completions"
     model: str = ""
+    provider: str | None = None
     completion_window: str | None = None
     status: str
     created_at: int | None = None

@@ -7,6 +7,7 @@ import base64
 import jinja2
 import pytest
 
+from airflow_openrouter.exceptions import OpenRouterConfigError
 from airflow_openrouter.prompts import (
     PromptRenderError,
     PromptTemplate,
@@ -136,13 +137,41 @@ def test_render_prompt_value_resolves_data_and_renders_strings_once():
     ]
 
 
-def test_render_prompt_value_leaves_values_airflow_already_resolved_alone():
-    mapped_value = "from XCom: {{ not_a_variable }}"
+def test_upstream_values_marked_as_literal_are_never_rendered_nor_read_as_file_names(dag_env):
+    from airflow.sdk import literal
 
-    assert (
-        render_prompt_value(mapped_value, None, {}, field="prompt", data_ids={id(mapped_value)})
-        is mapped_value
-    )
+    marked = [literal("from XCom: {{ not_a_variable }}"), literal("prompts/summary.j2")]
+
+    assert render_prompt_value(marked, dag_env, {}, field="prompt") == [
+        "from XCom: {{ not_a_variable }}",
+        "prompts/summary.j2",
+    ]
+
+
+def test_a_batch_prompt_from_upstream_is_text_that_every_render_returns_as_it_is(dag_env):
+    from airflow.sdk import literal
+
+    template = PromptTemplate.load(literal(HOSTILE), dag_env, field="prompt")
+
+    assert template.render({"item": "x"}) == HOSTILE
+    assert template.name == "upstream prompt"
+
+
+def test_an_unresolved_upstream_reference_is_not_a_prompt():
+    class Unresolved:  # an XComArg passed where nothing resolves it
+        def resolve(self, context):
+            raise AssertionError("must not be resolved")
+
+    with pytest.raises(OpenRouterConfigError, match=r"prompt is an upstream value .* not resolved"):
+        PromptTemplate.load(Unresolved(), None, field="prompt")
+
+
+def test_an_error_message_from_jinja_ends_with_one_period():
+    with pytest.raises(PromptRenderError) as info:
+        PromptTemplate.load("{{ name | uppr }}").render({"name": "a"})
+
+    assert "No filter named 'uppr'." in str(info.value)
+    assert ".." not in str(info.value)
 
 
 def test_render_prompt_value_labels_nested_inline_templates():
@@ -179,7 +208,7 @@ def test_images_become_content_parts_after_the_prompt_text(tmp_path):
     (tmp_path / "cat.png").write_bytes(b"\x89PNG fake")
 
     [user] = build_messages(
-        prompt="What is this?", images=["https://example.com/a.jpg", "cat.png"], base_dir=tmp_path
+        prompt="What is this?", images=["https://example.com/a.jpg", "cat.png"], image_roots=[tmp_path]
     )
 
     assert user["content"] == [
@@ -209,5 +238,136 @@ def test_data_url_is_passed_through():
 def test_image_of_unknown_type_fails_naming_the_file(tmp_path):
     (tmp_path / "scan.tiffx").write_bytes(b"?")
 
-    with pytest.raises(ValueError, match=r"scan\.tiffx"):
-        image_part(tmp_path / "scan.tiffx")
+    with pytest.raises(OpenRouterConfigError, match=r"Cannot tell the image type of .*scan\.tiffx"):
+        image_part(tmp_path / "scan.tiffx", roots=[tmp_path])
+
+
+# --- local images stay inside the DAG folder and template_searchpath -------------------------------
+
+SECRET = b"\x89PNG top secret"
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """A DAG folder and a template_searchpath folder with one image each, and a secret outside both."""
+    dags, extra, outside = tmp_path / "dags", tmp_path / "searchpath", tmp_path / "outside"
+    for folder in (dags, extra, outside):
+        folder.mkdir()
+    (dags / "chart.png").write_bytes(b"\x89PNG chart")
+    (extra / "logo.png").write_bytes(b"\x89PNG logo")
+    (outside / "secret.png").write_bytes(SECRET)
+    return dags, extra, outside
+
+
+def data_of(part):
+    return base64.b64decode(part["image_url"]["url"].split(",", 1)[1])
+
+
+@pytest.mark.parametrize("from_upstream", [False, True])
+def test_relative_images_are_found_in_the_dag_folder_then_the_template_searchpath(folders, from_upstream):
+    dags, extra, _ = folders
+
+    assert (
+        data_of(image_part("chart.png", roots=[dags, extra], from_upstream=from_upstream)) == b"\x89PNG chart"
+    )
+    assert (
+        data_of(image_part("logo.png", roots=[dags, extra], from_upstream=from_upstream)) == b"\x89PNG logo"
+    )
+    assert (
+        data_of(image_part(dags / "chart.png", roots=[dags, extra])) == b"\x89PNG chart"
+    )  # absolute, inside
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "../outside/secret.png",
+        "../../../../../../../../{outside}/secret.png",  # as in the report: climb to / and back down
+        "{outside}/secret.png",  # absolute
+        "sub/../../outside/secret.png",
+    ],
+)
+@pytest.mark.parametrize("from_upstream", [False, True])
+def test_a_local_path_outside_the_dag_folder_and_searchpath_is_refused(folders, image, from_upstream):
+    dags, extra, outside = folders
+    image = image.format(outside=str(outside).lstrip("/") if image.startswith("..") else outside)
+
+    with pytest.raises(
+        OpenRouterConfigError, match=r"is outside the DAG folder and template_searchpath"
+    ) as info:
+        image_part(image, roots=[dags, extra], from_upstream=from_upstream)
+
+    assert "file:// URI in the DAG file" in str(info.value)
+
+
+def test_a_symlink_that_leads_out_of_the_dag_folder_is_refused(folders):
+    dags, extra, outside = folders
+    (dags / "innocent.png").symlink_to(outside / "secret.png")
+    (dags / "linked_dir").symlink_to(outside, target_is_directory=True)
+
+    for image in ("innocent.png", "linked_dir/secret.png"):
+        with pytest.raises(OpenRouterConfigError, match=r"after resolving '\.\.' and symlinks"):
+            image_part(image, roots=[dags, extra])
+
+
+def test_a_symlink_that_stays_inside_is_followed(folders):
+    dags, extra, _ = folders
+    (dags / "alias.png").symlink_to(extra / "logo.png")
+
+    assert data_of(image_part("alias.png", roots=[dags, extra])) == b"\x89PNG logo"
+
+
+def test_a_missing_image_names_the_folders_it_was_looked_for_in(folders):
+    dags, extra, _ = folders
+
+    with pytest.raises(
+        OpenRouterConfigError, match=r"'nope.png' not found in the DAG folder or template_searchpath"
+    ):
+        image_part("nope.png", roots=[dags, extra])
+
+
+def test_a_local_path_without_a_dag_folder_is_refused(folders):
+    _, _, outside = folders
+
+    with pytest.raises(OpenRouterConfigError, match="the task has no DAG folder to find it in"):
+        image_part(str(outside / "secret.png"))
+
+
+@pytest.mark.parametrize("uri", ["file://{outside}/secret.png", "s3://aws_default@bucket/secret.png"])
+def test_a_storage_uri_from_upstream_is_refused_before_anything_is_read(folders, uri):
+    _, _, outside = folders
+
+    with pytest.raises(OpenRouterConfigError, match="came from an upstream task") as info:
+        image_part(uri.format(outside=outside), from_upstream=True)
+
+    assert "write the URI in the DAG file" in str(info.value)
+
+
+def test_an_object_storage_path_from_upstream_is_refused(folders):
+    from airflow.sdk import ObjectStoragePath
+
+    _, _, outside = folders
+
+    with pytest.raises(OpenRouterConfigError, match="came from an upstream task"):
+        image_part(ObjectStoragePath(f"file://{outside}/secret.png"), from_upstream=True)
+
+
+def test_a_file_uri_written_by_the_dag_author_may_point_anywhere(folders):
+    _, _, outside = folders
+
+    assert data_of(image_part(f"file://{outside}/secret.png")) == SECRET
+
+
+def test_urls_from_upstream_are_passed_on_unread():
+    for url in ("https://example.com/a.png", "data:image/png;base64,AAAA"):
+        assert image_part(url, from_upstream=True) == {"type": "image_url", "image_url": {"url": url}}
+
+
+def test_build_messages_refuses_only_the_images_that_came_from_upstream(folders):
+    dags, _, outside = folders
+    uri = f"file://{outside}/secret.png"
+
+    [user] = build_messages(prompt="p", images=[uri, "chart.png"], image_roots=[dags], upstream_images={1})
+    assert data_of(user["content"][1]) == SECRET
+    with pytest.raises(OpenRouterConfigError, match="came from an upstream task"):
+        build_messages(prompt="p", images=["chart.png", uri], image_roots=[dags], upstream_images={1})

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 
-import jsonschema
 import pytest
 from pydantic import BaseModel, Field
 
-from airflow_openrouter.exceptions import OpenRouterOutputValidationError
+from airflow_openrouter.exceptions import OpenRouterConfigError, OpenRouterOutputValidationError
 from airflow_openrouter.schemas import (
     JsonOutput,
     JsonSchemaOutput,
@@ -205,9 +204,21 @@ def test_json_schema_output_validates_against_the_original_schema():
     assert info.value.errors == ["$.tags: ['a', 2, 'c'] is too long", "$.tags[1]: 2 is not of type 'string'"]
 
 
-def test_invalid_json_schema_fails_before_any_request():
-    with pytest.raises(jsonschema.SchemaError, match="12"):
+def test_invalid_json_schema_fails_with_a_short_error_naming_the_place_in_the_schema():
+    with pytest.raises(OpenRouterConfigError) as info:
         JsonSchemaOutput({"type": "object", "properties": {"a": {"type": 12}}})
+
+    assert str(info.value) == (
+        "response_format is not a valid JSON Schema: at $.properties.a.type, 12 is not valid under any of "
+        "the given schemas (checked against the meta-schema https://json-schema.org/draft/2020-12/schema)."
+    )
+
+
+def test_a_schema_is_checked_against_the_draft_its_dollar_schema_names():
+    draft7 = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object", "required": "a"}
+
+    with pytest.raises(OpenRouterConfigError, match=r"at \$\.required, 'a' is not of type 'array'.*draft-07"):
+        JsonSchemaOutput(draft7)
 
 
 def test_json_object_mode_requires_an_object():

@@ -7,12 +7,17 @@
         return f"Summarise this document:\\n{doc}"
 
 The function returns the prompt (a string) or a full ``messages`` list; the decorator's keyword
-arguments are the operator's. A returned prompt with ``messages=...`` on the decorator is appended to
-that conversation as the last user turn, as with the operator; a returned messages list *is* the
-conversation, so passing ``messages=...`` as well is an error (the task fails before any request). What the function returns is **data**: it is sent as is and never
-rendered as a Jinja template, so a document containing ``{{ var.value.secret }}`` reaches the model
-literally. (The operator's own template fields, e.g. ``system_prompt``, are rendered as usual,
-before the function is called.)
+arguments are the operator's, checked when the DAG is parsed (as the operator checks them). A returned
+prompt with ``messages=...`` on the decorator is appended to that conversation as the last user turn,
+as with the operator; a returned messages list *is* the conversation, so passing ``messages=...`` as
+well is an error (the task fails before any request).
+
+What the function returns is **data**: it is sent as is and never rendered as a Jinja template, so a
+document containing ``{{ var.value.secret }}`` reaches the model literally. The function's arguments
+are data too when they come from upstream, also for a mapped task (``.expand(doc=t.output)``,
+``.expand_kwargs(t.output)``): Airflow would otherwise render what ``expand_kwargs`` pulled from XCom
+before the function sees it. (The operator's own template fields, e.g. ``system_prompt``, are rendered
+as usual, before the function is called.)
 """
 
 from __future__ import annotations
@@ -91,6 +96,8 @@ def openrouter_task(python_callable: Callable | None = None, **kwargs: Any) -> T
 
     Registered as ``@task.openrouter``; keyword arguments are the operator's.
     """
+    task_id = kwargs.get("task_id") or getattr(python_callable, "__name__", None)
+    _OpenRouterDecoratedOperator.check_static_arguments(kwargs, task_id=task_id)
     return task_decorator_factory(
         python_callable=python_callable,
         decorated_operator_class=_OpenRouterDecoratedOperator,

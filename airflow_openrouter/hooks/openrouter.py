@@ -1,44 +1,48 @@
 """OpenRouterHook: the ``openrouter`` connection, and every HTTP call the provider makes.
 
-Each API method is described once, as a :class:`~airflow_openrouter._transport.Call` built by a
-``_..._call`` method; the public sync method and its async twin (prefixed ``a``) only hand that call to
-the sync or the async transport. Retries, timeouts, error mapping and logging live in the transport.
+Each API method is described once, as a :class:`Call` built in :mod:`airflow_openrouter._transport.calls`;
+the public sync method and its async twin (prefixed ``a``) only hand that call to the sync or the async
+transport. Retries, timeouts, error mapping and logging live in the transport.
+
+The connection is looked up the way Airflow's hooks do (environment variable, secrets backend, and the
+metadata database through the API server inside a task). Outside a task (a notebook, a script) Airflow
+does not read the metadata database itself, so the hook does, and says so. ``OPENROUTER_API_KEY`` stands
+in for a missing key only for the default connection or a connection without a password.
+
+Public names of this module: the hook, and the transport types it takes or returns (:class:`RetryPolicy`,
+:class:`ClientSettings`, :class:`ChatStream`, :class:`AsyncChatStream`, and the endpoint option types).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import os
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from airflow.sdk import BaseHook
+from typing_extensions import Unpack
 
-from airflow_openrouter import DEFAULT_BASE_URL
 from airflow_openrouter._compat import AirflowNotFoundException, get_connection_async, mask_secret_async
 from airflow_openrouter._streaming import AsyncChatStream, ChatStream
-from airflow_openrouter._transport import (
-    AsyncTransport,
-    Call,
-    ClientSettings,
-    RetryPolicy,
-    SyncTransport,
-    drop_none,
-    in_band_error,
-)
-from airflow_openrouter.exceptions import (
-    OpenRouterAuthenticationError,
-    OpenRouterError,
-    OpenRouterNotFoundError,
-)
+from airflow_openrouter._text import redact, safe_label
+from airflow_openrouter._transport import calls
+from airflow_openrouter._transport.calls import CHAT_ENDPOINT, Call, CreateBatchOptions, ListBatchesOptions
+
+# chat_body: not public; batch/items.py imports it from here.
+from airflow_openrouter._transport.calls import chat_body as chat_body
+from airflow_openrouter._transport.clients import AsyncTransport, SyncTransport
+from airflow_openrouter._transport.connection import build_settings, connection_outside_task
+from airflow_openrouter._transport.pagination import ResultsPager
+from airflow_openrouter._transport.retry import RetryPolicy
+from airflow_openrouter._transport.settings import API_KEY_ENV_VAR, ClientSettings
+from airflow_openrouter.exceptions import OpenRouterError, OpenRouterNotFoundError
 from airflow_openrouter.types import (
     Batch,
     BatchDeleted,
     BatchList,
     BatchResult,
-    BatchResultsPage,
     ChatCompletion,
     Generation,
     KeyInfo,
@@ -48,32 +52,35 @@ from airflow_openrouter.types import (
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
-API_KEY_ENV_VAR = "OPENROUTER_API_KEY"
-CHAT_ENDPOINT = "/v1/chat/completions"
+__all__ = [
+    "API_KEY_ENV_VAR",
+    "CHAT_ENDPOINT",
+    "AsyncChatStream",
+    "ChatStream",
+    "ClientSettings",
+    "CreateBatchOptions",
+    "ListBatchesOptions",
+    "OpenRouterHook",
+    "RetryPolicy",
+]
+T = TypeVar("T")
 RESULTS_PAGE_SIZE = 500
-
-# Connection extras: name -> (type, default). The UI stores them by bare name; the legacy
-# ``extra__openrouter__<name>`` form is read too.
-_EXTRAS: dict[str, tuple[type, Any]] = {
-    "default_model": (str, None),
-    "site_url": (str, None),
-    "app_name": (str, None),
-    "timeout": (float, 120.0),
-    "connect_timeout": (float, 10.0),
-    "max_retries": (int, 4),
-}
 
 
 class OpenRouterHook(BaseHook):
     """Talks to OpenRouter with the API key of an ``openrouter`` connection.
 
-    :param openrouter_conn_id: the connection. Its password is the API key (when empty, or when the
-        connection does not exist, ``OPENROUTER_API_KEY`` from the environment is used, and the log says
-        so); host is the base URL (default ``https://openrouter.ai/api/v1``); extras: ``default_model``,
-        ``site_url``, ``app_name``, ``timeout``, ``connect_timeout``, ``max_retries``.
+    :param openrouter_conn_id: the connection. Its password is the API key (surrounding whitespace is
+        stripped); when it is empty, or when the *default* connection does not exist,
+        ``OPENROUTER_API_KEY`` from the environment is used, and the log says so. Host is the base URL
+        (default ``https://openrouter.ai/api/v1``); extras: ``default_model``, ``site_url``,
+        ``app_name``, ``timeout``, ``connect_timeout``, ``max_retries``, ``request_deadline`` (defaults:
+        :class:`ClientSettings`).
     :param timeout: read timeout in seconds, overriding the connection's.
+    :param request_deadline: seconds one attempt may take in all, overriding the connection's.
     :param max_retries: retries of retryable failures, overriding the connection's.
-    :param retry_policy: a whole :class:`RetryPolicy` (backoff, total wait, injectable sleep).
+    :param sleep: / :param async_sleep: how the retry loop waits (for tests, or to end a wait early).
+    :param retry_policy: a whole :class:`RetryPolicy` (backoff, total wait), instead of the default one.
     :param transport: / :param async_transport: httpx transports, for tests of cases no server can produce.
     """
 
@@ -87,15 +94,23 @@ class OpenRouterHook(BaseHook):
         openrouter_conn_id: str = default_conn_name,
         *,
         timeout: float | None = None,
+        request_deadline: float | None = None,
         max_retries: int | None = None,
+        sleep: Callable[[float], None] | None = None,
+        async_sleep: Callable[[float], Awaitable[None]] | None = None,
         retry_policy: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__()
         self.openrouter_conn_id = openrouter_conn_id
-        self._timeout = timeout
-        self._max_retries = max_retries
+        self._overrides = {
+            "timeout": timeout,
+            "request_deadline": request_deadline,
+            "max_retries": max_retries,
+        }
+        self._sleep = sleep
+        self._async_sleep = async_sleep
         self._retry_policy = retry_policy
         self._transport = transport
         self._async_transport = async_transport
@@ -113,7 +128,7 @@ class OpenRouterHook(BaseHook):
             try:
                 conn: Connection | None = self.get_connection(self.openrouter_conn_id)
             except AirflowNotFoundException:
-                conn = None
+                conn = self._outside_task_lookup()
             settings = self._settings_from(conn, conn.extra_dejson if conn else {})
             from airflow.sdk.log import mask_secret
 
@@ -128,11 +143,15 @@ class OpenRouterHook(BaseHook):
             try:
                 conn, extra = await get_connection_async(self, self.openrouter_conn_id)
             except AirflowNotFoundException:
-                conn, extra = None, {}
+                conn = await asyncio.to_thread(self._outside_task_lookup)
+                extra = conn.extra_dejson if conn else {}
             settings = self._settings_from(conn, extra)
             await mask_secret_async(settings.api_key)
             self._settings = settings
         return self._settings
+
+    def _outside_task_lookup(self) -> Connection | None:
+        return connection_outside_task(self.openrouter_conn_id, self.default_conn_name, self.log)
 
     def get_conn(self) -> ClientSettings:
         return self.settings
@@ -142,37 +161,17 @@ class OpenRouterHook(BaseHook):
         return self.settings.default_model
 
     def _settings_from(self, conn: Connection | None, extra: Mapping[str, Any]) -> ClientSettings:
-        conn_id = self.openrouter_conn_id
-        values = {
-            name: _extra(extra, name, kind, default, conn_id) for name, (kind, default) in _EXTRAS.items()
-        }
-        if self._timeout is not None:
-            values["timeout"] = self._timeout
-        if self._max_retries is not None:
-            values["max_retries"] = self._max_retries
-        return ClientSettings(
-            conn_id=conn_id, base_url=_base_url(conn), api_key=self._api_key(conn), **values
-        )
-
-    def _api_key(self, conn: Connection | None) -> str:
-        conn_id = self.openrouter_conn_id
-        if conn is not None and conn.password:
-            self.log.info("Using the API key of connection %r.", conn_id)
-            return conn.password
-        if key := os.environ.get(API_KEY_ENV_VAR):
-            why = "has no API key" if conn is not None else "does not exist"
-            self.log.info("Connection %r %s; using %s from the environment.", conn_id, why, API_KEY_ENV_VAR)
-            return key
-        raise OpenRouterAuthenticationError(
-            f"No OpenRouter API key: set the password (API Key) of connection {conn_id!r}, "
-            f"or the {API_KEY_ENV_VAR} environment variable.",
-            status=None,
-        )
+        return build_settings(self.openrouter_conn_id, conn, extra, overrides=self._overrides, log=self.log)
 
     # --- transports ------------------------------------------------------------------------------
 
     def _policy(self, settings: ClientSettings) -> RetryPolicy:
-        return self._retry_policy or RetryPolicy(max_retries=settings.max_retries)
+        policy = self._retry_policy or RetryPolicy(max_retries=settings.max_retries)
+        if self._sleep is not None:
+            policy = dataclasses.replace(policy, sleep=self._sleep)
+        if self._async_sleep is not None:
+            policy = dataclasses.replace(policy, async_sleep=self._async_sleep)
+        return policy
 
     def _sync_transport(self) -> SyncTransport:
         if self._sync is None:
@@ -201,6 +200,12 @@ class OpenRouterHook(BaseHook):
         # finished loops (one per asyncio.run) are dropped here rather than by garbage collection.
         for loop in [loop for loop in self._async if loop.is_closed()]:
             del self._async[loop]
+
+    def _send(self, call: Call[T]) -> T:
+        return self._sync_transport().request(call)
+
+    async def _asend(self, call: Call[T]) -> T:
+        return await (await self._async_transport_for_loop()).request(call)
 
     def abort(self) -> None:
         """Abort the sync request in flight, from another thread or a signal handler (``on_kill``);
@@ -241,64 +246,44 @@ class OpenRouterHook(BaseHook):
         messages: Sequence[Mapping[str, Any]],
         model: str | None,
         params: Mapping[str, Any],
-        stream: type[ChatStream | AsyncChatStream] | None = None,
-    ) -> Call[Any]:
+        stream: bool = False,
+    ) -> Call[ChatCompletion]:
         if model is None and settings.default_model is None:
             self.log.info(
                 "No model given and connection %r has no default_model: OpenRouter uses the account's "
                 "default model.",
                 settings.conn_id,
             )
-        body = chat_body(
-            messages, model or settings.default_model, {**params, "stream": True} if stream else params
+        return calls.chat_call(
+            messages, model or settings.default_model, params, conn_id=settings.conn_id, stream=stream
         )
-        call: Call[Any] = Call(
-            "POST", "/chat/completions", parse=self._parse_completion, body=body, model=body.get("model")
-        )
-        if stream is not None:
-            call.stream = True
-            call.parse = functools.partial(stream, settings=settings, call=call)
-        return call
-
-    def _parse_completion(self, data: Any) -> ChatCompletion:
-        completion = ChatCompletion.model_validate(data)
-        if not completion.choices:
-            raise in_band_error(
-                {"code": 502, "message": "the response has no choices"},
-                self.openrouter_conn_id,
-                completion.id or None,
-            )
-        choice = completion.choices[0]
-        if choice.error is not None or choice.finish_reason == "error":
-            error = choice.error.model_dump() if choice.error else {"message": "finish_reason is 'error'"}
-            # Output generated before the error was billed: a retry would pay for it again.
-            billed = bool(completion.usage and completion.usage.completion_tokens)
-            raise in_band_error(error, self.openrouter_conn_id, completion.id or None, billed=billed)
-        return completion
 
     def chat_completion(
         self, *, messages: Sequence[Mapping[str, Any]], model: str | None = None, **params: Any
     ) -> ChatCompletion:
         """``POST /chat/completions``. ``params`` are body fields (``seed``, ``max_tokens``,
         ``response_format``, ``tools``, ``provider``, ``models``, ``reasoning``, ``plugins``, ...);
-        ``extra_body`` is merged into the body as is, for fields newer than this provider."""
-        transport = self._sync_transport()
-        return transport.request(self._chat_call(transport.settings, messages, model, params))
+        ``extra_body`` is merged into the body as is, for fields newer than this provider.
+
+        Not sent again once the request was sent without an answer (a read timeout, a dropped
+        connection): the generation may have been billed. Use :meth:`stream_chat_completion` for long
+        generations: its ``timeout`` is an idle timeout between chunks."""
+        return self._send(self._chat_call(self.settings, messages, model, params))
 
     async def achat_completion(
         self, *, messages: Sequence[Mapping[str, Any]], model: str | None = None, **params: Any
     ) -> ChatCompletion:
-        transport = await self._async_transport_for_loop()
-        return await transport.request(self._chat_call(transport.settings, messages, model, params))
+        return await self._asend(self._chat_call(await self.asettings(), messages, model, params))
 
     def stream_chat_completion(
         self, *, messages: Sequence[Mapping[str, Any]], model: str | None = None, **params: Any
     ) -> ChatStream:
         """Stream a chat completion (SSE). Iterate the result for chunks; ``.completion()`` afterwards
         gives the same :class:`ChatCompletion` as :meth:`chat_completion`. Retried only before the
-        first byte; an error mid-stream raises the typed error. ``close()`` aborts it."""
+        first byte; an error mid-stream raises the typed error. ``close()`` aborts it. The connection's
+        ``request_deadline`` bounds the whole stream."""
         transport = self._sync_transport()
-        return transport.request(self._chat_call(transport.settings, messages, model, params, ChatStream))
+        return transport.stream(self._chat_call(transport.settings, messages, model, params, stream=True))
 
     async def astream_chat_completion(
         self, *, messages: Sequence[Mapping[str, Any]], model: str | None = None, **params: Any
@@ -306,275 +291,106 @@ class OpenRouterHook(BaseHook):
         """Async twin of :meth:`stream_chat_completion`; use it as ``async with`` (or ``aclose()`` it)
         when you may stop iterating early, so the connection goes back to the pool."""
         transport = await self._async_transport_for_loop()
-        call = self._chat_call(transport.settings, messages, model, params, AsyncChatStream)
-        return await transport.request(call)
+        return await transport.stream(
+            self._chat_call(transport.settings, messages, model, params, stream=True)
+        )
 
     # --- batches ---------------------------------------------------------------------------------
 
-    def _create_batch_call(
-        self,
-        model: str,
-        requests: Sequence[Mapping[str, Any]],
-        endpoint: str,
-        provider: Mapping[str, Any] | None,
-        callback_url: str | None,
-        completion_window: str | None,
-    ) -> Call[Batch]:
-        # The Batch API parses the body as a stream: endpoint and model must come before requests.
-        body = {
-            "endpoint": endpoint,
-            "model": model,
-            **drop_none(
-                {"callback_url": callback_url, "completion_window": completion_window, "provider": provider}
-            ),
-            "requests": list(requests),
-        }
-        return Call("POST", "/batches", parse=Batch.model_validate, body=body, idempotent=False, model=model)
-
     def create_batch(
-        self,
-        *,
-        model: str,
-        requests: Sequence[Mapping[str, Any]],
-        endpoint: str = CHAT_ENDPOINT,
-        provider: Mapping[str, Any] | None = None,
-        callback_url: str | None = None,
-        completion_window: str | None = None,
+        self, *, model: str, requests: Sequence[Mapping[str, Any]], **options: Unpack[CreateBatchOptions]
     ) -> Batch:
         """``POST /batches``: ``requests`` are ``{"custom_id": ..., "body": {...}}``. Not idempotent, so
         retried only on 429 and on failures before the request was sent."""
-        transport = self._sync_transport()
-        return transport.request(
-            self._create_batch_call(model, requests, endpoint, provider, callback_url, completion_window)
-        )
+        return self._send(calls.create_batch_call(model, requests, **options))
 
     async def acreate_batch(
-        self,
-        *,
-        model: str,
-        requests: Sequence[Mapping[str, Any]],
-        endpoint: str = CHAT_ENDPOINT,
-        provider: Mapping[str, Any] | None = None,
-        callback_url: str | None = None,
-        completion_window: str | None = None,
+        self, *, model: str, requests: Sequence[Mapping[str, Any]], **options: Unpack[CreateBatchOptions]
     ) -> Batch:
-        transport = await self._async_transport_for_loop()
-        return await transport.request(
-            self._create_batch_call(model, requests, endpoint, provider, callback_url, completion_window)
-        )
-
-    @staticmethod
-    def _get_batch_call(batch_id: str) -> Call[Batch]:
-        return Call("GET", f"/batches/{batch_id}", parse=Batch.model_validate)
+        return await self._asend(calls.create_batch_call(model, requests, **options))
 
     def get_batch(self, batch_id: str) -> Batch:
-        return self._sync_transport().request(self._get_batch_call(batch_id))
+        return self._send(calls.get_batch_call(batch_id))
 
     async def aget_batch(self, batch_id: str) -> Batch:
-        transport = await self._async_transport_for_loop()
-        return await transport.request(self._get_batch_call(batch_id))
+        return await self._asend(calls.get_batch_call(batch_id))
 
-    @staticmethod
-    def _list_batches_call(
-        limit: int | None,
-        after: str | None,
-        status: str | Iterable[str] | None,
-        created_after: str | int | None,
-        created_before: str | int | None,
-    ) -> Call[BatchList]:
-        params: list[tuple[str, str]] = [
-            (k, str(v))
-            for k, v in (
-                ("limit", limit),
-                ("after", after),
-                ("created_after", created_after),
-                ("created_before", created_before),
-            )
-            if v is not None
-        ]
-        statuses = [status] if isinstance(status, str) else list(status or ())
-        params += [("status", s) for s in statuses]
-        return Call("GET", "/batches", parse=BatchList.model_validate, params=params)
-
-    def list_batches(
-        self,
-        *,
-        limit: int | None = None,
-        after: str | None = None,
-        status: str | Iterable[str] | None = None,
-        created_after: str | int | None = None,
-        created_before: str | int | None = None,
-    ) -> BatchList:
+    def list_batches(self, **options: Unpack[ListBatchesOptions]) -> BatchList:
         """One page of the workspace's batches, newest first (next page: ``after=page.last_id``)."""
-        call = self._list_batches_call(limit, after, status, created_after, created_before)
-        return self._sync_transport().request(call)
+        return self._send(calls.list_batches_call(**options))
 
-    async def alist_batches(
-        self,
-        *,
-        limit: int | None = None,
-        after: str | None = None,
-        status: str | Iterable[str] | None = None,
-        created_after: str | int | None = None,
-        created_before: str | int | None = None,
-    ) -> BatchList:
-        call = self._list_batches_call(limit, after, status, created_after, created_before)
-        transport = await self._async_transport_for_loop()
-        return await transport.request(call)
-
-    @staticmethod
-    def _delete_batch_call(batch_id: str) -> Call[BatchDeleted]:
-        return Call("DELETE", f"/batches/{batch_id}", parse=BatchDeleted.model_validate)
+    async def alist_batches(self, **options: Unpack[ListBatchesOptions]) -> BatchList:
+        return await self._asend(calls.list_batches_call(**options))
 
     def delete_batch(self, batch_id: str) -> BatchDeleted:
         """Delete a finished batch and its stored results (409 while it runs; this is not a cancel)."""
-        return self._sync_transport().request(self._delete_batch_call(batch_id))
+        return self._send(calls.delete_batch_call(batch_id))
 
     async def adelete_batch(self, batch_id: str) -> BatchDeleted:
-        transport = await self._async_transport_for_loop()
-        return await transport.request(self._delete_batch_call(batch_id))
-
-    @staticmethod
-    def _results_page_call(batch_id: str, cursor: str | None, page_size: int) -> Call[BatchResultsPage]:
-        params = drop_none({"limit": page_size, "cursor": cursor})
-        return Call(
-            "GET", f"/batches/{batch_id}/results", parse=BatchResultsPage.model_validate, params=params
-        )
+        return await self._asend(calls.delete_batch_call(batch_id))
 
     def iter_batch_results(
-        self, batch_id: str, *, page_size: int = RESULTS_PAGE_SIZE
+        self, batch_id: str, *, page_size: int = RESULTS_PAGE_SIZE, expected_rows: int | None = None
     ) -> Iterator[BatchResult]:
         """Every result row of a finished batch, page by page (memory stays flat). Uses
         ``GET /batches/{id}/results`` and falls back to the inline ``results`` of ``GET /batches/{id}``
-        where the paginated endpoint is not served."""
-        transport = self._sync_transport()
-        cursor: str | None = None
-        while True:
+        where the paginated endpoint is not served.
+
+        :param expected_rows: the batch's ``request_counts.total`` when known: more rows than that, a
+            repeated cursor or ``has_more`` without a cursor raise :class:`OpenRouterPaginationError`.
+        """
+        pager = ResultsPager(batch_id, page_size, expected_rows)
+        while (call := pager.next_call()) is not None:
             try:
-                page = transport.request(self._results_page_call(batch_id, cursor, page_size))
-            except OpenRouterNotFoundError:
-                if cursor is not None:
-                    raise
-                yield from self._inline_results(self.get_batch(batch_id))
-                return
-            yield from page.data
-            if not page.has_more or not page.next_cursor:
-                return
-            cursor = page.next_cursor
+                rows = pager.accept(self._send(call))
+            except OpenRouterNotFoundError as exc:
+                pager.check_fallback(exc)
+                rows = pager.inline_rows(self.get_batch(batch_id))
+            yield from rows
 
     async def aiter_batch_results(
-        self, batch_id: str, *, page_size: int = RESULTS_PAGE_SIZE
+        self, batch_id: str, *, page_size: int = RESULTS_PAGE_SIZE, expected_rows: int | None = None
     ) -> AsyncIterator[BatchResult]:
-        transport = await self._async_transport_for_loop()
-        cursor: str | None = None
-        while True:
+        pager = ResultsPager(batch_id, page_size, expected_rows)
+        while (call := pager.next_call()) is not None:
             try:
-                page = await transport.request(self._results_page_call(batch_id, cursor, page_size))
-            except OpenRouterNotFoundError:
-                if cursor is not None:
-                    raise
-                for row in self._inline_results(await self.aget_batch(batch_id)):
-                    yield row
-                return
-            for row in page.data:
+                rows = pager.accept(await self._asend(call))
+            except OpenRouterNotFoundError as exc:
+                pager.check_fallback(exc)
+                rows = pager.inline_rows(await self.aget_batch(batch_id))
+            for row in rows:
                 yield row
-            if not page.has_more or not page.next_cursor:
-                return
-            cursor = page.next_cursor
-
-    def _inline_results(self, batch: Batch) -> list[BatchResult]:
-        self.log.info(
-            "GET /batches/%s/results is not served here; reading the batch's inline results.", batch.id
-        )
-        return batch.results or []
 
     # --- account, catalogue, generations ---------------------------------------------------------
 
-    @staticmethod
-    def _generation_call(generation_id: str) -> Call[Generation]:
-        return Call(
-            "GET",
-            "/generation",
-            parse=lambda d: Generation.model_validate(d["data"]),
-            params={"id": generation_id},
-        )
-
     def get_generation(self, generation_id: str) -> Generation:
         """Stats of one generation (tokens, billed cost, latency). May 404 for a few seconds after it ends."""
-        return self._sync_transport().request(self._generation_call(generation_id))
+        return self._send(calls.generation_call(generation_id))
 
     async def aget_generation(self, generation_id: str) -> Generation:
-        transport = await self._async_transport_for_loop()
-        return await transport.request(self._generation_call(generation_id))
-
-    @staticmethod
-    def _models_call() -> Call[list[Model]]:
-        return Call("GET", "/models", parse=lambda d: [Model.model_validate(m) for m in d["data"]])
+        return await self._asend(calls.generation_call(generation_id))
 
     def list_models(self) -> list[Model]:
-        return self._sync_transport().request(self._models_call())
+        return self._send(calls.models_call())
 
     async def alist_models(self) -> list[Model]:
-        transport = await self._async_transport_for_loop()
-        return await transport.request(self._models_call())
-
-    @staticmethod
-    def _key_call() -> Call[KeyInfo]:
-        return Call("GET", "/key", parse=lambda d: KeyInfo.model_validate(d["data"]))
+        return await self._asend(calls.models_call())
 
     def get_key(self) -> KeyInfo:
         """The API key's label, limit and usage (``GET /key``; free)."""
-        return self._sync_transport().request(self._key_call())
+        return self._send(calls.key_call())
 
     async def aget_key(self) -> KeyInfo:
-        transport = await self._async_transport_for_loop()
-        return await transport.request(self._key_call())
+        return await self._asend(calls.key_call())
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the key with the free ``GET /key``; used by the UI's Test button."""
+        """Check the key with the free ``GET /key``; used by the UI's Test button. The key's label is
+        shown only when it does not give the key away (else a masked form of the key)."""
         try:
             key = self.get_key()
         except OpenRouterError as exc:
-            return False, str(exc)
+            return False, redact(str(exc), self._settings.api_key if self._settings else None)
+        settings = self.settings
         remaining = "no limit" if key.limit_remaining is None else f"${key.limit_remaining:,.2f} remaining"
-        return (
-            True,
-            f"Connected to {self.settings.base_url} with key {key.label or '(unlabelled)'}: {remaining}.",
-        )
-
-
-def chat_body(
-    messages: Sequence[Mapping[str, Any]], model: str | None, params: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The JSON body of a chat completion: ``None`` values dropped, ``extra_body`` merged last."""
-    params = dict(params)
-    extra_body = params.pop("extra_body", None) or {}
-    return {**drop_none({"model": model, **params}), "messages": list(messages), **extra_body}
-
-
-def _extra(extra: Mapping[str, Any], name: str, kind: type, default: Any, conn_id: str) -> Any:
-    value = extra.get(name, extra.get(f"extra__openrouter__{name}"))
-    if value is None or value == "":
-        return default
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise OpenRouterError(
-            f"Connection {conn_id!r}: extra field {name!r} must be a {kind.__name__}, got {value!r}."
-        ) from None
-
-
-def _base_url(conn: Connection | None) -> str:
-    """The API base URL: the connection's host as typed in the UI (a full URL), or built from the parts a
-    URI-style connection (``openrouter://:KEY@host:port/api%2Fv1``) splits it into."""
-    if conn is None or not conn.host:
-        return DEFAULT_BASE_URL
-    if "://" in conn.host:
-        return conn.host.rstrip("/")
-    local = conn.host in ("localhost", "127.0.0.1", "::1")
-    url = f"{'http' if local else 'https'}://{conn.host}"
-    if conn.port:
-        url += f":{conn.port}"
-    if conn.schema:
-        url += "/" + conn.schema.strip("/")
-    return url
+        label = safe_label(key.label, settings.api_key)
+        return True, f"Connected to {settings.base_url} with key {label}: {remaining}."

@@ -7,18 +7,16 @@ decide. It imports nothing heavy at module level, because the DAG processor impo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from airflow.sdk import BaseOperator
-
 from airflow_openrouter._compat import conf
+from airflow_openrouter._params import config_error
+from airflow_openrouter.operators._base import OpenRouterBaseOperator
 
 if TYPE_CHECKING:
-    import jinja2
     from airflow.sdk import Context, ObjectStoragePath
-    from pydantic import BaseModel
 
     from airflow_openrouter.batch.events import BatchEvent, BatchWatch
     from airflow_openrouter.batch.items import RequestBuilder
@@ -30,19 +28,6 @@ if TYPE_CHECKING:
 Engine = Literal["batch", "concurrent"]
 BATCH_IDS_XCOM_KEY = "batch_ids"
 
-# Request body fields passed as they are (None leaves them out), as the chat operator sends them.
-_MODEL_PARAMETERS = (
-    "seed",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "stop",
-    "frequency_penalty",
-    "presence_penalty",
-    "reasoning",
-    "user",
-    "extra_body",
-)
 # Without a timeout, wait until the batches' expires_at, plus time for OpenRouter to report them expired.
 # The documented batch object has no expires_at: then created_at plus the 24 h completion window. Only
 # when OpenRouter gives neither, as long as the slowest documented provider (Vertex: 96 h).
@@ -53,7 +38,7 @@ _LONGEST_BATCH_S = 96 * 3600.0
 _RESUBMITTED_STATUSES = frozenset({"failed", "expired", "cancelled"})
 
 
-class OpenRouterBatchOperator(BaseOperator):
+class OpenRouterBatchOperator(OpenRouterBaseOperator):
     """Render a prompt for every item, run them all through OpenRouter, write one result row per item.
 
     **Items** are a list (usually an upstream task's output: ``items=load.output``) or the URI of a JSONL
@@ -87,12 +72,12 @@ class OpenRouterBatchOperator(BaseOperator):
     :param prompt_vars: extra template variables (templated; values may be ``XComArg``).
     :param response_format: a pydantic model class, a JSON Schema dict or ``"json_object"``: each output
         is validated, and an invalid one is kept as an ``invalid_output`` row with the raw text.
-    :param model: model id (templated); defaults to the connection's ``default_model``.
     :param provider: OpenRouter routing preferences (the Batch API accepts ``only`` and
         ``allow_fallbacks``).
     :param seed, max_tokens, temperature, top_p, stop, frequency_penalty, presence_penalty, reasoning,
-        user: request fields sent with every item; ``None`` leaves them out.
-    :param extra_body: more request fields, merged into each body as is.
+        user, extra_body: request fields sent with every item (see
+        :class:`~airflow_openrouter.operators._base.OpenRouterBaseOperator`, as are ``model`` and
+        ``openrouter_conn_id``).
     :param id_field: the item field whose value is the item's ``custom_id`` (default: its index).
     :param output_path: where results go, as an ObjectStoragePath URI (templated): a directory, or a
         file ending in ``.jsonl``. Default: ``[openrouter] results_path``.
@@ -108,14 +93,17 @@ class OpenRouterBatchOperator(BaseOperator):
     :param max_cost_usd: concurrent engine: start no new request once the billed cost reaches this.
     :param max_concurrency: concurrent engine: requests in flight at most.
     :param requests_per_minute: concurrent engine: cap on request starts.
-    :param openrouter_conn_id: the OpenRouter connection.
+
+    The prompt templates are the DAG author's: ``prompt`` and ``system_prompt`` passed by a mapped task's
+    ``expand_kwargs(upstream.output)`` are upstream data, sent to every item as they are (never rendered).
+    Every argument is checked when the DAG is parsed.
     """
 
     template_fields: Sequence[str] = ("items", "prompt_vars", "model", "output_path", "id_field")
     # The prompts are not template fields: Airflow would render them with the task context before there
-    # is an item. These extensions mark prompt *files*, which are loaded through the DAG's template
-    # loader and rendered once per item.
-    template_ext: Sequence[str] = (".j2", ".jinja2", ".md", ".txt")
+    # is an item. template_ext (the base's) marks prompt *files*, which are loaded through the DAG's
+    # template loader and rendered once per item.
+    prompt_fields: ClassVar[tuple[str, ...]] = ("prompt", "system_prompt")
     template_fields_renderers: ClassVar[dict[str, str]] = {"items": "json", "prompt_vars": "json"}
     ui_color = "#c5cae9"
 
@@ -125,20 +113,6 @@ class OpenRouterBatchOperator(BaseOperator):
         items: Any,
         prompt: str,
         system_prompt: str | None = None,
-        prompt_vars: Mapping[str, Any] | None = None,
-        response_format: type[BaseModel] | Mapping[str, Any] | str | None = None,
-        model: str | None = None,
-        provider: Mapping[str, Any] | None = None,
-        seed: int | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        stop: str | Sequence[str] | None = None,
-        frequency_penalty: float | None = None,
-        presence_penalty: float | None = None,
-        reasoning: Mapping[str, Any] | None = None,
-        user: str | None = None,
-        extra_body: Mapping[str, Any] | None = None,
         id_field: str | None = None,
         output_path: str | ObjectStoragePath | None = None,
         engine: Engine = "batch",
@@ -150,31 +124,18 @@ class OpenRouterBatchOperator(BaseOperator):
         max_cost_usd: float | None = None,
         max_concurrency: int = 16,
         requests_per_minute: float | None = None,
-        openrouter_conn_id: str = "openrouter_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        where = f"Task {self.task_id!r}"
         if engine not in ("batch", "concurrent"):
-            raise ValueError(f"engine must be 'batch' or 'concurrent', got {engine!r}.")
-        if not 0.0 <= max_failed_fraction <= 1.0:
-            raise ValueError(f"max_failed_fraction must be between 0 and 1, got {max_failed_fraction!r}.")
+            raise config_error(where, "engine", "'batch' or 'concurrent'", engine)
+        fraction = max_failed_fraction
+        if type(fraction) not in (int, float) or not 0.0 <= fraction <= 1.0:
+            raise config_error(where, "max_failed_fraction", "a number from 0 to 1", max_failed_fraction)
         self.items = items
         self.prompt = prompt
         self.system_prompt = system_prompt
-        self.prompt_vars = prompt_vars
-        self.response_format = response_format
-        self.model = model
-        self.provider = provider
-        self.seed = seed
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.top_p = top_p
-        self.stop = stop
-        self.frequency_penalty = frequency_penalty
-        self.presence_penalty = presence_penalty
-        self.reasoning = reasoning
-        self.user = user
-        self.extra_body = extra_body
         self.id_field = id_field
         self.output_path = output_path
         self.engine = engine
@@ -186,23 +147,17 @@ class OpenRouterBatchOperator(BaseOperator):
         self.max_cost_usd = max_cost_usd
         self.max_concurrency = max_concurrency
         self.requests_per_minute = requests_per_minute
-        self.openrouter_conn_id = openrouter_conn_id
+        self._check_arguments()
 
     # --- templating ------------------------------------------------------------------------------
 
-    def _do_render_template_fields(
-        self,
-        parent: Any,
-        template_fields: Iterable[str],
-        context: Context,
-        jinja_env: jinja2.Environment,
-        seen_oids: set[int],
-    ) -> None:
+    def _before_rendering(self) -> None:
         # A literal list of items is data: Airflow would render every string inside it as a template.
         # A string (a URI, maybe templated) and an XComArg still go through Airflow's rendering.
-        if parent is self and isinstance(self.items, (list, tuple)):
-            template_fields = [name for name in template_fields if name != "items"]
-        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
+        if isinstance(self.items, (list, tuple)):
+            from airflow.sdk import literal
+
+            self.items = literal(self.items)
 
     # --- execution -------------------------------------------------------------------------------
 
@@ -506,31 +461,19 @@ class OpenRouterBatchOperator(BaseOperator):
         def compile_template(source: str, field: str) -> PromptTemplate:
             return PromptTemplate.load(source, env, field=field, extensions=self.template_ext)
 
-        if self.prompt_vars is not None and not isinstance(self.prompt_vars, Mapping):
-            raise TypeError(f"prompt_vars must be a dict, got {type(self.prompt_vars).__name__}.")
-        params = {name: getattr(self, name) for name in _MODEL_PARAMETERS}
         return RequestBuilder(
             prompt=compile_template(self.prompt, "prompt"),
             system_prompt=compile_template(self.system_prompt, "system_prompt")
             if self.system_prompt
             else None,
-            variables={**context, **(self.prompt_vars or {})},
-            params={**params, "response_format": self._output_spec().response_format},
+            variables={**context, **self._prompt_vars()},
+            params={**self._request_fields(), "response_format": self._output_spec().response_format},
         )
 
     def _output_spec(self) -> OutputSpec:
         from airflow_openrouter.schemas import output_spec
 
         return output_spec(self.response_format)
-
-    def _model(self, hook: OpenRouterHook) -> str:
-        model = self.model or hook.default_model
-        if not model:
-            raise ValueError(
-                f"No model for task {self.task_id!r}: pass model=... or set default_model in the extra of "
-                f"connection {self.openrouter_conn_id!r}."
-            )
-        return model
 
     def _results_file(self, context: Context) -> ObjectStoragePath:
         from airflow_openrouter.batch.state import TaskRunIdentity

@@ -7,20 +7,22 @@ This module imports nothing heavy at module level, because the DAG processor imp
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import BaseOperator
+from airflow_openrouter._params import CHAT_ONLY_PARAMS, SHARED_PARAMS, config_error
+from airflow_openrouter.operators._base import OpenRouterBaseOperator
 
 if TYPE_CHECKING:
     import jinja2
     from airflow.sdk import Context
-    from pydantic import BaseModel
 
     from airflow_openrouter._streaming import ChatStream
-    from airflow_openrouter.exceptions import OpenRouterConnectionError
+    from airflow_openrouter.exceptions import OpenRouterAPIError, OpenRouterConnectionError
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_openrouter.prompts import ImageSource
     from airflow_openrouter.schemas import OutputSpec
@@ -28,35 +30,13 @@ if TYPE_CHECKING:
 
 USAGE_XCOM_KEY = "openrouter_usage"
 
-# Rendered with prompt_vars in scope, after every other templated field (see render order below).
-_PROMPT_FIELDS = ("system_prompt", "prompt", "messages")
-# Request body fields passed to the hook as they are; the hook drops the ones left at None.
-_REQUEST_PARAMS = (
-    "seed",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "stop",
-    "frequency_penalty",
-    "presence_penalty",
-    "logit_bias",
-    "logprobs",
-    "top_logprobs",
-    "tools",
-    "tool_choice",
-    "models",
-    "reasoning",
-    "plugins",
-    "user",
-    "extra_body",
-)
 _STREAM_PROGRESS_EVERY_S = 2.0
+_EVERY_IMAGE = range(sys.maxsize)  # "all of them", as a container of indexes
 # How often a retry wait checks whether the task was killed.
 _KILL_POLL_S = 0.1
-# httpcore trace events whose return value is a new network stream (plain TCP, then TLS on top).
 
 
-class OpenRouterChatOperator(BaseOperator):
+class OpenRouterChatOperator(OpenRouterBaseOperator):
     """Send one chat completion to OpenRouter and return the reply: text, validated JSON, or tool calls.
 
     **Prompts.** ``prompt``, ``system_prompt`` and ``messages`` are Jinja templates, inline or in a
@@ -65,6 +45,13 @@ class OpenRouterChatOperator(BaseOperator):
     ``XComArg``s. Each prompt is rendered once, in a sandbox with ``StrictUndefined``: upstream values
     reach the model literally (``{{ ... }}`` inside them is never evaluated), and an undefined variable
     fails the task before any request, naming the variable, the template and the line.
+
+    **Upstream data is data.** Only what the DAG file says is a template: the constructor's arguments,
+    a mapped task's ``partial()`` arguments, and literal values given to ``expand()`` (so
+    ``.expand(prompt=["... {{ run_id }}", ...])`` renders each). Whatever an upstream task produced,
+    through an ``XComArg``, ``.expand(x=task.output)`` or ``.expand_kwargs(task.output)``, is sent as it
+    is: never rendered, never read as a template file name, and never allowed to name a file outside
+    the DAG folder (see ``images``).
 
     **Structured output.** With ``response_format`` (a pydantic model class, a JSON Schema dict, or
     ``"json_object"``) the reply is parsed and validated; an invalid reply is sent back with its errors
@@ -80,24 +67,28 @@ class OpenRouterChatOperator(BaseOperator):
     summed over every call), ``latency_s``, ``try_number`` and ``attempts``. With
     ``do_xcom_push=False`` neither is pushed.
 
+    **Checks.** Every argument is checked when the DAG is parsed (ranges of the request fields, a
+    JSON Schema against its meta-schema, ...); a value known only at run time is checked right after
+    rendering. Either way the error (``OpenRouterConfigError``) names the task, the argument and what
+    is allowed, before any request.
+
     :param prompt: the user message (templated).
     :param system_prompt: the system message (templated).
     :param messages: a conversation in OpenAI chat format (templated); ``prompt``, if also given, is
         appended as the last user turn.
-    :param prompt_vars: extra template variables (templated; values may be ``XComArg``).
-    :param images: image URLs, data URLs, local paths (relative to the DAG folder) or
-        ``ObjectStoragePath``s, attached to ``prompt`` (templated).
-    :param model: model id; defaults to the connection's ``default_model`` (templated).
+    :param images: image URLs, data URLs, local paths or ``ObjectStoragePath``s / URIs, attached to
+        ``prompt`` (templated). Local paths are relative to the DAG folder (then ``template_searchpath``)
+        and must stay inside those folders; a ``file://`` or object-storage URI is read only when it is
+        written in the DAG file, not when an upstream task produced it.
     :param models: fallback models, tried in order when ``model`` is unavailable.
-    :param provider: OpenRouter provider routing preferences.
-    :param response_format: see *Structured output* above.
     :param max_repair_attempts: how many times an invalid structured reply is sent back for repair.
-    :param seed, max_tokens, temperature, top_p, stop, frequency_penalty, presence_penalty, logit_bias,
-        logprobs, top_logprobs, tools, tool_choice, reasoning, plugins, user: request fields, sent
-        as given (see OpenRouter's chat completion API); ``None`` leaves them out.
-    :param extra_body: more request fields, merged into the body as is.
-    :param openrouter_conn_id: the OpenRouter connection.
+    :param logit_bias, logprobs, top_logprobs, tools, tool_choice, plugins: request fields, sent as
+        given (see OpenRouter's chat completion API); ``None`` leaves them out.
     :param stream: stream the reply (logs progress; same result as without streaming).
+
+    The other arguments (``model``, ``provider``, ``response_format``, ``prompt_vars``, the sampling
+    fields, ``extra_body``, ``openrouter_conn_id``) are described in
+    :class:`~airflow_openrouter.operators._base.OpenRouterBaseOperator`.
 
     **Killing the task** (``on_kill``: marked failed, timed out, or the worker stops) aborts whatever is
     in flight: the HTTP connection is dropped (which stops generation, and billing, on providers that
@@ -105,8 +96,7 @@ class OpenRouterChatOperator(BaseOperator):
     ``OpenRouterConnectionError``; a reply that arrives anyway is never returned as a success.
     """
 
-    template_fields: Sequence[str] = ("prompt_vars", "model", "images", *_PROMPT_FIELDS)
-    template_ext: Sequence[str] = (".j2", ".jinja2", ".md", ".txt")
+    template_fields: Sequence[str] = ("prompt_vars", "model", "images", "system_prompt", "prompt", "messages")
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "prompt": "jinja",
         "system_prompt": "jinja",
@@ -114,6 +104,9 @@ class OpenRouterChatOperator(BaseOperator):
         "prompt_vars": "json",
         "images": "json",
     }
+    # Rendered with prompt_vars in scope, after every other templated field.
+    prompt_fields: ClassVar[tuple[str, ...]] = ("system_prompt", "prompt", "messages")
+    request_params: ClassVar[tuple[str, ...]] = (*SHARED_PARAMS, *CHAT_ONLY_PARAMS)
     ui_color = "#e8eaf6"
 
     def __init__(
@@ -122,70 +115,48 @@ class OpenRouterChatOperator(BaseOperator):
         prompt: str | None = None,
         system_prompt: str | None = None,
         messages: Sequence[Mapping[str, Any]] | None = None,
-        prompt_vars: Mapping[str, Any] | None = None,
         images: Sequence[ImageSource] | None = None,
-        model: str | None = None,
         models: Sequence[str] | None = None,
-        provider: Mapping[str, Any] | None = None,
-        response_format: type[BaseModel] | Mapping[str, Any] | str | None = None,
         max_repair_attempts: int = 1,
-        seed: int | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        stop: str | Sequence[str] | None = None,
-        frequency_penalty: float | None = None,
-        presence_penalty: float | None = None,
         logit_bias: Mapping[str, float] | None = None,
         logprobs: bool | None = None,
         top_logprobs: int | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
-        reasoning: Mapping[str, Any] | None = None,
         plugins: Sequence[Mapping[str, Any]] | None = None,
-        user: str | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        openrouter_conn_id: str = "openrouter_default",
         stream: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if max_repair_attempts < 0:
-            raise ValueError(f"max_repair_attempts must be 0 or more, got {max_repair_attempts}.")
         self.prompt = prompt
         self.system_prompt = system_prompt
         self.messages = messages
-        self.prompt_vars = prompt_vars
         self.images = images
-        self.model = model
         self.models = models
-        self.provider = provider
-        self.response_format = response_format
         self.max_repair_attempts = max_repair_attempts
-        self.seed = seed
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.top_p = top_p
-        self.stop = stop
-        self.frequency_penalty = frequency_penalty
-        self.presence_penalty = presence_penalty
         self.logit_bias = logit_bias
         self.logprobs = logprobs
         self.top_logprobs = top_logprobs
         self.tools = tools
         self.tool_choice = tool_choice
-        self.reasoning = reasoning
         self.plugins = plugins
-        self.user = user
-        self.extra_body = extra_body
-        self.openrouter_conn_id = openrouter_conn_id
         self.stream = stream
+        self._check_arguments()
+        if type(max_repair_attempts) is not int or max_repair_attempts < 0:
+            raise config_error(
+                f"Task {self.task_id!r}",
+                "max_repair_attempts",
+                "an integer of at least 0",
+                max_repair_attempts,
+            )
         # Execution state, shared with on_kill (which may run on another thread): plain values only,
         # so that the operator can still be deep-copied.
         self._active_stream: ChatStream | None = None
         self._hook: OpenRouterHook | None = None
         self._execute_thread: int | None = None
         self._killed = False
+        # Which images came from upstream (indexes into the rendered list), set when rendering.
+        self._upstream_images: Container[int] = frozenset()
 
     # --- templating ------------------------------------------------------------------------------
 
@@ -193,57 +164,40 @@ class OpenRouterChatOperator(BaseOperator):
         # Airflow swaps a template file name for the file's text when it parses the DAG. The prompt
         # fields keep the name instead, and the prompt renderer loads the file itself, so that a
         # render error can name the file and not just "inline prompt".
-        prompt_values = {name: getattr(self, name) for name in _PROMPT_FIELDS}
+        prompt_values = {name: getattr(self, name) for name in self.prompt_fields}
         super().resolve_template_files()
         for name, value in prompt_values.items():
             setattr(self, name, value)
 
-    def _do_render_template_fields(
-        self,
-        parent: Any,
-        template_fields: Iterable[str],
-        context: Context,
-        jinja_env: jinja2.Environment,
-        seen_oids: set[int],
+    def _before_rendering(self) -> None:
+        # Which images an upstream task produced: known only before rendering resolves the XComArgs.
+        from airflow_openrouter._params import is_resolvable
+
+        images = self.images
+        if "images" in self._upstream_fields or is_resolvable(images):
+            self._upstream_images = _EVERY_IMAGE
+        elif isinstance(images, (list, tuple)):
+            self._upstream_images = frozenset(i for i, image in enumerate(images) if is_resolvable(image))
+        else:
+            self._upstream_images = frozenset()
+
+    def _render_prompt_fields(
+        self, names: Sequence[str], context: Context, jinja_env: jinja2.Environment
     ) -> None:
-        # Overridden here rather than render_template_fields() because a mapped task
-        # (.partial().expand()) renders through this method only. Same signature on Airflow 3.1-3.3.
-        if parent is not self:  # a nested object with template fields of its own
-            super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
-            return
         from airflow_openrouter.prompts import render_prompt_value
 
-        # First everything but the prompts: prompt_vars' XComArgs resolve here, to plain values.
-        other_fields = [name for name in template_fields if name not in _PROMPT_FIELDS]
-        super()._do_render_template_fields(self, other_fields, context, jinja_env, seen_oids)
-        # Then the prompts, once, with prompt_vars beside the context. seen_oids holds the values
-        # Airflow already pulled from XCom for a mapped task: data, not templates.
-        variables = {**context, **self._rendered_prompt_vars()}
-        for name in template_fields:
-            if name in _PROMPT_FIELDS:
-                rendered = render_prompt_value(
-                    getattr(self, name),
-                    jinja_env,
-                    variables,
-                    field=name,
-                    data_ids=seen_oids,
-                    extensions=self.template_ext,
-                )
-                setattr(self, name, rendered)
-
-    def _rendered_prompt_vars(self) -> Mapping[str, Any]:
-        if self.prompt_vars is None:
-            return {}
-        if not isinstance(self.prompt_vars, Mapping):
-            raise TypeError(
-                f"prompt_vars must be a dict of template variables, got {type(self.prompt_vars).__name__}."
+        # The prompts, once, with prompt_vars beside the context. Upstream values among them were
+        # marked as data (literal) before rendering began: they are resolved, not rendered.
+        variables = {**context, **self._prompt_vars()}
+        for name in names:
+            rendered = render_prompt_value(
+                getattr(self, name), jinja_env, variables, field=name, extensions=self.template_ext
             )
-        return self.prompt_vars
+            setattr(self, name, rendered)
 
     # --- execution -------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        from airflow_openrouter._transport import RetryPolicy
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
         from airflow_openrouter.schemas import complete_validated, output_spec
 
@@ -252,10 +206,10 @@ class OpenRouterChatOperator(BaseOperator):
         spec = output_spec(self.response_format)
         messages = self._messages()
         params = self._request_params(spec)
-        # The hook's usual policy, except that a retry wait ends as soon as the task is killed.
-        policy = RetryPolicy(sleep=self._sleep_unless_killed)
-        with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id, retry_policy=policy) as hook:
-            policy.max_retries = hook.settings.max_retries
+        # The connection's retry policy, except that a retry wait ends as soon as the task is killed.
+        with OpenRouterHook(
+            openrouter_conn_id=self.openrouter_conn_id, sleep=self._sleep_unless_killed
+        ) as hook:
             model = self._model(hook)
             self.log.debug("Messages sent to %s: %s", model, messages)
 
@@ -275,6 +229,8 @@ class OpenRouterChatOperator(BaseOperator):
             except Exception as exc:
                 if self._killed:  # whatever the aborted call raised, the cause is the kill
                     raise self._killed_error() from exc
+                if params["provider"] is not self.provider and (explained := self._routing_error(exc, model)):
+                    raise explained from exc
                 raise
             finally:
                 self._hook = None
@@ -288,23 +244,23 @@ class OpenRouterChatOperator(BaseOperator):
     def _messages(self) -> list[dict[str, Any]]:
         from airflow_openrouter.prompts import build_messages
 
-        dag = self.get_dag()
+        images = self.images or ()
         return build_messages(
             prompt=self.prompt,
             system_prompt=self.system_prompt,
             messages=self.messages,
-            images=self.images or (),
-            base_dir=dag.folder if dag else None,  # relative image paths, like template files
+            images=[images] if isinstance(images, (str, os.PathLike)) else images,  # one image
+            image_roots=self._image_roots(),
+            upstream_images=self._upstream_images,
         )
 
-    def _model(self, hook: OpenRouterHook) -> str:
-        model = self.model or hook.default_model
-        if not model:
-            raise ValueError(
-                f"No model for task {self.task_id!r}: pass model=... or set default_model in the extra "
-                f"of connection {self.openrouter_conn_id!r}."
-            )
-        return model
+    def _image_roots(self) -> list[str]:
+        """Where local images may be read from: the DAG folder, then ``template_searchpath``."""
+        dag = self.get_dag()
+        if dag is None:
+            return []
+        searchpath = dag.template_searchpath or []
+        return [dag.folder, *([searchpath] if isinstance(searchpath, str) else searchpath)]
 
     def _request_params(self, spec: OutputSpec) -> dict[str, Any]:
         from airflow_openrouter.schemas import provider_preferences
@@ -315,8 +271,24 @@ class OpenRouterChatOperator(BaseOperator):
                 "Structured output requested: routing only to providers that support response_format "
                 "(provider.require_parameters=true). Pass provider=... to choose the routing yourself."
             )
-        params = {name: getattr(self, name) for name in _REQUEST_PARAMS}
-        return {**params, "provider": provider, "response_format": spec.response_format}
+        return {**self._request_fields(), "provider": provider, "response_format": spec.response_format}
+
+    def _routing_error(self, exc: Exception, model: str) -> OpenRouterAPIError | None:
+        """The error to raise for a 404 "No endpoints found" after this operator added
+        ``provider.require_parameters`` (so that it says so), or ``None`` for any other error."""
+        from airflow_openrouter.exceptions import OpenRouterNotFoundError
+
+        if not isinstance(exc, OpenRouterNotFoundError) or "no endpoints found" not in exc.message.lower():
+            return None
+        asked = "response_format and tools" if self.tools else "response_format"
+        return exc.with_message(
+            f"{exc.message.rstrip().removesuffix('.')}. The operator added provider.require_parameters=true "
+            f"because response_format is set, so that OpenRouter routes only to providers that honour "
+            f"{asked}, and no provider of {model!r} does. Use a model that supports structured outputs, or "
+            "pass provider=... yourself to choose the routing (for example "
+            "provider={'require_parameters': False}: the reply is then still validated and repaired, but a "
+            "provider may ignore the format)."
+        )
 
     def _stream_completion(self, hook: OpenRouterHook, **request: Any) -> ChatCompletion:
         """Stream one completion, logging progress now and then; returns the assembled completion."""

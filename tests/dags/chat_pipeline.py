@@ -68,3 +68,26 @@ with DAG("chat_pipeline", schedule=None, catchup=False, tags=["test"]) as dag:
     )
 
     OpenRouterChatOperator(task_id="no_xcom", prompt="Say hi.", do_xcom_push=False, user="no_xcom")
+
+
+# Arguments known only at run time: a mapped task's values, literal or from XCom, are checked when the
+# task is unmapped, before any request. Index 0 of each is fine; index 1 is not.
+with DAG("chat_mapped_arguments", schedule=None, catchup=False, tags=["test"]) as mapped_arguments_dag:
+
+    @task
+    def token_limits() -> list[dict]:
+        return [{"max_tokens": 50}, {"max_tokens": "100"}]
+
+    @task
+    def temperatures() -> list[float]:
+        return [0.2, 9]
+
+    OpenRouterChatOperator.partial(
+        task_id="literal_temperatures", prompt="Hi", user="literal_temperatures"
+    ).expand(temperature=[0.5, 7])
+    OpenRouterChatOperator.partial(
+        task_id="xcom_max_tokens", prompt="Hi", user="xcom_max_tokens"
+    ).expand_kwargs(token_limits())
+    OpenRouterChatOperator.partial(task_id="xcom_temperatures", prompt="Hi", user="xcom_temperatures").expand(
+        temperature=temperatures()
+    )

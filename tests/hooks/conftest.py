@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_openrouter._transport import RetryPolicy
-from airflow_openrouter.hooks.openrouter import OpenRouterHook
+from airflow_openrouter.hooks.openrouter import OpenRouterHook, RetryPolicy
 from airflow_openrouter.testing import OpenRouterEmulator
 from tests.conftest import use_emulator
 

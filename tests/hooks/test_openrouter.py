@@ -12,7 +12,6 @@ import threading
 import httpx
 import pytest
 
-from airflow_openrouter._transport import RetryPolicy
 from airflow_openrouter.exceptions import (
     OpenRouterAuthenticationError,
     OpenRouterBadRequestError,
@@ -26,7 +25,7 @@ from airflow_openrouter.exceptions import (
     OpenRouterServerError,
     OpenRouterTimeoutError,
 )
-from airflow_openrouter.hooks.openrouter import OpenRouterHook
+from airflow_openrouter.hooks.openrouter import ClientSettings, OpenRouterHook, RetryPolicy
 from airflow_openrouter.testing import OpenRouterEmulator
 from tests.hooks.conftest import MESSAGES, MODEL
 
@@ -234,19 +233,38 @@ def test_retries_stop_when_total_wait_would_exceed_the_cap(emu, sleeps):
     assert sleeps == [4.0, 4.0]
 
 
-def test_dropped_connection_is_retried(hook, emu, sleeps):
+def test_a_read_dropped_mid_answer_is_retried(hook, emu, sleeps):
+    emu.drop_connection_next(route="/key")
+    assert hook.get_key().limit_remaining is not None
+    assert len(sleeps) == 1 and len(emu.requests_to("/key")) == 2
+
+
+def test_a_chat_completion_dropped_after_sending_is_not_sent_again(hook, emu, sleeps):
     emu.drop_connection_next()
-    assert hook.chat_completion(model=MODEL, messages=MESSAGES).content
-    assert len(sleeps) == 1
+    with pytest.raises(OpenRouterConnectionError, match="may have run and been billed") as info:
+        hook.chat_completion(model=MODEL, messages=MESSAGES)
+    assert info.value.request_sent and info.value.transient
+    assert sleeps == [] and len(emu.requests_to("/chat/completions")) == 1
 
 
-def test_read_timeout_surfaces_as_timeout_error_naming_the_setting(emu, sleeps):
+def test_read_timeout_of_a_chat_completion_names_the_setting_and_is_not_sent_again(emu, sleeps):
     emu.set_latency(1500)
     hook = OpenRouterHook(timeout=0.3, retry_policy=RetryPolicy(max_retries=1, sleep=sleeps))
     with pytest.raises(OpenRouterTimeoutError, match="read timeout") as info:
         hook.chat_completion(model=MODEL, messages=MESSAGES)
-    assert "openrouter_default" in str(info.value)
-    assert len(sleeps) == 1, "a timeout is retried like any transient failure"
+    message = str(info.value)
+    assert "'timeout' on connection 'openrouter_default'" in message
+    assert "billed" in message and "stream=True" in message
+    assert sleeps == [] and len(emu.requests_to("/chat/completions")) == 1
+
+
+def test_read_timeout_of_a_read_is_retried(emu, sleeps):
+    emu.set_latency(800)
+    hook = OpenRouterHook(timeout=0.2, retry_policy=RetryPolicy(max_retries=1, sleep=sleeps))
+    with pytest.raises(OpenRouterTimeoutError, match="read timeout") as info:
+        hook.get_key()
+    assert "billed" not in str(info.value)
+    assert len(sleeps) == 1 and len(emu.requests_to("/key")) == 2
 
 
 def test_batch_creation_is_not_retried_on_5xx(hook, emu, sleeps):
@@ -296,8 +314,6 @@ def test_batch_creation_is_not_retried_after_the_request_was_sent(sleeps):
 
 
 def _settings():
-    from airflow_openrouter._transport import ClientSettings
-
     return ClientSettings(conn_id="openrouter_default", base_url="http://127.0.0.1:9/api/v1", api_key="k")
 
 
@@ -586,7 +602,7 @@ def test_one_async_client_per_running_loop_and_finished_loops_are_forgotten(hook
 
 
 def test_async_client_honours_proxy_environment(hook, monkeypatch):
-    from airflow_openrouter._transport import ShardedPoolTransport
+    from airflow_openrouter._transport.pool import ShardedPoolTransport
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
 
@@ -628,7 +644,8 @@ def test_api_key_stays_out_of_async_and_streamed_failures(emu, monkeypatch, caps
 
 def test_large_async_answers_are_decoded_off_the_event_loop(hook, emu):
     """A completed batch inlines its results: the trigger's loop must not decode megabytes itself."""
-    from airflow_openrouter._transport import OFF_LOOP_BODY_BYTES, Call
+    from airflow_openrouter._transport.calls import Call
+    from airflow_openrouter._transport.clients import OFF_LOOP_BODY_BYTES
 
     requests = [{"custom_id": f"r{i}", "body": {"messages": MESSAGES, "max_tokens": 400}} for i in range(400)]
     batch = hook.create_batch(model=MODEL, requests=requests)
@@ -651,3 +668,26 @@ def test_large_async_answers_are_decoded_off_the_event_loop(hook, emu):
     loop_thread = asyncio.run(run())
     assert parsed_in[True] is not loop_thread
     assert parsed_in[False] is loop_thread
+
+
+def test_sleep_injected_into_the_hook_keeps_the_connections_max_retries(emu, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", emu.connection_json(max_retries=2))
+    emu.fail_next(status=503, times=5)
+    waits: list[float] = []
+    with pytest.raises(OpenRouterServerError):
+        OpenRouterHook(sleep=waits.append).chat_completion(model=MODEL, messages=MESSAGES)
+    assert len(waits) == 2 and len(emu.requests_to("/chat/completions")) == 3
+
+
+def test_async_sleep_injected_into_the_hook_replaces_the_policys(emu):
+    emu.fail_next(status=429, retry_after=5)
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def run():
+        async with OpenRouterHook(async_sleep=record) as hook:
+            return await hook.achat_completion(model=MODEL, messages=MESSAGES)
+
+    assert asyncio.run(run()).content and waits == [5.0]

@@ -14,7 +14,11 @@ import pytest
 from airflow.sdk import DAG
 from pydantic import BaseModel
 
-from airflow_openrouter.exceptions import OpenRouterConnectionError, OpenRouterOutputValidationError
+from airflow_openrouter.exceptions import (
+    OpenRouterConfigError,
+    OpenRouterConnectionError,
+    OpenRouterOutputValidationError,
+)
 from airflow_openrouter.hooks.openrouter import OpenRouterHook
 from airflow_openrouter.operators.chat import OpenRouterChatOperator
 from airflow_openrouter.prompts import TEMPLATE_EXTENSIONS, PromptRenderError
@@ -420,9 +424,9 @@ def test_prompt_vars_and_task_context_are_both_in_scope(emulator):
 
 
 def test_local_image_is_sent_as_a_data_url_with_its_mime_type(emulator, tmp_path):
-    image = tmp_path / "receipt.jpeg"
-    image.write_bytes(b"\xff\xd8\xff fake jpeg")
-    op = OpenRouterChatOperator(task_id="t", prompt="What is the total?", images=[str(image)])
+    (tmp_path / "receipt.jpeg").write_bytes(b"\xff\xd8\xff fake jpeg")
+    with DAG("chat_image", schedule=None, template_searchpath=[str(tmp_path)]):
+        op = OpenRouterChatOperator(task_id="t", prompt="What is the total?", images=["receipt.jpeg"])
 
     run_task(op)
 
@@ -489,5 +493,8 @@ def test_explicit_model_and_sampling_fields_are_sent_as_given(emulator):
 
 
 def test_negative_max_repair_attempts_is_rejected_when_the_dag_is_parsed():
-    with pytest.raises(ValueError, match=r"^max_repair_attempts must be 0 or more, got -1\.$"):
+    with pytest.raises(
+        OpenRouterConfigError,
+        match=r"^Task 't': max_repair_attempts must be an integer of at least 0, got -1\.$",
+    ):
         OpenRouterChatOperator(task_id="t", prompt="x", max_repair_attempts=-1)

@@ -121,3 +121,25 @@ def test_do_xcom_push_false_pushes_neither_the_reply_nor_the_usage(pipeline):
     assert len(bodies_of(pipeline, "no_xcom")) == 1  # the task did run
     assert xcom_value(dag_run, "no_xcom") is None
     assert xcom_value(dag_run, "no_xcom", key="openrouter_usage") is None
+
+
+MAPPED_ERRORS = {
+    "literal_temperatures": "Task 'literal_temperatures': temperature must be a number from 0 to 2, got 7.",
+    "xcom_temperatures": "Task 'xcom_temperatures': temperature must be a number from 0 to 2, got 9.",
+    "xcom_max_tokens": "Task 'xcom_max_tokens': max_tokens must be an integer of at least 1, got '100' (str).",
+}
+
+
+def test_a_bad_mapped_value_fails_its_map_index_before_any_request(airflow_db, capfd):
+    with OpenRouterEmulator() as emulator, pytest.MonkeyPatch.context() as mp:
+        for name, value in emulator.connection_env(default_model=MODEL).items():
+            mp.setenv(name, value)
+        dag_run = load_dag(TEST_DAGS / "chat_pipeline.py", "chat_mapped_arguments").test()
+        requests = emulator.requests_to("/chat/completions")
+    logged = "".join(capfd.readouterr())
+
+    for task_id, message in MAPPED_ERRORS.items():
+        states = {ti.map_index: ti.state for ti in dag_run.get_task_instances() if ti.task_id == task_id}
+        assert states == {0: "success", 1: "failed"}, task_id
+        assert len([r for r in requests if r.body.get("user") == task_id]) == 1  # index 0 only
+        assert f"OpenRouterConfigError: {message}" in logged
