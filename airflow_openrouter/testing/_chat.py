@@ -54,13 +54,6 @@ class ChatOutcome:
     def completion_tokens(self) -> int:
         return self.completion.completion_tokens
 
-    def cost_of_stream(self, pieces_sent: int) -> float:
-        """What a stream cut after ``pieces_sent`` content chunks is billed: the prompt, and the share of
-        the completion generated before the client went (providers stop generating on disconnect)."""
-        total = len(self.content_pieces())
-        share = min(1.0, pieces_sent / total) if total else 1.0
-        return round(self.prompt_cost + self.completion_cost * share, 12)
-
     @property
     def provider(self) -> str:
         return self.served_by or self.request.model.provider
