@@ -37,14 +37,14 @@ class Account:
         self._on_read = on_read or (lambda: None)
         if owner:
             self._cells.credits = credits
-        # Spend already in the slots (before a reset) is not this account's.
-        self._base = self._cells.spend() if owner else 0.0
+            # Spend already in the slots (before a reset) is not this account's.
+            self._cells.spend_base = self._cells.spend()
         self._generations: dict[str, dict[str, Any]] = {}
         self._free_requests = 0
 
     @property
     def _usage(self) -> float:
-        return self._cells.spend() - self._base
+        return self._cells.spend() - self._cells.spend_base
 
     @property
     def _total_credits(self) -> float:

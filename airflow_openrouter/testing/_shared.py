@@ -17,7 +17,7 @@ import os
 import tempfile
 from typing import Any
 
-_FIRST_SLOT = 7  # the settings below take cells 0-6; the spend slots follow, one per process
+_FIRST_SLOT = 8  # the settings below take cells 0-7; the spend slots follow, one per process
 
 
 class _Cell:
@@ -39,6 +39,7 @@ class SharedCells:
     clock_origin = _Cell(4)  # what a manual clock reads, before advance()
     clock_offset = _Cell(5)  # what advance() added
     faults_pending = _Cell(6)  # HTTP and chat faults queued: workers forward every request while > 0
+    spend_base = _Cell(7)  # the slots' sum when the account was opened (reset): spent before, not now
 
     def __init__(self, processes: int = 1, fd: int | None = None) -> None:
         """Private cells (``fd`` None and one process), or the mapping of ``fd`` (created if None)."""

@@ -101,6 +101,19 @@ def test_credits_and_the_manual_clock_reach_every_process(
     assert {chat(http).status_code for _ in range(12)} == {200}
 
 
+def test_after_a_reset_every_process_sees_the_fresh_account(
+    pooled: OpenRouterEmulator, http: httpx.Client
+) -> None:
+    for _ in range(4):
+        assert chat(http, "spend", max_tokens=2000).status_code == 200  # about $0.05 each
+    spent = pooled.billed_usd
+    pooled.reset()  # nothing spent since: a worker that counted the old spend would refuse with 402
+    pooled.set_credits(0.01)
+    assert pooled.billed_usd == 0 and spent > 0.01
+    assert {chat(http, max_tokens=5).status_code for _ in range(12)} == {200}  # $0.0002 each
+    assert http.get("/credits").json()["data"]["total_usage"] == pytest.approx(pooled.billed_usd, abs=1e-9)
+
+
 def test_a_stream_cut_by_the_client_is_billed_for_what_was_sent_in_any_process(
     pooled: OpenRouterEmulator, http: httpx.Client
 ) -> None:
