@@ -124,5 +124,6 @@ class Journal:
         ]
 
     def clear(self) -> None:
+        self._on_read()  # what workers sent before the clear goes with it
         with self._lock:
             self._entries.clear()

@@ -74,6 +74,17 @@ def test_workers_answer_and_the_journal_spend_and_generations_see_every_answer(
         assert data["external_user"] == f"u{i}" and data["total_cost"] == answer["usage"]["cost"]
 
 
+def test_clearing_the_journal_clears_what_workers_recorded(
+    pooled: OpenRouterEmulator, http: httpx.Client
+) -> None:
+    for _ in range(10):
+        assert chat(http).status_code == 200
+    pooled.clear_requests()
+    assert pooled.requests == []
+    assert chat(http, "after").status_code == 200
+    assert [r.body["messages"][0]["content"] for r in pooled.requests] == ["after"]
+
+
 def test_faults_are_taken_in_order_exactly_once_by_any_process(
     pooled: OpenRouterEmulator, http: httpx.Client
 ) -> None:
