@@ -12,11 +12,21 @@ Quick start::
         assert len(emu.requests_to("/chat/completions", method="POST")) == 2
 
 Served (under ``/api/v1``; batch routes also under ``/api/beta``): ``POST /chat/completions`` (JSON and
-SSE), ``GET /generation?id=``, ``GET /models`` (public), ``GET /models/{author}/{slug}/endpoints``,
-``GET /key``, ``GET /credits``, ``POST|GET /batches``, ``GET|DELETE /batches/{id}``,
-``GET /batches/{id}/results``. Every other route requires ``Authorization: Bearer <key>``: any non-empty
+SSE), ``POST /embeddings``, ``GET /generation?id=``, ``GET /models`` (public; ``output_modalities``,
+``offset``, ``limit``), ``GET /embeddings/models`` (public), ``GET /models/{author}/{slug}/endpoints``,
+``GET /key``, ``GET /credits``, ``POST|GET /batches`` (``/v1/chat/completions`` and ``/v1/embeddings``
+batches), ``GET|DELETE /batches/{id}``, ``GET /batches/{id}/results``. Every other route requires ``Authorization: Bearer <key>``: any non-empty
 key, or with ``api_keys=`` only those. The journal (``requests``) keeps that header but prints it masked
 (``sk-or-v1-abc...xyz``, the label ``GET /key`` shows), so a failing assertion never prints a key.
+
+Prices and token counts are deterministic and documented (``_content``, ``_catalogue``): usage cost is
+exactly tokens x the ``/models`` prices, half of it in a batch (the API publishes no batch price).
+Embeddings are deterministic unit float32 vectors (``_embeddings``). ``user``, ``session_id`` and
+``metadata`` are checked against the documented limits and returned by ``GET /generation`` where the
+API returns them; the journal shows them (``RecordedRequest.attribution``, ``.item_attributions``).
+``emulator.billed_usd`` is the spend so far and ``emulator.generation(id)`` a generation's record.
+``workers=N`` (``--workers N``) serves chat, embeddings and model lists from N processes on one port,
+with spend, journal, generations, settings and faults kept exact (``_workers``).
 
 Answers follow the official ``openrouter`` and ``openai`` SDKs' models (the tests validate every answer
 against them): batch objects carry ``provider`` and ``expires_at`` (24 h after creation, 96 h for Google
@@ -52,7 +62,8 @@ loads it in every test run); they are imported when an emulator starts.
 
 from __future__ import annotations
 
+from ._attribution import Attribution
 from ._emulator import DEFAULT_API_KEY, OpenRouterEmulator
 from ._journal import RecordedRequest
 
-__all__ = ["DEFAULT_API_KEY", "OpenRouterEmulator", "RecordedRequest"]
+__all__ = ["DEFAULT_API_KEY", "Attribution", "OpenRouterEmulator", "RecordedRequest"]

@@ -37,6 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--scenario", help="JSON scenario file with latency settings and faults")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve chat completions, embeddings and model lists from N processes on the port "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--api-key",
         action="extend",
         nargs="+",
@@ -62,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             token_delay_ms=args.token_delay_ms,
             batch_durations=tuple(args.batch_durations),
             scenario=args.scenario,
+            workers=args.workers,
         )
     except (OSError, ValueError) as exc:  # an unreadable or malformed scenario file, a bad duration
         print(f"OpenRouter emulator: {exc}", file=sys.stderr, flush=True)
@@ -71,8 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmulatorAddressError as exc:
         print(f"OpenRouter emulator: {exc.strerror}", file=sys.stderr, flush=True)
         return 2
+    except RuntimeError as exc:  # a worker process could not start
+        print(f"OpenRouter emulator: {exc}", file=sys.stderr, flush=True)
+        return 2
     try:
         print(f"OpenRouter emulator listening on {emulator.base_url}", flush=True)
+        if args.workers > 1:
+            print(f"Workers: {args.workers} processes share the port", flush=True)
         print(auth_banner(args.api_keys), flush=True)
         print("Ctrl-C to stop", flush=True)
         while not stop.wait(0.5):

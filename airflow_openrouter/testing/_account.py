@@ -1,14 +1,18 @@
 """Credits, spend and generation records of the (single) emulated account.
 
 Every API key the emulator accepts shares one balance: tests care about "the key ran out of
-credits", not about multi-tenant accounting.
+credits", not about multi-tenant accounting. The balance and the spend live in the shared cells, so
+with worker processes every process charges the same account (each its own spend slot).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Callable
 from typing import Any
+
+from ._shared import SharedCells
 
 DEFAULT_CREDITS = 100.0
 # OpenRouter's daily quota of ``:free`` model requests for an account that bought at least $10 of credits.
@@ -16,30 +20,56 @@ FREE_MODEL_DAILY_LIMIT = 1000
 
 
 class Account:
-    def __init__(self, credits: float = DEFAULT_CREDITS) -> None:
+    def __init__(
+        self,
+        credits: float = DEFAULT_CREDITS,
+        *,
+        cells: SharedCells | None = None,
+        slot: int = 0,
+        owner: bool = True,
+        on_read: Callable[[], None] | None = None,
+    ) -> None:
+        """``slot``: this process's spend slot; ``owner``: this process (the main one) opens the account
+        (a worker attaches to it); ``on_read``: called before generations are looked up."""
         self._lock = threading.Lock()
-        self._total_credits = credits
-        self._usage = 0.0
+        self._cells = cells if cells is not None else SharedCells()
+        self._slot = slot
+        self._on_read = on_read or (lambda: None)
+        if owner:
+            self._cells.credits = credits
+            # Spend already in the slots (before a reset) is not this account's.
+            self._cells.spend_base = self._cells.spend()
         self._generations: dict[str, dict[str, Any]] = {}
         self._free_requests = 0
 
     @property
+    def _usage(self) -> float:
+        return self._cells.spend() - self._cells.spend_base
+
+    @property
+    def _total_credits(self) -> float:
+        return self._cells.credits
+
+    @property
+    def usage(self) -> float:
+        return round(self._usage, 12)
+
+    @property
     def remaining(self) -> float:
-        with self._lock:
-            return self._total_credits - self._usage
+        return self._total_credits - self._usage
 
     def set_credits(self, usd: float) -> None:
         """Make ``usd`` the remaining balance (spend so far is kept)."""
         with self._lock:
-            self._total_credits = self._usage + usd
+            self._cells.credits = self._usage + usd
 
     def add_credits(self, usd: float) -> None:
         with self._lock:
-            self._total_credits += usd
+            self._cells.credits += usd
 
     def charge(self, usd: float) -> None:
         with self._lock:
-            self._usage += usd
+            self._cells.add_spend(self._slot, usd)
 
     def record_generation(self, record: dict[str, Any]) -> None:
         with self._lock:
@@ -48,11 +78,13 @@ class Account:
                 self._free_requests += 1
 
     def generation(self, generation_id: str) -> dict[str, Any] | None:
+        self._on_read()
         with self._lock:
             return self._generations.get(generation_id)
 
     def key_info(self, api_key: str) -> dict[str, Any]:
         """The ``data`` of ``GET /key``: the balance is modelled as the key's spending limit."""
+        self._on_read()
         with self._lock:
             usage, limit, free_used = round(self._usage, 10), self._total_credits, self._free_requests
         remaining = round(limit - usage, 10)
@@ -106,8 +138,7 @@ class Account:
         }
 
     def credits_info(self) -> dict[str, float]:
-        with self._lock:
-            return {"total_credits": self._total_credits, "total_usage": round(self._usage, 10)}
+        return {"total_credits": self._total_credits, "total_usage": round(self._usage, 10)}
 
 
 def key_label(api_key: str) -> str:

@@ -4,6 +4,12 @@ The gate, in order: record the request in the journal, sleep the configured late
 bearer key, apply the oldest matching queued HTTP fault, then run the handler and turn ``ApiError``
 into the OpenRouter error envelope. Batch routes are served under ``/api/v1`` and the beta prefix
 ``/api/beta``.
+
+Chat completions and embeddings instead do their work *during* the latency: the gate checks the key
+and the faults at arrival, the handler builds the answer, then waits until the latency since arrival
+has passed, and only then bills and answers. The latency is the time the generation takes, whatever
+the emulator's own processing (so 512 requests arriving at once under a 500 ms latency are answered
+after 500 ms, not 500 ms plus a queue), and a generation is still billed only once it is done.
 """
 
 from __future__ import annotations
@@ -22,17 +28,23 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from ._attribution import Attribution
 from ._batch_submit import check_payload_size, parse_submission
 from ._batches import parse_list_timestamp
-from ._catalogue import CATALOGUE
-from ._chat import DONE_EVENT, PROCESSING_COMMENT, ChatOutcome, run_chat
+from ._catalogue import CATALOGUE, ModelSpec
+from ._chat import DONE_EVENT, PROCESSING_COMMENT, ChatOutcome, generation_id, run_chat
+from ._embedding_models import EMBEDDING_CATALOGUE, EmbeddingModelSpec
+from ._embeddings import parse_embedding_request, run_embeddings
 from ._errors import ApiError, error_envelope, error_type_for
 from ._faults import ChatFault, HttpFault
+from ._generations import Caller
 from ._journal import Headers, RecordedRequest
 from ._routes import relative_route
 from ._state import EmulatorState
 from ._validation import parse_chat_request
 
+_NO_CREDITS = "Insufficient credits. Add more using https://openrouter.ai/settings/credits"
+_MODEL_LIST_QUERY = "offset must be a non-negative integer and limit an integer between 1 and 1000."
 _NON_JSON_BODY = (
     b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
 )
@@ -45,6 +57,17 @@ class _Call:
     body: Any  # parsed JSON, None if empty or invalid
     api_key: str
     arrived: float  # time.monotonic() at arrival, for latency stats
+    due: float = 0.0  # time.monotonic() when the answer is due: arrival plus the configured latency
+
+    async def latency(self) -> None:
+        """Wait until the answer is due (at once if it already is)."""
+        await _until(self.due)
+
+
+async def _until(due: float) -> None:
+    remaining = due - time.monotonic()
+    if remaining > 0:
+        await asyncio.sleep(remaining)
 
 
 Handler = Callable[[_Call], Awaitable[Response]]
@@ -53,7 +76,13 @@ Handler = Callable[[_Call], Awaitable[Response]]
 def build_app(state: EmulatorState) -> Starlette:
     api = _Api(state)
     routes = [
-        Route("/api/v1/chat/completions", api.gate(api.chat_completions), methods=["POST"]),
+        Route(
+            "/api/v1/chat/completions",
+            api.gate(api.chat_completions, works_during_latency=True),
+            methods=["POST"],
+        ),
+        Route("/api/v1/embeddings", api.gate(api.embeddings, works_during_latency=True), methods=["POST"]),
+        Route("/api/v1/embeddings/models", api.gate(api.list_embedding_models, public=True), methods=["GET"]),
         Route("/api/v1/models", api.gate(api.list_models, public=True), methods=["GET"]),
         Route("/api/v1/models/{author}/{slug}/endpoints", api.gate(api.model_endpoints), methods=["GET"]),
         Route("/api/v1/key", api.gate(api.key), methods=["GET"]),
@@ -105,7 +134,16 @@ class _Api:
 
     # -- the gate --------------------------------------------------------------------------------
 
-    def gate(self, handler: Handler, *, public: bool = False, streamed_body: bool = False) -> Any:
+    def gate(
+        self,
+        handler: Handler,
+        *,
+        public: bool = False,
+        streamed_body: bool = False,
+        works_during_latency: bool = False,
+    ) -> Any:
+        """``works_during_latency``: the handler runs at arrival and awaits ``call.latency()`` itself
+        (before billing); every answer of the route still leaves once the latency has passed."""
         state = self.state
 
         async def endpoint(request: Request) -> Response:
@@ -130,16 +168,21 @@ class _Api:
                 )
             )
             delay = state.latency.sample_seconds()
-            if delay:
+            due = arrived + delay
+            if delay and not works_during_latency:
                 await asyncio.sleep(delay)
             try:
                 api_key = self._authenticate(request, public)
                 fault = state.faults.take_http(route, request.method)
                 if fault is not None and fault.kind != "drop_answer":
+                    await _until(due)
                     return _fault_response(fault)
-                response = await handler(_Call(request, raw, body, api_key, arrived))
+                response = await handler(_Call(request, raw, body, api_key, arrived, due))
+                await _until(due)
+                # drop_answer: the request was handled (e.g. the batch exists), then the answer is lost.
                 return _DroppedResponse() if fault is not None else response
             except ApiError as exc:
+                await _until(due)
                 return _error_response(exc)
 
         return endpoint
@@ -156,23 +199,30 @@ class _Api:
             raise ApiError(401, "User not found.")
         return key
 
+    def _admit(self, call: _Call, attribution: Attribution) -> Caller:
+        """Who asks for a generation (its session header checked too); 402 when the account is empty."""
+        caller = Caller.of(attribution, call.request.headers)
+        if self.state.account.remaining <= 0:
+            raise ApiError(402, _NO_CREDITS)
+        return caller
+
     # -- chat --------------------------------------------------------------------------------------
 
     async def chat_completions(self, call: _Call) -> Response:
         state = self.state
         request = parse_chat_request(call.body)
-        if state.account.remaining <= 0:
-            raise ApiError(402, "Insufficient credits. Add more using https://openrouter.ai/settings/credits")
+        caller = self._admit(call, request.attribution)
         fault = state.faults.take_chat(streaming=request.stream, json_schema=request.json_schema is not None)
         outcome = run_chat(
             request,
             created=int(state.clock.now()),
             violate_schema=fault is not None and fault.kind == "invalid_output",
         )
+        await call.latency()  # the generation takes the configured latency
         record = outcome.generation_record(
             streamed=request.stream,
             latency_ms=(time.monotonic() - call.arrived) * 1000,
-            user_agent=call.request.headers.get("user-agent"),
+            caller=caller,
         )
         state.account.record_generation(record)
         headers = {"X-Generation-Id": outcome.id}
@@ -229,16 +279,42 @@ class _Api:
             raise ApiError(404, f"Generation {generation_id} not found")
         return JSONResponse({"data": record})
 
+    # -- embeddings --------------------------------------------------------------------------------
+
+    async def embeddings(self, call: _Call) -> Response:
+        state = self.state
+        request = parse_embedding_request(call.body)
+        caller = self._admit(call, request.attribution)
+        created = int(state.clock.now())
+        outcome = run_embeddings(request, created=created, outcome_id=generation_id(created))
+        body = outcome.result()
+        await call.latency()  # the generation takes the configured latency
+        # Billed once generated, like a non-streamed chat completion.
+        state.account.charge(outcome.cost)
+        latency_ms = (time.monotonic() - call.arrived) * 1000
+        state.account.record_generation(outcome.generation_record(latency_ms=latency_ms, caller=caller))
+        return JSONResponse(body, headers={"X-Generation-Id": outcome.id})
+
     # -- models and account ------------------------------------------------------------------------
 
     async def list_models(self, call: _Call) -> Response:
-        models = [spec.to_json() for spec in CATALOGUE.values()]
-        return JSONResponse({"data": models, "total_count": len(models), "links": {"next": None}})
+        """Chat models by default; ``output_modalities=embeddings`` (or ``all``) as the real API."""
+        wanted = set(call.request.query_params.get("output_modalities", "text").split(","))
+        specs: list[Any] = []
+        if wanted & {"text", "all"}:
+            specs += CATALOGUE.values()
+        if wanted & {"embeddings", "all"}:
+            specs += EMBEDDING_CATALOGUE.values()
+        return _model_page(call.request, specs)
+
+    async def list_embedding_models(self, call: _Call) -> Response:
+        return _model_page(call.request, list(EMBEDDING_CATALOGUE.values()))
 
     async def model_endpoints(self, call: _Call) -> Response:
         params = call.request.path_params
         model_id = f"{params['author']}/{params['slug']}"
-        matches = [spec for spec in CATALOGUE.values() if model_id in (spec.id, spec.id.split(":")[0])]
+        specs: list[ModelSpec | EmbeddingModelSpec] = [*CATALOGUE.values(), *EMBEDDING_CATALOGUE.values()]
+        matches = [spec for spec in specs if model_id in (spec.id, spec.id.split(":")[0])]
         if not matches:
             raise ApiError(404, f"Model {model_id} not found")
         return JSONResponse({"data": matches[0].endpoints_json()})
@@ -286,6 +362,16 @@ class _Api:
         )
         cursor = call.request.query_params.get("cursor")
         return JSONResponse(self.state.batches.results_page(call.request.path_params["id"], limit, cursor))
+
+
+def _model_page(request: Request, specs: list[Any]) -> Response:
+    """A ``ModelsListResponse``: the whole list unless ``offset`` or ``limit`` is given."""
+    offset = _int_param(request, "offset", 0, 0, 1 << 31, _MODEL_LIST_QUERY)
+    limit = _int_param(request, "limit", len(specs) or 1, 1, 1000, _MODEL_LIST_QUERY)
+    page = [spec.to_json() for spec in specs[offset : offset + limit]]
+    end = offset + len(page)
+    following = f"{request.url.path}?offset={end}&limit={limit}" if end < len(specs) else None
+    return JSONResponse({"data": page, "total_count": len(specs), "links": {"next": following}})
 
 
 def _parse_json(raw: bytes) -> Any:

@@ -1,8 +1,14 @@
 """Validation of a ``POST /batches`` body, in the order the real (stream-parsing) ingress applies it.
 
 Checks that fail synchronously answer 400/413/422 before anything is stored. A request whose *body*
-is not a valid chat request does not fail the submission: like OpenRouter, the batch is accepted
-(202) and then fails as a whole once validation runs, naming the offending request.
+is not a valid request of its endpoint does not fail the submission: like OpenRouter, the batch is
+accepted (202) and then fails as a whole once validation runs, naming the offending request.
+
+Two endpoints are served: ``/v1/chat/completions`` (text-only messages, no streaming) and
+``/v1/embeddings`` (input strings or token arrays only: no multimodal input, no ``input_type``, no
+``provider``, neither in a request body nor for the whole batch). Unknown fields of the submission
+(e.g. a top-level ``metadata``, which is not a Batch API field) and of a request body are dropped
+silently, as the real API does.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._catalogue import ModelSpec, lookup_model
+from ._embedding_models import EmbeddingModelSpec, lookup_embedding_model
+from ._embeddings import EmbeddingRequest, check_batch_line, parse_embedding_request
 from ._errors import ApiError
 from ._validation import ChatRequest, parse_chat_request
 
@@ -19,7 +27,9 @@ MAX_BATCH_PAYLOAD_BYTES = 200 * 1024 * 1024
 MAX_BATCH_REQUESTS = 5_000
 MAX_CUSTOM_ID_LENGTH = 64
 CHAT_ENDPOINT = "/v1/chat/completions"
-_KNOWN_ENDPOINTS = (CHAT_ENDPOINT, "/v1/responses", "/v1/messages", "/v1/embeddings")
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+_SERVED_ENDPOINTS = (CHAT_ENDPOINT, EMBEDDINGS_ENDPOINT)
+_KNOWN_ENDPOINTS = (CHAT_ENDPOINT, "/v1/responses", "/v1/messages", EMBEDDINGS_ENDPOINT)
 _PROVIDER_KEYS = {"only", "allow_fallbacks"}
 _TEXT_ONLY = {"image_url", "file", "input_audio", "video_url", "input_video"}
 _ORDERING_MESSAGE = (
@@ -31,13 +41,15 @@ _ORDERING_MESSAGE = (
 @dataclass(frozen=True)
 class BatchItem:
     custom_id: str
-    request: ChatRequest | None  # None when the body failed chat validation (see Submission.failure)
+    request: (
+        ChatRequest | EmbeddingRequest | None
+    )  # None when the body failed validation (Submission.failure)
 
 
 @dataclass(frozen=True)
 class Submission:
     endpoint: str
-    model: ModelSpec
+    model: ModelSpec | EmbeddingModelSpec
     items: list[BatchItem]
     failure: str | None  # why the batch will fail after validation, if a body is invalid
 
@@ -60,22 +72,27 @@ def parse_submission(raw: bytes, *, max_requests: int = MAX_BATCH_REQUESTS) -> S
     endpoint = body["endpoint"]
     if endpoint not in _KNOWN_ENDPOINTS:
         raise ApiError(400, f"endpoint must be one of {', '.join(_KNOWN_ENDPOINTS)}.")
-    if endpoint != CHAT_ENDPOINT:
-        raise ApiError(400, f"endpoint {endpoint} is unsupported in emulator (only {CHAT_ENDPOINT}).")
+    if endpoint not in _SERVED_ENDPOINTS:
+        raise ApiError(
+            400, f"endpoint {endpoint} is unsupported in emulator (only {', '.join(_SERVED_ENDPOINTS)})."
+        )
     if not isinstance(body["model"], str) or not body["model"]:
         raise ApiError(400, "model must be a non-empty string.")
-    model = lookup_model(body["model"])
+    embeddings = endpoint == EMBEDDINGS_ENDPOINT
+    model = lookup_embedding_model(body["model"]) if embeddings else lookup_model(body["model"])
     if not model.batch:
         raise ApiError(400, f"Model '{model.id}' does not have a :batch endpoint.")
     if body.get("completion_window", "24h") != "24h":
         raise ApiError(400, "completion_window must be '24h'.")
+    if embeddings and "provider" in body:
+        raise ApiError(400, "provider is not supported for embeddings batches: leave it out.")
     _check_provider(body.get("provider"))
     requests = body["requests"]
     if not isinstance(requests, list) or not requests:
         raise ApiError(400, "requests must be a non-empty array.")
     if len(requests) > max_requests:
         raise ApiError(400, f"A batch can contain at most {max_requests:,} requests (got {len(requests):,}).")
-    items, failure = _items(requests, model)
+    items, failure = _items(requests, model, embeddings=embeddings)
     return Submission(endpoint=endpoint, model=model, items=items, failure=failure)
 
 
@@ -109,7 +126,9 @@ def _check_key_order(keys: list[str]) -> None:
         raise ApiError(400, _ORDERING_MESSAGE)
 
 
-def _items(requests: list[Any], model: ModelSpec) -> tuple[list[BatchItem], str | None]:
+def _items(
+    requests: list[Any], model: ModelSpec | EmbeddingModelSpec, *, embeddings: bool
+) -> tuple[list[BatchItem], str | None]:
     seen: set[str] = set()
     items: list[BatchItem] = []
     failure: str | None = None
@@ -125,21 +144,30 @@ def _items(requests: list[Any], model: ModelSpec) -> tuple[list[BatchItem], str 
         body = entry.get("body")
         if not isinstance(body, dict):
             raise ApiError(400, f"body is required on requests[{i}].")
-        _check_item_body(body, i, model)
+        _check_item_body(body, i, model, embeddings=embeddings)
         try:
-            request: ChatRequest | None = parse_chat_request({**body, "model": model.id})
+            request: ChatRequest | EmbeddingRequest | None = (
+                parse_embedding_request({**body, "model": model.id})
+                if embeddings
+                else parse_chat_request({**body, "model": model.id})
+            )
         except ApiError as exc:
             request, failure = None, failure or f"requests[{i}] (custom_id '{custom_id}'): {exc.message}"
         items.append(BatchItem(custom_id=custom_id, request=request))
     return items, failure
 
 
-def _check_item_body(body: dict[str, Any], index: int, model: ModelSpec) -> None:
+def _check_item_body(
+    body: dict[str, Any], index: int, model: ModelSpec | EmbeddingModelSpec, *, embeddings: bool
+) -> None:
     if body.get("model") not in (None, model.id):
         raise ApiError(
             400,
             f"requests[{index}].body.model '{body['model']}' does not match the batch model '{model.id}'.",
         )
+    if embeddings:
+        check_batch_line(body, index)
+        return
     if body.get("stream"):
         raise ApiError(400, f"requests[{index}].body.stream is not supported: batch requests cannot stream.")
     for message in body.get("messages") or ():

@@ -10,8 +10,10 @@ items processed), ``cancelling`` during finalizing then ``cancelled`` (there is 
 Nothing runs in the background; every read recomputes the state, and a batch is billed (at the batch
 price) the first time it is observed completed.
 
-Result rows are never stored: each page regenerates its rows with the same deterministic content
-generator as synchronous chat, so a completed batch of 20,000 items costs the memory of its inputs.
+Result rows are never stored: each page regenerates its rows with the same deterministic generators
+as synchronous chat and embeddings, so a completed batch of 20,000 items costs the memory of its inputs.
+A row's body is the sync answer of its endpoint (a ``ChatResult``, or an embeddings list) priced at the
+batch price, and the batch's ``usage.cost`` is exactly its tokens x the model's prices x 0.5.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ._batch_submit import Submission
 from ._catalogue import BATCH_EXPIRY_HOURS, DEFAULT_BATCH_EXPIRY_HOURS
 from ._chat import run_chat
 from ._clock import Clock
+from ._embeddings import EmbeddingRequest, run_embeddings
 from ._errors import ApiError
 from ._faults import BatchPlan
 
@@ -300,25 +303,26 @@ class BatchStore:
     def _settle(self, batch: _Batch) -> None:
         if batch.usage is not None:
             return
-        totals = {"prompt_tokens": 0, "completion_tokens": 0, "prompt_cost": 0.0, "completion_cost": 0.0}
+        prompt_tokens = completion_tokens = 0
         for row_outcome in self._outcomes(batch, 0, batch.total):
-            if row_outcome is None:
-                continue
-            totals["prompt_tokens"] += row_outcome.prompt_tokens
-            totals["completion_tokens"] += row_outcome.completion.completion_tokens
-            totals["prompt_cost"] += row_outcome.prompt_cost
-            totals["completion_cost"] += row_outcome.completion_cost
-        cost = round(totals["prompt_cost"] + totals["completion_cost"], 10)
+            if row_outcome is not None:
+                prompt_tokens += row_outcome.prompt_tokens
+                completion_tokens += row_outcome.completion_tokens
+        # Prices are linear in tokens: pricing the totals is exact (no sum of rounded floats).
+        prompt_cost, completion_cost = batch.submission.model.cost(
+            prompt_tokens, completion_tokens, batch=True
+        )
+        cost = round(prompt_cost + completion_cost, 12)
         batch.usage = {
-            "prompt_tokens": totals["prompt_tokens"],
-            "completion_tokens": totals["completion_tokens"],
-            "total_tokens": totals["prompt_tokens"] + totals["completion_tokens"],
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
             "cost": cost,
             "is_byok": False,
             "cost_details": {
                 "upstream_inference_cost": None,
-                "upstream_inference_prompt_cost": round(totals["prompt_cost"], 10),
-                "upstream_inference_completions_cost": round(totals["completion_cost"], 10),
+                "upstream_inference_prompt_cost": prompt_cost,
+                "upstream_inference_completions_cost": completion_cost,
             },
             "prompt_tokens_details": {"cached_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0},
@@ -332,10 +336,14 @@ class BatchStore:
             if item.custom_id in batch.error_ids or item.request is None:
                 yield None
                 continue
+            outcome_id = f"gen-batch-{created}-{_digest(batch.id, item.custom_id, length=20)}"
+            if isinstance(item.request, EmbeddingRequest):
+                yield run_embeddings(item.request, created=created, outcome_id=outcome_id, batch=True)
+                continue
             yield run_chat(
                 item.request,
                 created=created,
-                outcome_id=f"gen-batch-{created}-{_digest(batch.id, item.custom_id, length=20)}",
+                outcome_id=outcome_id,
                 batch=True,
                 violate_schema=_named(item.custom_id, batch.plan.invalid_output_ids),
                 provider=batch.provider,

@@ -1,9 +1,20 @@
-"""The emulator's small model catalogue: capabilities and prices that drive validation and billing."""
+"""The emulator's small chat-model catalogue: capabilities and prices that drive validation and billing.
+
+Prices are published in ``GET /models`` as the real API does: ``pricing.prompt`` and
+``pricing.completion`` are USD per token, as decimal strings. Billing uses exactly these prices, so a
+client can check an estimate against what it was billed: a generation costs ``prompt_tokens x prompt +
+completion_tokens x completion`` (token counts: see ``_content``), and a batch request exactly half of
+that (``BATCH_DISCOUNT``). OpenRouter publishes no batch price in the API: neither the ``Model`` object nor
+its ``pricing`` (``PublicPricing`` in the official SDK) has a batch field, only the model pages on the
+website show one ("about 50%"), so the emulator publishes none either and a client assumes half the
+sync price.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from ._errors import ApiError
 
@@ -11,7 +22,7 @@ DEFAULT_MODEL = "openai/gpt-4o-mini"
 # Prompt tokens charged per attached image (OpenAI's "low detail" figure) and per attached file.
 IMAGE_TOKENS = 85
 FILE_TOKENS = 250
-# Batch jobs are billed at half the synchronous per-token price.
+# Batch jobs are billed at exactly half the synchronous per-token price (the API publishes no batch price).
 BATCH_DISCOUNT = Decimal("0.5")
 
 # How long each batch provider keeps working on unfinished requests (the batch object's ``expires_at`` is
@@ -78,8 +89,8 @@ class ModelSpec:
     @property
     def pricing(self) -> dict[str, str]:
         return {
-            "prompt": _price(self.prompt_price),
-            "completion": _price(self.completion_price),
+            "prompt": price_text(self.prompt_price),
+            "completion": price_text(self.completion_price),
             "request": "0",
             "image": "0",
             "web_search": "0",
@@ -123,51 +134,64 @@ class ModelSpec:
 
     def endpoints_json(self) -> dict:
         """The ``data`` object of ``GET /models/{author}/{slug}/endpoints`` (one endpoint per model)."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "created": self.created,
-            "description": f"{self.name}, served by the local OpenRouter emulator.",
-            "architecture": self.architecture(),
-            "endpoints": [
-                {
-                    "name": f"{self.provider} | {self.id}",
-                    "model_id": self.id,
-                    "model_name": self.name,
-                    "provider_name": self.provider,
-                    "tag": self.provider.lower().replace(" ", "-"),
-                    "context_length": self.context_length,
-                    "max_completion_tokens": self.max_completion_tokens,
-                    "max_prompt_tokens": None,
-                    "pricing": self.pricing,
-                    "quantization": None,
-                    "status": 0,
-                    "supported_parameters": self.supported_parameters,
-                    "uptime_last_30m": 100.0,
-                    "uptime_last_5m": 100.0,
-                    "uptime_last_1d": 100.0,
-                    "latency_last_30m": None,
-                    "throughput_last_30m": None,
-                    "supports_implicit_caching": False,
-                    "supports_diarization": False,
-                    "supports_tool_choice": {
-                        "auto": self.tools,
-                        "function": self.tools,
-                        "none": self.tools,
-                        "required": self.tools,
-                    },
-                    "native_tools": {},
-                    "service_tier": None,
-                }
-            ],
-        }
+        return endpoints_page(
+            self,
+            description=f"{self.name}, served by the local OpenRouter emulator.",
+            max_completion_tokens=self.max_completion_tokens,
+            supported_parameters=self.supported_parameters,
+            tools=self.tools,
+        )
 
 
-def _price(value: Decimal) -> str:
+def endpoints_page(
+    spec: Any,
+    *,
+    description: str,
+    max_completion_tokens: int | None,
+    supported_parameters: list[str],
+    tools: bool,
+) -> dict:
+    """``GET /models/{author}/{slug}/endpoints`` for a chat or embedding model served by one provider."""
+    return {
+        "id": spec.id,
+        "name": spec.name,
+        "created": spec.created,
+        "description": description,
+        "architecture": spec.architecture(),
+        "endpoints": [
+            {
+                "name": f"{spec.provider} | {spec.id}",
+                "model_id": spec.id,
+                "model_name": spec.name,
+                "provider_name": spec.provider,
+                "tag": spec.provider.lower().replace(" ", "-"),
+                "context_length": spec.context_length,
+                "max_completion_tokens": max_completion_tokens,
+                "max_prompt_tokens": None,
+                "pricing": spec.pricing,
+                "quantization": None,
+                "status": 0,
+                "supported_parameters": supported_parameters,
+                "uptime_last_30m": 100.0,
+                "uptime_last_5m": 100.0,
+                "uptime_last_1d": 100.0,
+                "latency_last_30m": None,
+                "throughput_last_30m": None,
+                "supports_implicit_caching": False,
+                "supports_diarization": False,
+                "supports_tool_choice": {"auto": tools, "function": tools, "none": tools, "required": tools},
+                "native_tools": {},
+                "service_tier": None,
+            }
+        ],
+    }
+
+
+def price_text(value: Decimal) -> str:
     return format(value.normalize(), "f") if value else "0"
 
 
-def _per_million(usd: str) -> Decimal:
+def per_million(usd: str) -> Decimal:
     return Decimal(usd) / Decimal(1_000_000)
 
 
@@ -181,8 +205,8 @@ CATALOGUE: dict[str, ModelSpec] = {
             created=1699228800,
             context_length=128_000,
             max_completion_tokens=4096,
-            prompt_price=_per_million("10"),
-            completion_price=_per_million("30"),
+            prompt_price=per_million("10"),
+            completion_price=per_million("30"),
             tokenizer="GPT",
             instruct_type=None,
             vision=True,
@@ -197,8 +221,8 @@ CATALOGUE: dict[str, ModelSpec] = {
             created=1721260800,
             context_length=128_000,
             max_completion_tokens=16_384,
-            prompt_price=_per_million("0.15"),
-            completion_price=_per_million("0.6"),
+            prompt_price=per_million("0.15"),
+            completion_price=per_million("0.6"),
             tokenizer="GPT",
             instruct_type=None,
             vision=True,
@@ -213,8 +237,8 @@ CATALOGUE: dict[str, ModelSpec] = {
             created=1730678400,
             context_length=200_000,
             max_completion_tokens=8192,
-            prompt_price=_per_million("0.8"),
-            completion_price=_per_million("4"),
+            prompt_price=per_million("0.8"),
+            completion_price=per_million("4"),
             tokenizer="Claude",
             instruct_type=None,
             structured_outputs=True,
@@ -228,8 +252,8 @@ CATALOGUE: dict[str, ModelSpec] = {
             created=1721692800,
             context_length=131_072,
             max_completion_tokens=8192,
-            prompt_price=_per_million("0.02"),
-            completion_price=_per_million("0.03"),
+            prompt_price=per_million("0.02"),
+            completion_price=per_million("0.03"),
             tokenizer="Llama3",
             instruct_type="llama3",
             batch=True,
@@ -253,8 +277,8 @@ CATALOGUE: dict[str, ModelSpec] = {
             created=1750172400,
             context_length=1_048_576,
             max_completion_tokens=65_535,
-            prompt_price=_per_million("0.3"),
-            completion_price=_per_million("2.5"),
+            prompt_price=per_million("0.3"),
+            completion_price=per_million("2.5"),
             tokenizer="Gemini",
             instruct_type=None,
             vision=True,
@@ -268,8 +292,16 @@ CATALOGUE: dict[str, ModelSpec] = {
 
 
 def lookup_model(model_id: str) -> ModelSpec:
-    """The model for an id, or the 400 OpenRouter answers for an unknown id."""
+    """The chat model for an id, or the 400 OpenRouter answers for an unknown or embedding model id."""
     spec = CATALOGUE.get(model_id)
-    if spec is None:
-        raise ApiError(400, f"{model_id} is not a valid model ID")
-    return spec
+    if spec is not None:
+        return spec
+    from ._embedding_models import EMBEDDING_CATALOGUE  # imports this module: loaded late
+
+    if model_id in EMBEDDING_CATALOGUE:
+        raise ApiError(
+            400,
+            f"{model_id} is an embedding model and cannot be used with the chat/completions endpoint. "
+            "Use the /embeddings endpoint instead.",
+        )
+    raise ApiError(400, f"{model_id} is not a valid model ID")

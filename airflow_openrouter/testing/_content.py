@@ -16,8 +16,17 @@ or in a batch -- and a different ``seed``/``temperature``/prompt gets a differen
   no tool results yet; after a ``tool`` message the model answers in text.
 * ``stop`` sequences cut the text where they first occur (``finish_reason: "stop"``).
 
-Token counts are ``ceil(len(text) / 4)`` per text (min 1 for non-empty text); each image part adds
-``IMAGE_TOKENS`` and each file part ``FILE_TOKENS`` prompt tokens.
+Token counting is deterministic and documented, so that a cost estimate can be checked exactly:
+
+* a text of ``n`` characters is ``ceil(n / 4)`` tokens (``count_tokens``; 0 for an empty text);
+* ``prompt_tokens`` is the sum, over the messages, of the tokens of each string ``content`` and of each
+  ``text`` part, plus ``IMAGE_TOKENS`` (85) per ``image_url`` part and ``FILE_TOKENS`` (250) per ``file``
+  part, plus the tokens of the JSON of an assistant message's ``tool_calls`` and of the request's
+  ``tools`` (when the model takes tools); roles and message framing count nothing; at least 1;
+* ``completion_tokens`` is the tokens of the answer's text (of the function name plus the arguments
+  JSON for a tool call);
+* the cost is ``prompt_tokens x pricing.prompt + completion_tokens x pricing.completion`` of
+  ``GET /models``, exactly (half of it in a batch). Embeddings: see ``_embeddings``.
 """
 
 from __future__ import annotations

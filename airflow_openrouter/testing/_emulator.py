@@ -11,10 +11,12 @@ from ._batch_submit import MAX_BATCH_REQUESTS
 from ._faults import BatchOutcome, ChatFault, HttpFault
 from ._journal import RecordedRequest
 from ._scenario import Scenario, load_scenario
+from ._shared import SharedCells
 from ._state import EmulatorState
 
 if TYPE_CHECKING:
     from ._server import ServerThread
+    from ._workers import WorkerPool
 
 DEFAULT_API_KEY = "sk-or-emulator-key"
 
@@ -44,13 +46,22 @@ class OpenRouterEmulator:
         scenario: str | Path | dict[str, Any] | list[Any] | None = None,
         max_batch_requests: int = MAX_BATCH_REQUESTS,
         batch_expiry_hours: Mapping[str, float | None] | None = None,
+        workers: int = 1,
     ) -> None:
         """``batch_expiry_hours`` overrides a batch provider's window (``None``: no hard expiry, so
         ``expires_at`` is null); by default every provider has 24 h and Google Vertex ("Google") 96 h.
+
+        ``workers`` > 1 serves chat completions, embeddings and the model lists from that many
+        processes sharing the port, for load tests where one process would be the bottleneck. Spend,
+        credits, the journal, generations, settings and faults stay exact (see ``_workers``). Needs
+        ``SO_REUSEPORT``, which spreads connections over the processes on Linux.
         """
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive integer (got {workers!r})")
         keys = list(api_keys) if api_keys is not None else None
         self.host = host
         self.port = port
+        self.workers = workers
         self.api_key = keys[0] if keys else DEFAULT_API_KEY
         self._state = EmulatorState(
             api_keys=keys,
@@ -61,8 +72,10 @@ class OpenRouterEmulator:
             manual_clock=manual_clock,
             max_batch_requests=max_batch_requests,
             batch_expiry_hours=batch_expiry_hours,
+            cells=SharedCells(processes=workers) if workers > 1 else None,
         )
         self._server: ServerThread | None = None
+        self._pool: WorkerPool | None = None
         if scenario is not None:
             self.apply_scenario(scenario)
 
@@ -75,12 +88,26 @@ class OpenRouterEmulator:
         from ._app import build_app
         from ._server import ServerThread
 
-        server = ServerThread(build_app(self._state), self.host, self.port)
+        server = ServerThread(build_app(self._state), self.host, self.port, reuse_port=self.workers > 1)
+        upstream = server.listen_privately() if self.workers > 1 else ""
         server.start()
         self._server, self.port = server, server.port
+        if self.workers > 1:
+            from ._workers import WorkerPool
+
+            self._pool = WorkerPool(self._state, self.workers)
+            try:
+                self._pool.start(self.host, self.port, upstream)
+            except BaseException:
+                self._pool = None
+                self.stop()
+                raise
         return self
 
     def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool = None
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -93,7 +120,8 @@ class OpenRouterEmulator:
 
     @property
     def running(self) -> bool:
-        return self._server is not None and self._server.running
+        alive = self._pool is None or self._pool.alive
+        return self._server is not None and self._server.running and alive
 
     @property
     def base_url(self) -> str:
@@ -123,6 +151,16 @@ class OpenRouterEmulator:
 
     def clear_requests(self) -> None:
         self._state.journal.clear()
+
+    def generation(self, generation_id: str) -> dict[str, Any] | None:
+        """What ``GET /generation?id=`` answers as ``data`` (``None``: unknown id), without a request."""
+        return self._state.account.generation(generation_id)
+
+    @property
+    def billed_usd(self) -> float:
+        """Everything billed so far: generations, and batches once they are seen completed."""
+        self._state.batches.settle_all()
+        return self._state.account.usage
 
     # -- clock, credits, latency -----------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ._routes import route_matches
+from ._shared import SharedCells
 
 HttpFaultKind = Literal["fail", "drop", "drop_answer", "error_body", "non_json"]
 ChatFaultKind = Literal["cut_stream", "stream_error", "invalid_output"]
@@ -61,21 +62,30 @@ class BatchPlan:
 
 
 class FaultBook:
-    def __init__(self) -> None:
+    def __init__(self, cells: SharedCells | None = None) -> None:
+        """``cells``: where the number of queued HTTP and chat faults is published for worker
+        processes (which hand every request to the main process while any is queued)."""
         self._lock = threading.Lock()
         self._http: list[HttpFault] = []
         self._chat: list[ChatFault] = []
         self._batch = BatchPlan()
+        self._cells = cells if cells is not None else SharedCells()
+        self._cells.faults_pending = 0
+
+    def _published(self) -> None:
+        self._cells.faults_pending = len(self._http) + len(self._chat)
 
     def add_http(self, fault: HttpFault) -> None:
         _check_times(fault.remaining)
         with self._lock:
             self._http.append(fault)
+            self._published()
 
     def add_chat(self, fault: ChatFault) -> None:
         _check_times(fault.remaining)
         with self._lock:
             self._chat.append(fault)
+            self._published()
 
     def plan_batch(self, **changes: Any) -> None:
         with self._lock:
@@ -84,14 +94,18 @@ class FaultBook:
 
     def take_http(self, route: str, method: str) -> HttpFault | None:
         with self._lock:
-            return _consume(self._http, lambda f: f.matches(route, method))
+            fault = _consume(self._http, lambda f: f.matches(route, method))
+            self._published()
+            return fault
 
     def take_chat(self, *, streaming: bool, json_schema: bool) -> ChatFault | None:
         def applies(fault: ChatFault) -> bool:
             return streaming if fault.kind != "invalid_output" else json_schema
 
         with self._lock:
-            return _consume(self._chat, applies)
+            fault = _consume(self._chat, applies)
+            self._published()
+            return fault
 
     def take_batch_plan(self) -> BatchPlan:
         with self._lock:
@@ -103,6 +117,7 @@ class FaultBook:
             self._http.clear()
             self._chat.clear()
             self._batch = BatchPlan()
+            self._published()
 
 
 def _check_times(times: int) -> None:

@@ -1,4 +1,9 @@
-"""Run an ASGI app with uvicorn on a background thread (no signal handlers off the main thread)."""
+"""Run an ASGI app with uvicorn on a background thread (no signal handlers off the main thread).
+
+With worker processes (``_workers``) the public socket is bound with ``SO_REUSEPORT``, so that the
+kernel spreads new connections over the main process and its workers, and the main process also listens
+on a private loopback socket where the workers hand over what they do not serve themselves.
+"""
 
 from __future__ import annotations
 
@@ -34,44 +39,66 @@ class EmulatorAddressError(OSError):
         )
 
 
-class ServerThread:
-    def __init__(self, app: Any, host: str, port: int) -> None:
-        import uvicorn
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        if not hasattr(socket, "SO_REUSEPORT"):
+            sock.close()
+            raise RuntimeError("workers > 1 needs SO_REUSEPORT, which this platform lacks: use workers=1")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise EmulatorAddressError(host, port, exc) from None
+    return sock
 
-        self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._sock.bind((host, port))
-        except OSError as exc:
-            self._sock.close()
-            raise EmulatorAddressError(host, port, exc) from None
+
+def uvicorn_server(app: Any) -> Any:
+    import uvicorn
+
+    logging.getLogger("uvicorn.error").addFilter(_filter)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        proxy_headers=False,  # a local server: no X-Forwarded-* to trust, and a middleware less per request
+        limit_concurrency=None,
+        backlog=4096,
+        timeout_keep_alive=30,
+        # A client that stays connected to a slow stream must not hold stop() for long.
+        timeout_graceful_shutdown=2,
+    )
+    return uvicorn.Server(config)
+
+
+class ServerThread:
+    def __init__(self, app: Any, host: str, port: int, *, reuse_port: bool = False) -> None:
+        self._sock = bind(host, port, reuse_port=reuse_port)
+        self._sockets = [self._sock]
         self.host = host
         self.port: int = self._sock.getsockname()[1]
-        config = uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            limit_concurrency=None,
-            backlog=4096,
-            timeout_keep_alive=30,
-            # A client that stays connected to a slow stream must not hold stop() for long.
-            timeout_graceful_shutdown=2,
-        )
-        self._server = uvicorn.Server(config)
+        self._server = uvicorn_server(app)
         self._thread = threading.Thread(
             target=self._run, name=f"openrouter-emulator-{self.port}", daemon=True
         )
         self._error: BaseException | None = None
 
+    def listen_privately(self) -> str:
+        """Also serve a loopback socket of its own (before ``start()``); its base URL."""
+        private = bind("127.0.0.1", 0)
+        self._sockets.append(private)
+        return f"http://127.0.0.1:{private.getsockname()[1]}"
+
     def _run(self) -> None:
         try:
-            self._server.run(sockets=[self._sock])
+            self._server.run(sockets=self._sockets)
         except BaseException as exc:  # surfaced by start()
             self._error = exc
 
     def start(self, timeout: float = 10.0) -> None:
-        logging.getLogger("uvicorn.error").addFilter(_filter)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
@@ -84,7 +111,8 @@ class ServerThread:
     def stop(self, timeout: float = 10.0) -> None:
         self._server.should_exit = True
         self._thread.join(timeout)
-        self._sock.close()
+        for sock in self._sockets:
+            sock.close()
 
     @property
     def running(self) -> bool:

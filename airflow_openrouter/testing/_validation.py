@@ -6,9 +6,10 @@ produces the same content) as the synchronous call with the same body.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ._attribution import Attribution, parse_attribution
 from ._catalogue import DEFAULT_MODEL, ModelSpec, lookup_model
 from ._errors import ApiError
 
@@ -49,6 +50,7 @@ class ChatRequest:
     # Alternatives reported per token, or None when logprobs were not asked for (or the model's
     # provider does not return them and OpenRouter drops the parameter).
     top_logprobs: int | None = None
+    attribution: Attribution = field(default_factory=Attribution)  # user, session_id, metadata
 
     @property
     def json_schema(self) -> dict[str, Any] | None:
@@ -97,6 +99,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
     if unsupported and _requires_parameters(body):
         raise ApiError(404, "No endpoints found that can handle the requested parameters.")
     stop = body.get("stop")
+    attribution = parse_attribution(body)
     return ChatRequest(
         body={**body, "model": model.id},
         model=model,
@@ -110,6 +113,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
         tools=tools if model.tools else [],
         tool_choice=tool_choice,
         top_logprobs=(top_logprobs or 0) if body.get("logprobs") is True and model.logprobs else None,
+        attribution=attribution,
     )
 
 

@@ -45,6 +45,17 @@ def client(emu: OpenRouterEmulator) -> Iterator[httpx.Client]:
         yield http
 
 
+@pytest.fixture
+def checked_client(emu: OpenRouterEmulator) -> Iterator[httpx.Client]:
+    """The authenticated client, with every JSON answer checked against the official SDKs' models."""
+    from . import sdk_oracle
+
+    headers = {"Authorization": f"Bearer {emu.api_key}"}
+    hooks = {"response": [sdk_oracle.check_response]}
+    with httpx.Client(base_url=emu.base_url, headers=headers, timeout=30, event_hooks=hooks) as http:
+        yield http
+
+
 class OpenApi:
     """Validates instances against components/schemas of the two spec files (cross-file $refs resolve)."""
 

@@ -13,16 +13,25 @@ that requires a field the emulator does not send fails with e.g.::
 The python ``openrouter`` SDK has no model for ``GET /batches/{id}/results`` pages (it has no method for
 that endpoint); their rows are checked with the SDK's batch ``Result`` model inside a page envelope
 written here.
+
+Embeddings answers are checked with both SDKs' models. The ``openai`` model types a vector as a list of
+floats: a ``base64`` answer is decoded first exactly as that SDK's parser decodes it (little-endian
+float32), so a vector that SDK would read wrongly (wrong byte count, not base64) fails too.
 """
 
 from __future__ import annotations
 
+import array
+import base64
+import binascii
 import importlib.metadata
-from collections.abc import Iterable
+import json
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import httpx
 import pydantic
+from openai.types import CreateEmbeddingResponse
 from openai.types import chat as openai_chat
 from openrouter import components, errors, operations
 from openrouter.components import batchobject
@@ -63,6 +72,11 @@ SUCCESS: dict[str, tuple[Oracle, ...]] = {
     # OpenRouter's in-band error event ends a stream with finish_reason "error", which the OpenAI
     # schema does not know (the openai SDK passes it through without validating): openrouter only.
     "POST /chat/completions (stream error event)": (_openrouter(components.ChatStreamChunk),),
+    "POST /embeddings": (
+        _openrouter(operations.CreateEmbeddingsResponseBody),
+        ("openai", CreateEmbeddingResponse),
+    ),
+    "GET /embeddings/models": (_openrouter(components.ModelsListResponse),),
     "GET /generation": (_openrouter(components.GenerationResponse),),
     "GET /models": (_openrouter(components.ModelsListResponse),),
     "GET /models/{author}/{slug}/endpoints": (_openrouter(operations.ListEndpointsResponse),),
@@ -120,12 +134,32 @@ def oracles(endpoint: str, status: int) -> tuple[Oracle, ...]:
     return (_openrouter(ERRORS[status]),)
 
 
+def _openai_decoded_embeddings(raw: str | bytes) -> str | bytes:
+    """The body the ``openai`` SDK's parser hands to its model: base64 vectors decoded as float32."""
+    body = json.loads(raw)
+    for item in body.get("data") or ():
+        if isinstance(item, dict) and isinstance(item.get("embedding"), str):
+            try:
+                data = base64.b64decode(item["embedding"], validate=True)
+                item["embedding"] = array.array("f", data).tolist()
+            except (binascii.Error, ValueError) as exc:
+                item["embedding"] = f"undecodable base64 ({exc})"  # fails the model, naming the field
+    return json.dumps(body)
+
+
+# How an SDK transforms a raw answer before validating it, where it does (by endpoint and SDK).
+PREPARE: dict[tuple[str, str], Callable[[str | bytes], str | bytes]] = {
+    ("POST /embeddings", "openai"): _openai_decoded_embeddings,
+}
+
+
 def problems(endpoint: str, status: int, raw: str | bytes) -> list[str]:
     """Every violation of the SDK models for this answer, one line each; empty when it conforms."""
     found = []
     for sdk, model in oracles(endpoint, status):
+        prepare = PREPARE.get((endpoint, sdk)) if status < 400 else None
         try:
-            pydantic.TypeAdapter(model).validate_json(raw, strict=True)
+            pydantic.TypeAdapter(model).validate_json(prepare(raw) if prepare else raw, strict=True)
         except pydantic.ValidationError as exc:
             name = f"{sdk} {SDK_VERSIONS[sdk]} {_model_name(model)}"
             found += [f"{name}: {_field(e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)]
@@ -150,8 +184,6 @@ def check_response(response: httpx.Response) -> None:
 
 def check_stream_events(events: Iterable[Any]) -> None:
     """Validate the data events of a chat stream (``[DONE]`` and in-band error events included)."""
-    import json
-
     for event in events:
         if event != "[DONE]":
             kind = "stream error event" if "error" in event else "stream chunk"

@@ -11,7 +11,6 @@ receives is also validated, strictly, with the ``openrouter`` (and for chat the 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -30,12 +29,9 @@ TOOL = {
 
 
 @pytest.fixture
-def client(emu: OpenRouterEmulator) -> Iterator[httpx.Client]:
-    """The authenticated client, with every JSON answer checked against the SDK models."""
-    headers = {"Authorization": f"Bearer {emu.api_key}"}
-    hooks = {"response": [sdk_oracle.check_response]}
-    with httpx.Client(base_url=emu.base_url, headers=headers, timeout=10, event_hooks=hooks) as http:
-        yield http
+def client(checked_client: httpx.Client) -> httpx.Client:
+    """Every JSON answer of this module is checked against the SDK models."""
+    return checked_client
 
 
 @pytest.mark.parametrize(
@@ -131,6 +127,45 @@ def test_models_key_credits_generation_conform(client: httpx.Client, openapi: Op
     )
     generation_id = client.post("/chat/completions", json={"messages": user("x")}).json()["id"]
     openapi.assert_valid("GenerationResponse", client.get("/generation", params={"id": generation_id}).json())
+
+
+@pytest.mark.parametrize("encoding", ["float", "base64"])
+def test_embeddings_answers_conform(client: httpx.Client, openapi: OpenApi, encoding: str) -> None:
+    body = {"model": "openai/text-embedding-3-small", "input": ["a", "b"], "encoding_format": encoding}
+    answer = client.post("/embeddings", json=body).json()
+    openapi.assert_valid("#/paths/~1embeddings/post/responses/200/content/application~1json/schema", answer)
+    openapi.assert_valid("ModelsListResponse", client.get("/embeddings/models").json())
+    openapi.assert_valid("GenerationResponse", client.get("/generation", params={"id": answer["id"]}).json())
+    openapi.assert_valid(
+        "BadRequestResponse", client.post("/embeddings", json={**body, "dimensions": 99_999}).json()
+    )
+
+
+def test_embeddings_batch_rows_conform(
+    emu: OpenRouterEmulator, client: httpx.Client, openapi: OpenApi
+) -> None:
+    body = {
+        "endpoint": "/v1/embeddings",
+        "model": "openai/text-embedding-3-small",
+        "requests": [{"custom_id": f"e-{i}", "body": {"input": f"text {i}"}} for i in range(3)],
+    }
+    created = submit(client, body).json()
+    emu.advance(10)
+    openapi.assert_valid("BatchObject", client.get(f"/batches/{created['id']}").json(), spec=BATCH_SPEC)
+    page = client.get(f"/batches/{created['id']}/results", params={"limit": 2}).json()
+    openapi.assert_valid("BatchResultsPageResponse", page, spec=BATCH_SPEC)
+
+
+def test_a_base64_vector_the_openai_sdk_cannot_decode_fails_the_oracle() -> None:
+    answer = {
+        "object": "list",
+        "data": [{"object": "embedding", "embedding": "AAAA=", "index": 0}],  # 3 bytes: not float32s
+        "model": "m",
+        "usage": {"prompt_tokens": 1, "total_tokens": 1},
+    }
+    found = sdk_oracle.problems("POST /embeddings", 200, json.dumps(answer))
+    assert found and all(line.startswith("openai ") for line in found)
+    assert "data.0.embedding" in found[0]
 
 
 def test_batch_objects_conform(emu: OpenRouterEmulator, client: httpx.Client, openapi: OpenApi) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -128,6 +129,44 @@ def test_latency_delays_every_request(client: httpx.Client, emu: OpenRouterEmula
     started = time.monotonic()
     assert client.get("/key").status_code == 200
     assert time.monotonic() - started >= 0.15
+    emu.set_latency(0)
+
+
+def test_chat_and_embeddings_answers_errors_and_faults_all_wait_out_the_latency(
+    client: httpx.Client, emu: OpenRouterEmulator
+) -> None:
+    emu.set_latency(150)
+    emu.fail_next(status=429)
+    calls = [
+        lambda: client.post(
+            "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}
+        ),  # fault
+        lambda: client.post("/chat/completions", json={"messages": []}),  # 400
+        lambda: client.post("/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}),
+        lambda: client.post("/embeddings", json={"model": "openai/text-embedding-3-small", "input": "x"}),
+    ]
+    statuses = []
+    for call in calls:
+        started = time.monotonic()
+        statuses.append(call().status_code)
+        assert time.monotonic() - started >= 0.15
+    assert statuses == [429, 400, 200, 200]
+    emu.set_latency(0)
+
+
+def test_a_generation_is_billed_once_its_latency_has_passed(
+    client: httpx.Client, emu: OpenRouterEmulator
+) -> None:
+    emu.set_latency(1000)
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(
+            client.post, "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}
+        )
+        while not emu.requests_to("/chat/completions"):
+            time.sleep(0.005)
+        assert emu.billed_usd == 0 and not answer.done()  # arrived, generating: not billed yet
+        cost = answer.result().json()["usage"]["cost"]
+    assert emu.billed_usd == cost
     emu.set_latency(0)
 
 

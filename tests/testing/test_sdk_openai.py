@@ -223,3 +223,37 @@ def test_rate_limit_retry_after_is_read_by_the_sdk(emu: OpenRouterEmulator) -> N
 def test_models_list_through_the_sdk(client: openai.OpenAI) -> None:
     ids = [model.id for model in client.models.list()]
     assert MODEL in ids and "mistralai/mistral-7b-instruct:free" in ids
+
+
+# -- embeddings --------------------------------------------------------------------------------------
+
+EMBEDDING_MODEL = "openai/text-embedding-3-small"
+TEXTS = ["Quarterly revenue grew in the north", "A recipe for sourdough bread"]
+
+
+def test_embeddings_default_base64_is_decoded_by_the_sdk_to_the_float_vectors(client: openai.OpenAI) -> None:
+    # The SDK asks for base64 unless told otherwise, and decodes it as float32: both must agree.
+    decoded = client.embeddings.create(model=EMBEDDING_MODEL, input=TEXTS)
+    floats = client.embeddings.create(model=EMBEDDING_MODEL, input=TEXTS, encoding_format="float")
+    assert [d.embedding for d in decoded.data] == [d.embedding for d in floats.data]
+    assert [d.index for d in decoded.data] == [0, 1] and len(decoded.data[0].embedding) == 1536
+    assert decoded.model == EMBEDDING_MODEL and decoded.object == "list"
+    assert decoded.usage.prompt_tokens == decoded.usage.total_tokens > 0
+    assert (decoded.usage.model_extra or {})["cost"] > 0  # OpenRouter's addition, as an extra field
+
+
+def test_embeddings_dimensions_token_arrays_and_user(emu: OpenRouterEmulator, client: openai.OpenAI) -> None:
+    short = client.embeddings.create(model=EMBEDDING_MODEL, input=TEXTS[0], dimensions=256, user="dag:embed")
+    assert len(short.data[0].embedding) == 256
+    (recorded,) = emu.requests_to("/embeddings", method="POST")
+    assert recorded.attribution.user == "dag:embed" and recorded.body["dimensions"] == 256
+    tokens = client.embeddings.create(model=EMBEDDING_MODEL, input=[[1, 2, 3], [4, 5]])
+    assert len(tokens.data) == 2 and tokens.usage.prompt_tokens == 5
+
+
+def test_embeddings_errors_raise_the_sdk_typed_exception(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(model="openai/text-embedding-ada-002", input="x", dimensions=256)
+    assert "does not support the 'dimensions' parameter" in str(caught.value)
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model=MODEL, input="x")

@@ -331,3 +331,57 @@ def test_batch_with_no_hard_expiry_has_null_expires_at() -> None:
         batch = create(sdk)
         assert batch.expires_at is None
         assert sdk.batch.get_batches(id=batch.id).expires_at is None
+
+
+# -- embeddings --------------------------------------------------------------------------------------
+
+EMBEDDING_MODEL = "openai/text-embedding-3-small"
+
+
+def test_embeddings_generate_and_list_models(emu: OpenRouterEmulator, orc: OpenRouter) -> None:
+    result = orc.embeddings.generate(
+        model=EMBEDDING_MODEL, input=["northern revenue", "sourdough bread"], dimensions=128, session_id="s-1"
+    )
+    assert not isinstance(result, str)
+    assert [len(d.embedding) for d in result.data] == [128, 128] and result.id
+    assert result.usage is not None and result.usage.cost and result.usage.cost_details is not None
+    generation = orc.generations.get_generation(id=result.id).data
+    assert generation.api_type == "embeddings" and generation.session_id == "s-1"
+    assert generation.total_cost == result.usage.cost
+    as_base64 = orc.embeddings.generate(
+        model=EMBEDDING_MODEL, input="northern revenue", encoding_format="base64"
+    )
+    assert not isinstance(as_base64, str) and isinstance(as_base64.data[0].embedding, str)
+    listed = orc.embeddings.list_models()
+    assert listed is not None
+    ids = {m.id for m in listed.result.data}
+    assert {EMBEDDING_MODEL, "openai/text-embedding-3-large", "qwen/qwen3-embedding-8b"} <= ids
+    assert all(m.architecture.output_modalities == ["embeddings"] for m in listed.result.data)
+    assert listed.next() is None  # one page holds the catalogue
+
+
+def test_embeddings_errors_raise_the_sdk_typed_exception(emu: OpenRouterEmulator, orc: OpenRouter) -> None:
+    with pytest.raises(errors.BadRequestResponseError) as caught:
+        orc.embeddings.generate(model=MODEL, input="x")
+    assert "is not an embedding model" in caught.value.data.error.message
+    emu.set_credits(0)
+    with pytest.raises(errors.PaymentRequiredResponseError):
+        orc.embeddings.generate(model=EMBEDDING_MODEL, input="x")
+
+
+def test_embeddings_batch_through_the_sdk(emu: OpenRouterEmulator, orc: OpenRouter) -> None:
+    batch = orc.batch.create_batches(
+        endpoint="/v1/embeddings",
+        model=EMBEDDING_MODEL,
+        requests=[{"custom_id": f"doc-{i}", "body": {"input": f"document {i}"}} for i in range(3)],
+    )
+    assert batch.endpoint == "/v1/embeddings" and batch.status == "validating"
+    assert until_terminal(emu, orc, batch.id)[-1] == "completed"
+    done = orc.batch.get_batches(id=batch.id)
+    assert done.usage is not None and done.usage.cost > 0 and done.results is not None
+    rows = {row.custom_id: row for row in done.results}
+    body = rows["doc-1"].response.body  # type: ignore[union-attr]
+    assert isinstance(body, components.BodyList)  # the SDK parsed the row as an embeddings list
+    sync = orc.embeddings.generate(model=EMBEDDING_MODEL, input="document 1")
+    assert not isinstance(sync, str)
+    assert body.data[0].embedding == sync.data[0].embedding  # type: ignore[union-attr]
