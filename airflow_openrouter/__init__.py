@@ -141,6 +141,7 @@ def get_provider_info() -> dict:
                         "type": "string",
                         "example": "https://openrouter.ai/logs?generation_id={generation_id}",
                         "default": "https://openrouter.ai/logs?generation_id={generation_id}",
+                        "is_template": True,  # {generation_id} is ours: Airflow must not expand it
                     },
                     "batch_link_template": {
                         "description": "The URL of a batch task's (and a batch sensor's) link to openrouter.ai; "
@@ -150,6 +151,7 @@ def get_provider_info() -> dict:
                         "type": "string",
                         "example": "https://openrouter.ai/logs",
                         "default": "https://openrouter.ai/logs",
+                        "is_template": True,
                     },
                 },
             }

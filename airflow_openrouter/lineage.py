@@ -190,7 +190,8 @@ def _file_dataset(kind: type, location: str | ObjectStoragePath, **facets: Any) 
     from airflow.sdk import ObjectStoragePath
 
     path = location if isinstance(location, ObjectStoragePath) else ObjectStoragePath(location)
-    protocol, bucket, key = path.protocol, path.bucket, path.key
+    protocol, key = path.protocol, path.key
+    bucket = path.bucket.rpartition("@")[2]  # Airflow 3.1 keeps "conn_id@" in the bucket
     if protocol == "file" or protocol == "local":
         namespace, name = "file", "/" + key.lstrip("/")
     else:

@@ -3,6 +3,11 @@ the UI shows), from what the task recorded. One dag.test() run of tests/dags/lin
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from airflow_openrouter import get_provider_info
@@ -82,6 +87,24 @@ def test_links_are_registered_and_set_on_the_operators():
     assert [type(link) for link in OpenRouterChatOperator.operator_extra_links] == [OpenRouterGenerationLink]
     assert [type(link) for link in OpenRouterBatchOperator.operator_extra_links] == [OpenRouterBatchLink]
     assert [type(link) for link in OpenRouterBatchSensor.operator_extra_links] == [OpenRouterBatchLink]
+
+
+def test_the_configuration_defaults_are_the_links_templates_unexpanded(tmp_path):
+    options = get_provider_info()["config"]["openrouter"]["options"]
+    airflow = str(Path(sys.executable).parent / "airflow")
+
+    shown = subprocess.run(
+        [airflow, "config", "get-value", "openrouter", "generation_link_template"],
+        env={**os.environ, "AIRFLOW_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+
+    assert options["generation_link_template"]["default"] == GENERATION_LINK_TEMPLATE
+    assert options["batch_link_template"]["default"] == BATCH_LINK_TEMPLATE
+    assert shown.stdout.strip().splitlines()[-1] == GENERATION_LINK_TEMPLATE, shown.stderr[
+        -2000:
+    ]  # no {} expansion
 
 
 def test_ids_are_quoted_into_the_url_and_no_id_means_no_link(monkeypatch):

@@ -24,7 +24,11 @@ for module in pkgutil.walk_packages(airflow_openrouter.__path__, "airflow_openro
         importlib.import_module(module.name)
 spec = importlib.util.spec_from_file_location("dag_file", {dag_file!r})
 spec.loader.exec_module(importlib.util.module_from_spec(spec))
-print(json.dumps(sorted(name for name in set(sys.modules) - before if name.startswith({optional!r}))))
+# Airflow itself reads every provider's get_provider_info (the configuration of all providers).
+metadata = {{name for name in sys.modules if name.endswith(".get_provider_info")}}
+metadata |= {{name.removesuffix(".get_provider_info") for name in metadata}}
+loaded = set(sys.modules) - before - metadata
+print(json.dumps(sorted(name for name in loaded if name.startswith({optional!r}))))
 """
 
 
