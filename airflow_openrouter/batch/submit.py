@@ -276,7 +276,9 @@ def _candidates(
         after = page.last_id
 
 
-def _prove(hook: OpenRouterHook, candidate: Batch, ours: Container[str]) -> Literal["ours", "not ours", "unknown"]:
+def _prove(
+    hook: OpenRouterHook, candidate: Batch, ours: Container[str]
+) -> Literal["ours", "not ours", "unknown"]:
     if candidate.status in _RUNNING:
         return "unknown"
     if candidate.status != "completed":

@@ -449,11 +449,16 @@ def _request_fields(params: Mapping[str, Any] | None, where: str, *, structured:
     managed = dict(_MANAGED_FIELDS)
     if structured:
         managed["response_format"] = "output_type sets the response format"
-    for field, advice in managed.items():
-        if field in params:
-            raise OpenRouterBatchInputError(
-                f"{where} set {field!r}, which the OpenRouter batch adapter sets itself: {advice}."
-            )
+    extra_body = params.get("extra_body")
+    # extra_body is merged into the body last: it must not set them either.
+    for fields, label in ((params, where), (extra_body or {}, f"{where}' extra_body")):
+        if not isinstance(fields, Mapping):
+            raise OpenRouterBatchInputError(f"{label} must be a dict of request fields.")
+        for field, advice in managed.items():
+            if field in fields:
+                raise OpenRouterBatchInputError(
+                    f"{label} set {field!r}, which the OpenRouter batch adapter sets itself: {advice}."
+                )
     return dict(params)
 
 

@@ -103,6 +103,25 @@ def test_a_host_that_is_not_openrouter_is_named_in_a_warning(caplog, capsys):
     assert "sends this batch to https://api.openai.com/v1, which is not OpenRouter" in logged(capsys, caplog)
 
 
+def test_without_a_key_the_adapter_fails_naming_the_fix_and_the_environment_key_stands_in(
+    instant_emulator, monkeypatch, caplog, capsys
+):
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    with pytest.raises(OpenRouterError, match="Set the password \\(API Key\\)") as missing:
+        OpenRouterBatchAdapter(api_key=None, base_url=instant_emulator.base_url)
+    assert "OPENROUTER_API_KEY" in str(missing.value)
+
+    key = "sk-or-v1-" + "ab12" * 16
+    monkeypatch.setenv("OPENROUTER_API_KEY", key + "\n")  # read from a secret file: a trailing newline
+    adapter = OpenRouterBatchAdapter(api_key="", base_url=instant_emulator.base_url)
+    submit(adapter, ["x"])
+
+    (post,) = instant_emulator.requests_to("/batches", method="POST")
+    assert post.headers["authorization"] == f"Bearer {key}"
+    assert "using OPENROUTER_API_KEY from the environment" in logged(capsys, caplog)
+    assert key not in logged(capsys, caplog)
+
+
 # --- @task.llm_batch in a DAG run -----------------------------------------------------------------
 
 
@@ -246,6 +265,12 @@ def test_a_running_look_alike_cannot_be_proven_so_the_lookup_raises(paused_emula
         ),
         ([{"prompt": "x"}], {"request_params": {"max_tokens": 5}}, LLMBatchInputError, "set 'max_tokens'"),
         (
+            [{"prompt": "x"}],
+            {"request_params": {"extra_body": {"messages": [{"role": "user", "content": "other"}]}}},
+            LLMBatchInputError,
+            "request_params' extra_body set 'messages'",
+        ),
+        (
             [{"prompt": "x", "params": {"provider": {"only": ["openai"]}}}],
             {},
             LLMBatchInputError,
@@ -270,6 +295,7 @@ def test_a_running_look_alike_cannot_be_proven_so_the_lookup_raises(paused_emula
         "image",
         "messages",
         "max_tokens",
+        "extra_body",
         "per-request-provider",
         "range",
         "other-model",
@@ -408,6 +434,20 @@ def test_results_map_item_errors_and_billed_cost_and_an_unknown_id_raises_at_cal
 CANNOT_CANCEL = "has no batch cancel endpoint: batch {} keeps running and is billed"
 
 
+def common_ai_trigger(batch_id: str, *, end_time: float) -> LLMBatchTrigger:
+    """common-ai's trigger for an openrouter batch, as its operator defers with cancelling on."""
+    return LLMBatchTrigger(
+        llm_conn_id="openrouter_default",
+        adapter="openrouter",
+        batch_id=batch_id,
+        poll_interval=30,
+        end_time=end_time,
+        timeout=60,
+        cancel_on_kill=True,
+        cancel_on_timeout=True,
+    )
+
+
 def test_cancel_says_the_batch_keeps_running_and_is_billed_and_sends_nothing(instant_emulator):
     adapter = adapter_for(instant_emulator)
 
@@ -420,17 +460,8 @@ def test_cancel_says_the_batch_keeps_running_and_is_billed_and_sends_nothing(ins
 
 def test_cancel_on_kill_of_a_deferred_task_logs_that_it_cannot_cancel(paused_emulator, capsys, caplog):
     batch_id = submit(adapter_for(paused_emulator), ["x"])
-    trigger = LLMBatchTrigger(
-        llm_conn_id="openrouter_default",
-        adapter="openrouter",
-        batch_id=batch_id,
-        poll_interval=30,
-        end_time=time.time() + 3600,
-        cancel_on_kill=True,
-        cancel_on_timeout=True,
-    )
 
-    asyncio.run(trigger.on_kill())
+    asyncio.run(common_ai_trigger(batch_id, end_time=time.time() + 3600).on_kill())
 
     assert CANNOT_CANCEL.format(batch_id) in logged(capsys, caplog)
     assert [r.method for r in paused_emulator.requests] == ["POST"]  # no DELETE, no cancel attempt
@@ -456,16 +487,7 @@ def test_on_kill_of_a_running_task_logs_that_it_cannot_cancel(paused_emulator, c
 
 def test_a_timeout_that_should_cancel_reports_that_the_batch_still_runs_and_bills(paused_emulator):
     batch_id = submit(adapter_for(paused_emulator), ["x"])
-    trigger = LLMBatchTrigger(
-        llm_conn_id="openrouter_default",
-        adapter="openrouter",
-        batch_id=batch_id,
-        poll_interval=30,
-        end_time=time.time() - 1,
-        timeout=60,
-        cancel_on_kill=True,
-        cancel_on_timeout=True,
-    )
+    trigger = common_ai_trigger(batch_id, end_time=time.time() - 1)  # the deadline has passed
 
     async def first_event():
         async for event in trigger.run():
