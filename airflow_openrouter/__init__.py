@@ -45,6 +45,10 @@ def get_provider_info() -> dict:
         "triggers": [
             {"integration-name": "OpenRouter", "python-modules": ["airflow_openrouter.triggers.batch"]}
         ],
+        "extra-links": [
+            "airflow_openrouter.links.OpenRouterGenerationLink",
+            "airflow_openrouter.links.OpenRouterBatchLink",
+        ],
         "task-decorators": [
             {"name": "openrouter", "class-name": "airflow_openrouter.decorators.openrouter.openrouter_task"}
         ],
@@ -128,6 +132,26 @@ def get_provider_info() -> dict:
                         "type": "float",
                         "example": "30",
                         "default": "30",
+                    },
+                    "generation_link_template": {
+                        "description": "The URL of a chat task's link to its generation on openrouter.ai; "
+                        "{generation_id} is replaced by the id. OpenRouter documents its Logs page and its "
+                        "generation-id filter, not the name of the URL parameter: change it here if it moves.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "https://openrouter.ai/logs?generation_id={generation_id}",
+                        "default": "https://openrouter.ai/logs?generation_id={generation_id}",
+                        "is_template": True,  # {generation_id} is ours: Airflow must not expand it
+                    },
+                    "batch_link_template": {
+                        "description": "The URL of a batch task's (and a batch sensor's) link to openrouter.ai; "
+                        "{batch_id}, if present, is replaced by the first batch id. OpenRouter documents no "
+                        "page per batch: the default is the Logs page.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "https://openrouter.ai/logs",
+                        "default": "https://openrouter.ai/logs",
+                        "is_template": True,
                     },
                 },
             }

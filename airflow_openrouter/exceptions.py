@@ -31,6 +31,7 @@ billed (a chat completion that timed out) is left to the task's retries.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from http import HTTPStatus
 from typing import Any
 
 from airflow.exceptions import AirflowException
@@ -180,6 +181,9 @@ class OpenRouterPermissionDeniedError(OpenRouterAPIError):
 
 class OpenRouterNotFoundError(OpenRouterAPIError):
     """404: no such model, endpoint, batch or generation."""
+
+    # AirflowException says 500 for every error; common-ai tells a vanished batch by status_code 404.
+    status_code = HTTPStatus.NOT_FOUND
 
 
 class OpenRouterConflictError(OpenRouterAPIError):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import difflib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_openrouter.types import Batch
 
-__all__ = ["submit_todo", "tagged"]
+__all__ = ["find_proven_batch", "submit_todo", "tagged"]
 
 # How far before the POST to look for the batch it created (clocks differ).
 _CLOCK_SKEW_S = 60
@@ -173,18 +173,54 @@ def _find_lost_batch(
     tag: str,
     log: Any,
 ) -> Batch | None:
-    """The batch an unanswered POST of *ranges* created, proven ours; ``None`` when there is none;
-    raises a retryable error while a candidate is still running (see the module docstring)."""
+    """The batch an unanswered POST of *ranges* created, proven ours (see :func:`find_proven_batch`)."""
     from airflow_openrouter.batch.spool import Chunk
 
     chunk = Chunk(ranges)
-    ours = {line["custom_id"] for line in tagged(spool.read(chunk), tag)}
-    items = describe(ranges)
+    return find_proven_batch(
+        hook,
+        ours={line["custom_id"] for line in tagged(spool.read(chunk), tag)},
+        posted_at=posted_at,
+        model=record.model,
+        count=chunk.count,
+        known=set(record.batch_ids),
+        what=describe(ranges),
+        log=log,
+    )
+
+
+def find_proven_batch(
+    hook: OpenRouterHook,
+    *,
+    ours: Container[str],
+    posted_at: float,
+    model: str | None,
+    count: int | None,
+    known: Container[str] = (),
+    what: str,
+    log: Any,
+) -> Batch | None:
+    """The batch an unanswered ``POST /batches`` created, proven ours; ``None`` when there is none;
+    raises a retryable error while a candidate is still running (see the module docstring).
+
+    :param ours: the custom ids the POST carried, run tag included (a set, or any container).
+    :param posted_at: unix time of the POST; batches created since (less the clock skew) are candidates.
+    :param model: / :param count: only batches of this model and this many requests are candidates
+        (``None``: any); they narrow the search, never prove anything.
+    :param known: ids of batches already recorded (never candidates).
+    :param what: what the POST held, for the messages (``"items 0-5"``).
+    """
     adopted: list[Batch] = []
     unproven: list[Batch] = []
-    for candidate in _candidates(hook, record, chunk.count, posted_at):
+    for candidate in _candidates(hook, model, count, posted_at, known):
         proof = _prove(hook, candidate, ours)
-        log.info("Batch %s (%s, %d requests): %s.", candidate.id, candidate.status, chunk.count, proof)
+        log.info(
+            "Batch %s (%s, %d requests): %s.",
+            candidate.id,
+            candidate.status,
+            candidate.request_counts.total,
+            proof,
+        )
         if proof == "ours":
             adopted.append(candidate)
         elif proof == "unknown":
@@ -200,35 +236,49 @@ def _find_lost_batch(
         log.warning(
             "Adopting batch %s for %s: an earlier POST /batches created it, but its answer was lost.",
             adopted[0].id,
-            items,
+            what,
         )
         return adopted[0]
     if unproven:
-        raise OpenRouterError(
-            f"An earlier POST /batches for {items} got no answer, and batch(es) "
-            f"{', '.join(b.id for b in unproven)} (model {record.model}, {chunk.count} requests, created "
-            "since) may be the one it created. Which task a batch belongs to shows only in its results, "
-            "once it has finished, so nothing is submitted now: a retry looks again and adopts the batch "
-            "if it carries this run's custom ids, or submits the items. Check them on openrouter.ai."
+        shape = ", ".join(
+            [
+                *([f"model {model}"] if model else []),
+                *([f"{count} requests"] if count is not None else []),
+                "created since",
+            ]
         )
-    log.info("No batch was created for %s by the earlier POST: submitting it.", items)
+        raise OpenRouterError(
+            f"An earlier POST /batches for {what} got no answer, and batch(es) "
+            f"{', '.join(b.id for b in unproven)} ({shape}) may be the one it created. Which task a batch "
+            "belongs to shows only in its results, once it has finished, so nothing is submitted now: a "
+            "retry looks again and adopts the batch if it carries this run's custom ids, or submits the "
+            "items. Check them on openrouter.ai."
+        )
+    log.info("No batch was created for %s by the earlier POST: submitting it.", what)
     return None
 
 
-def _candidates(hook: OpenRouterHook, record: BatchRecord, count: int, posted_at: int) -> Iterator[Batch]:
-    known = set(record.batch_ids)
+def _candidates(
+    hook: OpenRouterHook, model: str | None, count: int | None, posted_at: float, known: Container[str]
+) -> Iterator[Batch]:
     after: str | None = None
     for _ in range(_MAX_LIST_PAGES):
-        page = hook.list_batches(limit=100, after=after, created_after=posted_at - _CLOCK_SKEW_S)
+        page = hook.list_batches(limit=100, after=after, created_after=int(posted_at) - _CLOCK_SKEW_S)
         for batch in page.data:
-            if batch.model == record.model and batch.request_counts.total == count and batch.id not in known:
+            if (
+                (model is None or batch.model == model)
+                and (count is None or batch.request_counts.total == count)
+                and batch.id not in known
+            ):
                 yield batch
         if not page.has_more or not page.last_id:
             return
         after = page.last_id
 
 
-def _prove(hook: OpenRouterHook, candidate: Batch, ours: set[str]) -> Literal["ours", "not ours", "unknown"]:
+def _prove(
+    hook: OpenRouterHook, candidate: Batch, ours: Container[str]
+) -> Literal["ours", "not ours", "unknown"]:
     if candidate.status in _RUNNING:
         return "unknown"
     if candidate.status != "completed":

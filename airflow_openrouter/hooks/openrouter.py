@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -119,6 +120,24 @@ class OpenRouterHook(BaseHook):
         self._sync: SyncTransport | None = None
         # One AsyncClient per event loop: an httpx.AsyncClient must not cross loops.
         self._async: dict[asyncio.AbstractEventLoop, AsyncTransport] = {}
+
+    @classmethod
+    def from_credentials(
+        cls, api_key: str | None, base_url: str | None = None, *, label: str = "credentials", **kwargs: Any
+    ) -> OpenRouterHook:
+        """A hook for an API key and a base URL handed over directly instead of a connection id: for
+        integrations that get only a connection's password and host (common-ai's batch adapters).
+
+        The key and URL follow the connection's rules (whitespace stripped; ``OPENROUTER_API_KEY`` when
+        the key is empty, and the log says so; the default base URL when *base_url* is empty); the
+        extras keep their defaults. *label* names the credentials in logs and errors where a connection
+        id would. The key is not masked here: the lookup that read it (Airflow's ``get_connection``)
+        masks it. ``kwargs`` are the constructor's (``timeout=``, ``max_retries=``, ``transport=``, ...).
+        """
+        hook = cls(label, **kwargs)
+        credentials = SimpleNamespace(password=api_key, host=base_url, port=None, schema=None)
+        hook._settings = build_settings(label, credentials, {}, overrides=hook._overrides, log=hook.log)
+        return hook
 
     # --- connection ------------------------------------------------------------------------------
 

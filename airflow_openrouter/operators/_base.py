@@ -194,6 +194,9 @@ class OpenRouterBaseOperator(BaseOperator):
         self._upstream_fields = mark_upstream_data(
             self, [*fields, *self.prompt_fields], getattr(ti, "map_index", None)
         )
+        # The prompts as written (the chat operator renders them in place): lineage names and hashes
+        # the templates, never the rendered text.
+        self._prompt_sources = {name: getattr(self, name, None) for name in self.prompt_fields}
         self._before_rendering()
         # First everything but the prompts: prompt_vars' XComArgs resolve here, to plain values.
         other_fields = [name for name in fields if name not in self.prompt_fields]

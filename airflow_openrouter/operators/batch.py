@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow_openrouter._compat import conf
 from airflow_openrouter._params import config_error
+from airflow_openrouter.links import OpenRouterBatchLink
 from airflow_openrouter.operators._base import OpenRouterBaseOperator
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
     prompt_fields: ClassVar[tuple[str, ...]] = ("prompt", "system_prompt")
     template_fields_renderers: ClassVar[dict[str, str]] = {"items": "json", "prompt_vars": "json"}
     ui_color = "#c5cae9"
+    operator_extra_links = (OpenRouterBatchLink(),)
 
     def __init__(
         self,
@@ -158,6 +160,18 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
             from airflow.sdk import literal
 
             self.items = literal(self.items)
+
+    # --- OpenLineage (called by the OpenLineage provider, on the worker; see airflow_openrouter.lineage) --
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        from airflow_openrouter.lineage import batch_lineage
+
+        return batch_lineage(self)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        from airflow_openrouter.lineage import batch_lineage
+
+        return batch_lineage(self)
 
     # --- execution -------------------------------------------------------------------------------
 
@@ -272,6 +286,7 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         from airflow_openrouter.batch.failures import as_permanent
         from airflow_openrouter.exceptions import OpenRouterError
 
+        self._manifest = manifest  # for OpenLineage, which reads it in a forked process (no XCom there)
         counts = ", ".join(f"{n} {status}" for status, n in manifest["counts"].items() if n)
         self.log.info(
             "Wrote %d rows (%s) to %s; %d tokens, $%.6f billed; status %s.",
@@ -312,6 +327,7 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         )
 
     def _push_batch_ids(self, context: Context, batch_ids: list[str]) -> None:
+        self._batch_ids = list(batch_ids)  # for OpenLineage, as the manifest
         if self.do_xcom_push:
             # Its own key, so that ``submit.output["batch_ids"]`` can feed a sensor.
             context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=batch_ids)

@@ -15,6 +15,7 @@ from collections.abc import Container, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_openrouter._params import CHAT_ONLY_PARAMS, SHARED_PARAMS, config_error
+from airflow_openrouter.links import OpenRouterGenerationLink
 from airflow_openrouter.operators._base import OpenRouterBaseOperator
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ class OpenRouterChatOperator(OpenRouterBaseOperator):
     prompt_fields: ClassVar[tuple[str, ...]] = ("system_prompt", "prompt", "messages")
     request_params: ClassVar[tuple[str, ...]] = (*SHARED_PARAMS, *CHAT_ONLY_PARAMS)
     ui_color = "#e8eaf6"
+    operator_extra_links = (OpenRouterGenerationLink(),)
 
     def __init__(
         self,
@@ -195,6 +197,18 @@ class OpenRouterChatOperator(OpenRouterBaseOperator):
             )
             setattr(self, name, rendered)
 
+    # --- OpenLineage (called by the OpenLineage provider, on the worker; see airflow_openrouter.lineage) --
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        from airflow_openrouter.lineage import chat_lineage
+
+        return chat_lineage(self)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        from airflow_openrouter.lineage import chat_lineage
+
+        return chat_lineage(self)
+
     # --- execution -------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
@@ -236,8 +250,9 @@ class OpenRouterChatOperator(OpenRouterBaseOperator):
                 self._hook = None
             self._raise_if_killed()  # a reply that made it through anyway is not a success
         self.log.debug("Reply: %s", reply.value)
+        usage = _usage(reply.completions, time.monotonic() - started, context["ti"].try_number)
+        self._usage = usage  # for OpenLineage, which reads it in a forked process (no XCom from there)
         if self.do_xcom_push:
-            usage = _usage(reply.completions, time.monotonic() - started, context["ti"].try_number)
             context["ti"].xcom_push(key=USAGE_XCOM_KEY, value=usage)
         return reply.value
 

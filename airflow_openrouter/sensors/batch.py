@@ -21,6 +21,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_openrouter import DEFAULT_CONN_ID
 from airflow_openrouter._compat import conf
+from airflow_openrouter.links import OpenRouterBatchLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -49,6 +50,7 @@ class OpenRouterBatchSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("batch_ids",)
     ui_color = "#c5cae9"
+    operator_extra_links = (OpenRouterBatchLink(),)
 
     def __init__(
         self,
