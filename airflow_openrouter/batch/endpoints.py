@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from airflow_openrouter._transport.calls import CHAT_ENDPOINT
 from airflow_openrouter.batch.spool import MAX_BYTES_PER_BATCH, MAX_REQUESTS_PER_BATCH
@@ -60,14 +60,14 @@ class Endpoint(Protocol):
     stateless or frozen: one instance serves every try, on any worker."""
 
     #: ``endpoint`` of ``POST /batches``: ``"/v1/chat/completions"``, ``"/v1/embeddings"``.
-    path: str
+    path: ClassVar[str]
     #: The Batch API's limits of one batch (the spool cuts chunks to them).
-    max_requests_per_batch: int
-    max_bytes_per_batch: int
+    max_requests_per_batch: ClassVar[int]
+    max_bytes_per_batch: ClassVar[int]
     #: The route that lists this endpoint's model ids (named in the advice when a model is unknown).
-    model_catalogue: str
+    model_catalogue: ClassVar[str]
     #: What a batch of this endpoint may hold, said when the Batch API refuses one.
-    batch_advice: str
+    batch_advice: ClassVar[str]
 
     def batch_provider(self, job: JobOptions) -> Mapping[str, Any] | None:
         """The ``provider`` field of ``POST /batches``."""
@@ -108,11 +108,11 @@ class Endpoint(Protocol):
 class ChatEndpoint:
     """Chat completions: one rendered chat request per item, one validated output per row (JSONL)."""
 
-    path = CHAT_ENDPOINT
-    max_requests_per_batch = MAX_REQUESTS_PER_BATCH
-    max_bytes_per_batch = MAX_BYTES_PER_BATCH
-    model_catalogue = "/models"
-    batch_advice = (
+    path: ClassVar[str] = CHAT_ENDPOINT
+    max_requests_per_batch: ClassVar[int] = MAX_REQUESTS_PER_BATCH
+    max_bytes_per_batch: ClassVar[int] = MAX_BYTES_PER_BATCH
+    model_catalogue: ClassVar[str] = "/models"
+    batch_advice: ClassVar[str] = (
         "Batches take text-only chat requests to models with a batch variant; for other models or "
         "multimodal items use engine='concurrent'."
     )

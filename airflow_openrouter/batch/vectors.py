@@ -1,0 +1,206 @@
+"""Where embedding rows go: a Parquet file (vectors as fixed-size lists of float32) or JSONL.
+
+One row per item, with the columns of :data:`COLUMNS` (see :mod:`.embeddings` for their meaning); a
+row that has no vector (a failed, expired, missing item) has ``vector`` and ``dimensions`` null.
+
+**Parquet** (when the results file ends in ``.parquet``; needs ``pyarrow``, the ``parquet`` extra):
+rows are buffered into row groups of about 16 MiB of vectors (2,730 rows of 1,536 dimensions) and each
+group is written as soon as it is full, so memory stays flat however many rows there are. ``vector`` is
+``fixed_size_list<float32>[dimensions]``; ``id`` is ``int64`` when every item's id is an integer (or the
+rows are keyed by index), else ``string``; ``usage`` is ``struct<prompt_tokens: int64, cost: double>``.
+A file without a single vector has ``vector`` as a variable-size ``list<float32>``.
+
+**JSONL** (a ``.jsonl`` results file): the same columns, ``vector`` as a JSON list of numbers, each the
+float32 value exactly (about 2.5 times the bytes of Parquet).
+
+Every vector of a run has the same length: a row with another one raises (it cannot be a column).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from array import array
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from airflow_openrouter.batch.results import ResultsWriter
+from airflow_openrouter.exceptions import OpenRouterError
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_openrouter.batch.items import ItemIds
+
+__all__ = [
+    "COLUMNS",
+    "JsonlVectorWriter",
+    "ParquetVectorWriter",
+    "parquet_available",
+    "vector_writer",
+]
+
+COLUMNS = (
+    "custom_id",
+    "id",
+    "index",
+    "status",
+    "vector",
+    "model",
+    "dimensions",
+    "error",
+    "cause",
+    "transient",
+    "usage",
+)
+ROW_GROUP_BYTES = 16 * 1024 * 1024  # of vector data per Parquet row group
+_FLOAT32_BYTES = 4
+
+
+def parquet_available() -> bool:
+    """Whether ``pyarrow`` can be imported here (looked up, not imported)."""
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+def vector_writer(path: ObjectStoragePath, ids: ItemIds) -> ResultsWriter:
+    """The writer for a results file: Parquet when it ends in ``.parquet``, else JSONL."""
+    if path.name.endswith(".parquet"):
+        return ParquetVectorWriter(path, ids)
+    return JsonlVectorWriter(path, ids)
+
+
+class _VectorColumns:
+    """What both formats do to a row: keep :data:`COLUMNS`, and check that every vector has the
+    length of the first one."""
+
+    dimensions: int | None = None
+
+    def _columns(self, row: dict[str, Any]) -> dict[str, Any]:
+        vector = row.get("vector")
+        if vector is not None:
+            if self.dimensions is None:
+                self.dimensions = len(vector)
+            elif len(vector) != self.dimensions:
+                raise OpenRouterError(
+                    f"Item {row['index']} (custom_id {row['custom_id']!r}) got a {len(vector)}-dimensional "
+                    f"vector where the others have {self.dimensions}: one results file holds vectors of one "
+                    "size. Did the model or dimensions change between tries? Delete the results to start over."
+                )
+        return {name: row.get(name) for name in COLUMNS}
+
+    def manifest_fields(self) -> dict[str, Any]:
+        return {"dimensions": self.dimensions}
+
+
+class JsonlVectorWriter(_VectorColumns, ResultsWriter):
+    """Embedding rows as JSONL (see the module docstring)."""
+
+    def _emit(self, row: dict[str, Any]) -> None:
+        super()._emit(self._columns(row))
+
+
+class ParquetVectorWriter(_VectorColumns, ResultsWriter):
+    """Embedding rows as Parquet, one row group at a time (see the module docstring)."""
+
+    def __init__(self, path: ObjectStoragePath, ids: ItemIds) -> None:
+        super().__init__(path, ids)
+        self._int_ids = ids.id_field is None or len(ids.int_ids) == len(ids)
+        self._binary: BinaryIO | None = None
+        self._writer: Any = None  # pyarrow.parquet.ParquetWriter, once the vector size is known
+        self._rows: list[dict[str, Any]] = []
+        self._vectors = bytearray()  # the buffered rows' vectors, float32 (zeros for a row without one)
+        self._absent: list[bool] = []  # which buffered rows have no vector
+
+    def __enter__(self) -> ParquetVectorWriter:
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            raise OpenRouterError(
+                f"{self.path} is a Parquet file, but pyarrow is not installed here: pip install "
+                "'airflow-openrouter[parquet]', or write JSONL (an output_path ending in .jsonl)."
+            ) from None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._binary = self.path.open("wb")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # Also after an error: what was written so far becomes a readable file.
+        if self._binary is None:
+            return
+        try:
+            self._flush(final=True)
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            self._binary.close()
+            self._binary = None
+
+    def _emit(self, row: dict[str, Any]) -> None:
+        row = self._columns(row)
+        if not self._int_ids:
+            row["id"] = str(row["id"])  # mixed int and str ids: one string column
+        vector = row.pop("vector")
+        self._absent.append(vector is None)
+        if vector is not None:
+            self._vectors += array("f", vector).tobytes()
+        elif self.dimensions is not None:
+            self._vectors += bytes(_FLOAT32_BYTES * self.dimensions)
+        self._rows.append(row)
+        if self.dimensions is not None and len(self._rows) >= _rows_per_group(self.dimensions):
+            self._flush(final=False)
+
+    def _flush(self, *, final: bool) -> None:
+        import pyarrow as pa
+
+        if not self._rows and (not final or self._writer is not None):
+            return
+        if (
+            self.dimensions is not None
+            and len(self._vectors) < len(self._rows) * self.dimensions * _FLOAT32_BYTES
+        ):
+            # Rows buffered before the first vector arrived: give them their zeros now.
+            missing = len(self._rows) * self.dimensions * _FLOAT32_BYTES - len(self._vectors)
+            self._vectors = bytearray(missing) + self._vectors
+        schema = self._schema(pa)
+        if self._writer is None:
+            import pyarrow.parquet as pq
+
+            self._writer = pq.ParquetWriter(
+                self._binary, schema, use_dictionary=["status", "model", "cause"], compression="zstd"
+            )
+        columns = {name: [row[name] for row in self._rows] for name in schema.names if name != "vector"}
+        arrays = [
+            self._vector_array(pa) if name == "vector" else pa.array(columns[name], schema.field(name).type)
+            for name in schema.names
+        ]
+        self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+        self._rows, self._vectors, self._absent = [], bytearray(), []
+
+    def _vector_array(self, pa: Any) -> Any:
+        mask = pa.array(self._absent, pa.bool_())
+        if self.dimensions is None:
+            return pa.array([None] * len(self._rows), pa.list_(pa.float32()))
+        values = pa.Array.from_buffers(
+            pa.float32(), len(self._rows) * self.dimensions, [None, pa.py_buffer(bytes(self._vectors))]
+        )
+        return pa.FixedSizeListArray.from_arrays(values, self.dimensions, mask=mask)
+
+    def _schema(self, pa: Any) -> Any:
+        vector = pa.list_(pa.float32(), self.dimensions) if self.dimensions else pa.list_(pa.float32())
+        return pa.schema(
+            [
+                ("custom_id", pa.string()),
+                ("id", pa.int64() if self._int_ids else pa.string()),
+                ("index", pa.int64()),
+                ("status", pa.string()),
+                ("vector", vector),
+                ("model", pa.string()),
+                ("dimensions", pa.int32()),
+                ("error", pa.string()),
+                ("cause", pa.string()),
+                ("transient", pa.bool_()),
+                ("usage", pa.struct([("prompt_tokens", pa.int64()), ("cost", pa.float64())])),
+            ]
+        )
+
+
+def _rows_per_group(dimensions: int) -> int:
+    return max(1, ROW_GROUP_BYTES // (_FLOAT32_BYTES * dimensions))
