@@ -17,9 +17,13 @@ like any error that repeats for every item.
 
 **Rows** (:mod:`.vectors` writes them, Parquet or JSONL)::
 
-    {"custom_id": "doc-7", "id": "doc-7", "index": 7, "status": "succeeded", "vector": [0.0123, ...],
+    {"custom_id": "doc-7", "id": "doc-7", "index": 7, "status": "succeeded", "vector": "<base64>",
      "model": "openai/text-embedding-3-small", "dimensions": 1536, "error": null, "cause": null,
      "transient": null, "usage": {"prompt_tokens": 412, "cost": 0.00000824}}
+
+Between the engines and the writer (and in the concurrent engine's checkpoint) ``vector`` stays what the
+wire carried: the base64 of the little-endian float32 values. The writer decodes it once, straight into
+the Parquet column (or into JSON numbers), so no vector is ever a list of Python floats on the way.
 
 ``usage`` of a row that shared a request is its share of that request's usage, in proportion to its
 estimated tokens: the rows add up to exactly the tokens, and to the cost, that OpenRouter billed.
@@ -31,8 +35,12 @@ model's ``pricing.prompt``; half of it in a batch).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
+import sys
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -45,8 +53,6 @@ from airflow_openrouter.exceptions import BatchInputError, OpenRouterBadRequestE
 from airflow_openrouter.types import Usage
 
 if TYPE_CHECKING:
-    from array import array
-
     from airflow.sdk import ObjectStoragePath
 
     from airflow_openrouter.batch.items import ItemIds
@@ -61,11 +67,14 @@ __all__ = [
     "EmbeddingsEndpoint",
     "TextRequestBuilder",
     "VectorAnswer",
+    "decode_vector",
+    "encode_vector",
     "estimated_tokens",
     "vector_row",
 ]
 
 MAX_INPUTS_PER_REQUEST = 2048  # OpenRouter's (and OpenAI's) limit on inputs in one embeddings request
+_FLOAT32_BYTES = 4
 
 
 def estimated_tokens(text: str) -> int:
@@ -97,9 +106,9 @@ class TextRequestBuilder(RequestBuilder):
 
 @dataclass(frozen=True)
 class Embedded:
-    """One input's vector (float32) and its share of the billed usage."""
+    """One input's vector (base64 float32, as on the wire) and its share of the billed usage."""
 
-    vector: array[float]
+    vector: str
     model: str
     prompt_tokens: int
     cost: float
@@ -171,7 +180,7 @@ class EmbeddingsEndpoint:
         return vector_row(
             custom_id,
             index,
-            response.data[0].vector(),
+            response.data[0].embedding,
             response.model,
             usage.prompt_tokens,
             usage.cost or 0.0,
@@ -250,22 +259,50 @@ class EmbeddingsEndpoint:
 
 
 def vector_row(
-    custom_id: str, index: int, vector: array[float], model: str | None, prompt_tokens: int, cost: float
+    custom_id: str,
+    index: int,
+    vector: str | list[float] | array[float],
+    model: str | None,
+    prompt_tokens: int,
+    cost: float,
 ) -> dict[str, Any]:
-    """The row of an embedded item (``id`` is filled in by the writer)."""
+    """The row of an embedded item (``id`` is filled in by the writer). *vector*: base64 float32 as
+    OpenRouter sends it, or float values."""
+    encoded = vector if isinstance(vector, str) else encode_vector(vector)
     return {
         "custom_id": custom_id,
         "id": None,
         "index": index,
         "status": "succeeded",
-        "vector": vector.tolist(),
+        "vector": encoded,
         "model": model or None,
-        "dimensions": len(vector),
+        "dimensions": _float32_count(encoded),
         "error": None,
         "cause": None,
         "transient": None,
         "usage": {"prompt_tokens": prompt_tokens, "cost": cost},
     }
+
+
+def encode_vector(values: Sequence[float] | array[float]) -> str:
+    """Float values as base64 float32, little-endian (the wire's ``encoding_format="base64"``)."""
+    floats = array("f", values)
+    if sys.byteorder != "little":
+        floats.byteswap()
+    return base64.b64encode(floats.tobytes()).decode()
+
+
+def decode_vector(encoded: str) -> bytes:
+    """The little-endian float32 bytes of a base64 vector (``binascii``: several times faster than
+    ``b64decode(validate=True)``; a malformed vector comes out with the wrong length, which the writer
+    refuses)."""
+    return binascii.a2b_base64(encoded)
+
+
+def _float32_count(encoded: str) -> int:
+    """How many float32 values a base64 vector holds, from its length alone."""
+    padding = len(encoded) - len(encoded.rstrip("="))
+    return (len(encoded) * 3 // 4 - padding) // _FLOAT32_BYTES
 
 
 def _embedded(response: EmbeddingsResponse, inputs: Sequence[str]) -> list[Embedded]:
@@ -277,10 +314,9 @@ def _embedded(response: EmbeddingsResponse, inputs: Sequence[str]) -> list[Embed
     cost = usage.cost or 0.0
     costs = [cost * w / total_weight for w in weights[:-1]]
     costs.append(cost - sum(costs))
-    return [
-        Embedded(vector, response.model, t, c)
-        for vector, t, c in zip(response.vectors(), tokens, costs, strict=True)
-    ]
+    data = sorted(response.data, key=lambda item: item.index)
+    vectors = [d.embedding if isinstance(d.embedding, str) else encode_vector(d.embedding) for d in data]
+    return [Embedded(v, response.model, t, c) for v, t, c in zip(vectors, tokens, costs, strict=True)]
 
 
 def _apportion(total: int, weights: Sequence[int]) -> list[int]:

@@ -19,9 +19,11 @@ Every vector of a run has the same length: a row with another one raises (it can
 from __future__ import annotations
 
 import importlib.util
+import sys
 from array import array
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from airflow_openrouter.batch.embeddings import decode_vector
 from airflow_openrouter.batch.results import ResultsWriter
 from airflow_openrouter.exceptions import OpenRouterError
 
@@ -68,23 +70,25 @@ def vector_writer(path: ObjectStoragePath, ids: ItemIds) -> ResultsWriter:
 
 
 class _VectorColumns:
-    """What both formats do to a row: keep :data:`COLUMNS`, and check that every vector has the
-    length of the first one."""
+    """What both formats do to a row: keep :data:`COLUMNS`, decode the vector (base64 float32, see
+    :mod:`.embeddings`) to its bytes, and check that every vector has the length of the first one."""
 
     dimensions: int | None = None
 
     def _columns(self, row: dict[str, Any]) -> dict[str, Any]:
-        vector = row.get("vector")
-        if vector is not None:
+        columns = {name: row.get(name) for name in COLUMNS}
+        if columns["vector"] is not None:
+            columns["vector"] = vector = decode_vector(columns["vector"])
+            size = len(vector) // _FLOAT32_BYTES
             if self.dimensions is None:
-                self.dimensions = len(vector)
-            elif len(vector) != self.dimensions:
+                self.dimensions = size
+            elif size != self.dimensions:
                 raise OpenRouterError(
-                    f"Item {row['index']} (custom_id {row['custom_id']!r}) got a {len(vector)}-dimensional "
+                    f"Item {row['index']} (custom_id {row['custom_id']!r}) got a {size}-dimensional "
                     f"vector where the others have {self.dimensions}: one results file holds vectors of one "
                     "size. Did the model or dimensions change between tries? Delete the results to start over."
                 )
-        return {name: row.get(name) for name in COLUMNS}
+        return columns
 
     def manifest_fields(self) -> dict[str, Any]:
         return {"dimensions": self.dimensions}
@@ -94,7 +98,13 @@ class JsonlVectorWriter(_VectorColumns, ResultsWriter):
     """Embedding rows as JSONL (see the module docstring)."""
 
     def _emit(self, row: dict[str, Any]) -> None:
-        super()._emit(self._columns(row))
+        columns = self._columns(row)
+        if columns["vector"] is not None:
+            floats = array("f", columns["vector"])
+            if sys.byteorder != "little":
+                floats.byteswap()
+            columns["vector"] = floats.tolist()  # each the float32 value exactly
+        super()._emit(columns)
 
 
 class ParquetVectorWriter(_VectorColumns, ResultsWriter):
@@ -140,7 +150,7 @@ class ParquetVectorWriter(_VectorColumns, ResultsWriter):
         vector = row.pop("vector")
         self._absent.append(vector is None)
         if vector is not None:
-            self._vectors += array("f", vector).tobytes()
+            self._vectors += vector  # little-endian float32: Arrow's own layout
         elif self.dimensions is not None:
             self._vectors += bytes(_FLOAT32_BYTES * self.dimensions)
         self._rows.append(row)
@@ -179,7 +189,7 @@ class ParquetVectorWriter(_VectorColumns, ResultsWriter):
         if self.dimensions is None:
             return pa.array([None] * len(self._rows), pa.list_(pa.float32()))
         values = pa.Array.from_buffers(
-            pa.float32(), len(self._rows) * self.dimensions, [None, pa.py_buffer(bytes(self._vectors))]
+            pa.float32(), len(self._rows) * self.dimensions, [None, pa.py_buffer(self._vectors)]
         )
         return pa.FixedSizeListArray.from_arrays(values, self.dimensions, mask=mask)
 
