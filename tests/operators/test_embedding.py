@@ -32,8 +32,10 @@ from tests.batch.support import (  # noqa: F401  (fixtures)
     batch_emulator,
     batch_posts,
     context,
+    fresh_emu,
     run_operator,
     task_context,
+    wait_until_finished,
 )
 
 MODEL = "openai/text-embedding-3-small"
@@ -106,6 +108,7 @@ def test_parquet_rows_hold_the_vectors_openrouter_returns_for_each_items_text(ba
     assert manifest["dimensions"] == 1536 and manifest["completion_tokens"] == 0
     table = parquet(manifest["output_uri"])
     assert str(table.schema.field("vector").type) == "fixed_size_list<element: float>[1536]"
+    assert manifest["cost_usd"] == pytest.approx(batch_emu.billed_usd) and batch_emu.billed_usd > 0
     rows = read_rows(manifest["output_uri"])
     texts = [f"{d['title']}: {d['body']}" for d in items]
     expected = sent_vectors(texts)
@@ -203,6 +206,22 @@ def test_a_retry_after_submission_re_attaches_without_a_second_post(batch_emu, c
     assert len(batch_posts(batch_emu)) == 1
     assert manifest["batch_ids"] == first_try.value.trigger.batch_ids
     assert manifest["counts"]["succeeded"] == 6 and len(read_rows(manifest["output_uri"])) == 6
+
+
+def test_a_lost_submission_answer_is_adopted_once_its_results_prove_it_is_this_runs(fresh_emu, context):
+    fresh_emu.drop_answer_next(route="/batches", method="POST")  # created, then the answer is cut
+
+    with pytest.raises(OpenRouterError, match="may be the one it created") as first_try:
+        run_operator(embed(), context)
+    assert not isinstance(first_try.value, AirflowFailException)
+    with OpenRouterHook() as hook:
+        (created,) = [b.id for b in hook.list_batches(limit=100).data]
+    wait_until_finished([created])
+    context["ti"].try_number = 2
+    manifest = run_operator(embed(), context)
+
+    assert len(batch_posts(fresh_emu)) == 1 and manifest["batch_ids"] == [created]
+    assert manifest["counts"]["succeeded"] == 6 and manifest["dimensions"] == 1536
 
 
 def test_transient_item_failures_fail_retryably_and_the_retry_resubmits_only_them(batch_emu, context):
