@@ -1,24 +1,29 @@
 """Where embedding rows go: a Parquet file (vectors as fixed-size lists of float32) or JSONL.
 
 One row per item, with the columns of :data:`COLUMNS` (see :mod:`.embeddings` for their meaning); a
-row that has no vector (a failed, expired, missing item) has ``vector`` and ``dimensions`` null.
+row that has no vector (a failed, expired, missing item) has ``dimensions`` null, and ``vector`` null in
+JSONL, NaNs in Parquet.
 
 **Parquet** (when the results file ends in ``.parquet``; needs ``pyarrow``, the ``parquet`` extra):
 rows are buffered into row groups of about 16 MiB of vectors (2,730 rows of 1,536 dimensions) and each
 group is written as soon as it is full, so memory stays flat however many rows there are. ``vector`` is
-``fixed_size_list<float32>[dimensions]``; ``id`` is ``int64`` when every item's id is an integer (or the
-rows are keyed by index), else ``string``; ``usage`` is ``struct<prompt_tokens: int64, cost: double>``.
+``fixed_size_list<float32>[dimensions]``, never null: Parquet readers before pyarrow 26 (pyarrow 25 is
+the newest for Python 3.10) cannot read a null fixed-size list (apache/arrow#35692), and a vector of
+NaNs cannot pass for a real one (filter on ``status``). ``id`` is ``int64`` when every item's id is an
+integer (or the rows are keyed by index), else ``string``; ``usage`` is ``struct<prompt_tokens: int64, cost: double>``.
 A file without a single vector has ``vector`` as a variable-size ``list<float32>``.
 
 **JSONL** (a ``.jsonl`` results file): the same columns, ``vector`` as a JSON list of numbers, each the
-float32 value exactly (about 2.5 times the bytes of Parquet).
+float32 value exactly (about five times the bytes of Parquet, and slower to write).
 
 Every vector of a run has the same length: a row with another one raises (it cannot be a column).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import math
 import sys
 from array import array
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -116,8 +121,8 @@ class ParquetVectorWriter(_VectorColumns, ResultsWriter):
         self._binary: BinaryIO | None = None
         self._writer: Any = None  # pyarrow.parquet.ParquetWriter, once the vector size is known
         self._rows: list[dict[str, Any]] = []
-        self._vectors = bytearray()  # the buffered rows' vectors, float32 (zeros for a row without one)
-        self._absent: list[bool] = []  # which buffered rows have no vector
+        self._vectors = bytearray()  # the buffered rows' vectors, float32 (NaNs for a row without one)
+        self._unvectored = 0  # rows buffered before the size of a vector was known (all without one)
 
     def __enter__(self) -> ParquetVectorWriter:
         try:
@@ -148,11 +153,12 @@ class ParquetVectorWriter(_VectorColumns, ResultsWriter):
         if not self._int_ids:
             row["id"] = str(row["id"])  # mixed int and str ids: one string column
         vector = row.pop("vector")
-        self._absent.append(vector is None)
         if vector is not None:
             self._vectors += vector  # little-endian float32: Arrow's own layout
         elif self.dimensions is not None:
-            self._vectors += bytes(_FLOAT32_BYTES * self.dimensions)
+            self._vectors += _nan_vector(self.dimensions)
+        else:
+            self._unvectored += 1
         self._rows.append(row)
         if self.dimensions is not None and len(self._rows) >= _rows_per_group(self.dimensions):
             self._flush(final=False)
@@ -162,13 +168,10 @@ class ParquetVectorWriter(_VectorColumns, ResultsWriter):
 
         if not self._rows and (not final or self._writer is not None):
             return
-        if (
-            self.dimensions is not None
-            and len(self._vectors) < len(self._rows) * self.dimensions * _FLOAT32_BYTES
-        ):
-            # Rows buffered before the first vector arrived: give them their zeros now.
-            missing = len(self._rows) * self.dimensions * _FLOAT32_BYTES - len(self._vectors)
-            self._vectors = bytearray(missing) + self._vectors
+        if self.dimensions is not None and self._unvectored:
+            # Rows buffered before the first vector arrived (each without one): their NaNs go first.
+            self._vectors = bytearray(_nan_vector(self.dimensions) * self._unvectored) + self._vectors
+            self._unvectored = 0
         schema = self._schema(pa)
         if self._writer is None:
             import pyarrow.parquet as pq
@@ -182,16 +185,15 @@ class ParquetVectorWriter(_VectorColumns, ResultsWriter):
             for name in schema.names
         ]
         self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
-        self._rows, self._vectors, self._absent = [], bytearray(), []
+        self._rows, self._vectors = [], bytearray()
 
     def _vector_array(self, pa: Any) -> Any:
-        mask = pa.array(self._absent, pa.bool_())
         if self.dimensions is None:
             return pa.array([None] * len(self._rows), pa.list_(pa.float32()))
         values = pa.Array.from_buffers(
             pa.float32(), len(self._rows) * self.dimensions, [None, pa.py_buffer(self._vectors)]
         )
-        return pa.FixedSizeListArray.from_arrays(values, self.dimensions, mask=mask)
+        return pa.FixedSizeListArray.from_arrays(values, self.dimensions)
 
     def _schema(self, pa: Any) -> Any:
         vector = pa.list_(pa.float32(), self.dimensions) if self.dimensions else pa.list_(pa.float32())
@@ -210,6 +212,11 @@ class ParquetVectorWriter(_VectorColumns, ResultsWriter):
                 ("usage", pa.struct([("prompt_tokens", pa.int64()), ("cost", pa.float64())])),
             ]
         )
+
+
+@functools.cache
+def _nan_vector(dimensions: int) -> bytes:
+    return (array("f", [math.nan]) * dimensions).tobytes()
 
 
 def _rows_per_group(dimensions: int) -> int:
