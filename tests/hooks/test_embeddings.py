@@ -114,12 +114,14 @@ def test_an_answer_without_one_vector_per_input_raises_instead_of_misattributing
         }
         return httpx.Response(200, json=body)
 
-    with OpenRouterHook(
-        retry_policy=RetryPolicy(max_retries=3, sleep=lambda s: None),
-        transport=httpx.MockTransport(short_answer),
-    ) as hook:
-        with pytest.raises(OpenRouterAPIError, match="1 embeddings for 2 inputs") as failed:
-            hook.embed(model=MODEL, input=["a", "b"])
+    with (
+        OpenRouterHook(
+            retry_policy=RetryPolicy(max_retries=3, sleep=lambda s: None),
+            transport=httpx.MockTransport(short_answer),
+        ) as hook,
+        pytest.raises(OpenRouterAPIError, match="1 embeddings for 2 inputs") as failed,
+    ):
+        hook.embed(model=MODEL, input=["a", "b"])
 
     assert failed.value.status == 502 and failed.value.billed and len(sent) == 1  # charged: not repeated
     assert json.loads(sent[0].content)["input"] == ["a", "b"]
