@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import Goal, Row, run_worker, unavailable
-from bench.results_memory import MIB, peak_rss_bytes, reset_peak_rss, rss_bytes
+from bench.results_memory import growth_row, peak_rss_bytes, reset_peak_rss, rss_bytes
 
 BENCHMARK = "embeddings_write"
 GOAL = Goal("ratio", "<=", 1.5, "growth ratio <= 1.5")
@@ -83,27 +83,8 @@ def run(*, quick: bool, peers_python: Any = None) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="bench-vectors-") as tmp:
         measured = {n: run_worker(measure_write, rows=n, path=f"{tmp}/{n}.parquet") for n in (small, large)}
         jsonl = run_worker(measure_write, rows=small, path=f"{tmp}/{small}.jsonl")
-    growth_small, growth_large = (measured[n]["growth"] / MIB for n in (small, large))
-    speed = ", ".join(
-        f"{n:,} rows: {m['rows'] / m['seconds']:,.0f} rows/s, {m['file_bytes'] / m['rows'] / 1024:.1f} KiB a row, "
-        f"+{m['growth'] / MIB:.1f} MiB"
-        for n, m in measured.items()
-    )
-    speed += (
+    note = (
         f"; JSONL, {small:,} rows: {jsonl['rows'] / jsonl['seconds']:,.0f} rows/s, "
         f"{jsonl['file_bytes'] / jsonl['rows'] / 1024:.1f} KiB a row"
     )
-    return [
-        Row(
-            BENCHMARK,
-            name,
-            "MiB",
-            growth_large,
-            baseline=growth_small,
-            baseline_label=f"{small:,} rows",
-            ratio=growth_large / growth_small if growth_small else None,
-            goal=GOAL,
-            note=speed,
-            details={**{str(n): m for n, m in measured.items()}, f"jsonl {small}": jsonl},
-        )
-    ]
+    return [growth_row(BENCHMARK, name, measured, small, large, GOAL, note, {f"jsonl {small}": jsonl})]

@@ -223,10 +223,16 @@ def parse_embeddings(data: Any, *, expected: int, conn_id: str) -> EmbeddingsRes
         error = data["error"] if isinstance(data["error"], Mapping) else {"message": str(data["error"])}
         raise in_band_error(dict(error), conn_id, data.get("id"))
     response = EmbeddingsResponse.model_validate(data)
-    if sorted(item.index for item in response.data) != list(range(expected)):
+    if sorted(item.index for item in response.data) != list(range(expected)) or not all(
+        item.embedding for item in response.data
+    ):
         # A 200 is charged: not sent again by the hook (a task retry may, knowing it pays again).
         raise in_band_error(
-            {"code": 502, "message": f"the answer has {len(response.data)} embeddings for {expected} inputs"},
+            {
+                "code": 502,
+                "message": f"the answer has {sum(bool(d.embedding) for d in response.data)} embeddings for "
+                f"{expected} inputs",
+            },
             conn_id,
             response.id,
             billed=True,

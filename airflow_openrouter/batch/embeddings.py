@@ -173,8 +173,10 @@ class EmbeddingsEndpoint:
         response = result.embeddings() if result.error is None else None
         if response is None:
             return row_from_failed_batch_result(result, custom_id, index)
-        if len(response.data) != 1:
-            error = f"The batch row holds {len(response.data)} vectors for 1 input."
+        if len(response.data) != 1 or not response.data[0].embedding:
+            error = (
+                f"The batch row holds {sum(bool(d.embedding) for d in response.data)} vectors for 1 input."
+            )
             return result_row(custom_id, index, "failed", error=error, cause="provider error", transient=True)
         usage = response.usage or Usage()
         return vector_row(

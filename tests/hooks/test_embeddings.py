@@ -100,19 +100,23 @@ def test_an_error_in_a_200_body_raises_the_typed_error(hook, emu):
         hook.embed(model=MODEL, input=TEXTS)
 
 
-def test_an_answer_without_one_vector_per_input_raises_instead_of_misattributing_vectors(emu):
+VECTOR = base64.b64encode(array("f", [1.0, 0.0]).tobytes()).decode()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [{"object": "embedding", "embedding": VECTOR, "index": 0}],  # one vector for two inputs
+        [{"embedding": VECTOR, "index": 0}, {"embedding": "", "index": 1}],  # an empty one
+    ],
+)
+def test_an_answer_without_one_vector_per_input_raises_instead_of_misattributing_vectors(emu, data):
     """No server can be made to answer so: a one-off transport answers two inputs with one vector."""
     sent: list[httpx.Request] = []
 
     def short_answer(request: httpx.Request) -> httpx.Response:
         sent.append(request)
-        vector = base64.b64encode(array("f", [1.0, 0.0]).tobytes()).decode()
-        body = {
-            "object": "list",
-            "data": [{"object": "embedding", "embedding": vector, "index": 0}],
-            "model": MODEL,
-        }
-        return httpx.Response(200, json=body)
+        return httpx.Response(200, json={"object": "list", "data": data, "model": MODEL})
 
     with (
         OpenRouterHook(

@@ -11,7 +11,6 @@ import math
 import subprocess
 import sys
 from array import array
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -360,16 +359,6 @@ def test_transient_request_failures_fail_retryably_and_the_retry_sends_only_thos
         [f"Title {i}: Document {i} is about topic {i % 3}." for i in range(3)]
     ]
     assert manifest["counts"]["succeeded"] == 9
-
-
-@pytest.fixture
-def wrong_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenRouterEmulator]:
-    """An emulator that knows one key, and a connection holding another."""
-    with OpenRouterEmulator(api_keys=["sk-or-v1-" + "right" * 4]) as emu:
-        conn = json.loads(emu.connection_json(max_retries=0))
-        conn["password"] = "sk-or-v1-" + "wrong" * 4
-        monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", json.dumps(conn))
-        yield emu
 
 
 def test_a_wrong_key_stops_the_concurrent_run_at_the_first_401(wrong_key, context):
