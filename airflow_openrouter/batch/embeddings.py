@@ -48,7 +48,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow_openrouter._transport.calls import EMBEDDINGS_ENDPOINT, embeddings_body
 from airflow_openrouter.batch.endpoints import ConcurrentRequest
 from airflow_openrouter.batch.items import ItemRequest, RequestBuilder
-from airflow_openrouter.batch.spool import MAX_BYTES_PER_BATCH, MAX_REQUESTS_PER_BATCH
 from airflow_openrouter.exceptions import BatchInputError, OpenRouterBadRequestError
 from airflow_openrouter.types import Usage
 
@@ -149,8 +148,6 @@ class EmbeddingsEndpoint:
     max_tokens_per_request: int = 100_000
 
     path: ClassVar[str] = EMBEDDINGS_ENDPOINT
-    max_requests_per_batch: ClassVar[int] = MAX_REQUESTS_PER_BATCH
-    max_bytes_per_batch: ClassVar[int] = MAX_BYTES_PER_BATCH
     model_catalogue: ClassVar[str] = "/embeddings/models"
     batch_advice: ClassVar[str] = (
         "Embeddings batches take text inputs for embedding models with a batch variant (without provider "

@@ -5,9 +5,10 @@ The engines (:mod:`.batch_api`, :mod:`.concurrent`) and :mod:`.submit` ask the j
 record that never pays twice, the run tag that proves a lost POST's batch, the failure classification,
 the checkpoint and the manifest -- is the same for every endpoint:
 
-* **Batch API**: the ``endpoint`` string of ``POST /batches`` (:attr:`~Endpoint.path`), the limits of
-  one batch, the ``provider`` field of the POST, how one result line becomes a row, and what to say when
-  the Batch API refuses a batch (which catalogue lists the model ids, which requests batches take);
+* **Batch API**: the ``endpoint`` string of ``POST /batches`` (:attr:`~Endpoint.path`), the
+  ``provider`` field of the POST, how one result line becomes a row, and what to say when the Batch API
+  refuses a batch (which catalogue lists the model ids, which requests batches take). The limits of one
+  batch (5,000 requests, 200 MB: :mod:`.spool`) are the Batch API's for every endpoint;
 * **concurrent**: how the spooled request lines become requests (a chat request carries one item, an
   embeddings request many: :class:`ConcurrentRequest`), how one is sent, and how its answer becomes one
   row per item, however many items shared it;
@@ -16,6 +17,14 @@ the checkpoint and the manifest -- is the same for every endpoint:
 The request lines themselves are built by ``JobOptions.requests`` (an :class:`~.items.RequestBuilder`),
 one per item, before anything is sent. :data:`CHAT` is the chat endpoint, the default of every job; the
 embeddings endpoint is :class:`~.embeddings.EmbeddingsEndpoint`. No Airflow imports here.
+
+**Seams for the cost work** (a result cache and a cost estimate, not built here). Both act on the
+spooled request lines, before :func:`.submit.submit_todo` (batch engine) and in ``run_job``'s ``todo()``
+(concurrent engine), the same for every endpoint. What is endpoint-specific is only what a line costs
+and what its answer is a function of: for embeddings, ``estimated_tokens(line["body"]["input"])`` times
+the model's ``pricing.prompt`` from ``hook.list_embedding_models()`` (half of it in a batch; there is no
+completion), and ``EmbeddingsEndpoint.cache_key(model, line["body"])``. A cached vector becomes a row
+with :func:`~.embeddings.vector_row`, so the writers and the manifest need nothing new.
 """
 
 from __future__ import annotations
@@ -25,7 +34,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from airflow_openrouter._transport.calls import CHAT_ENDPOINT
-from airflow_openrouter.batch.spool import MAX_BYTES_PER_BATCH, MAX_REQUESTS_PER_BATCH
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -61,9 +69,6 @@ class Endpoint(Protocol):
 
     #: ``endpoint`` of ``POST /batches``: ``"/v1/chat/completions"``, ``"/v1/embeddings"``.
     path: ClassVar[str]
-    #: The Batch API's limits of one batch (the spool cuts chunks to them).
-    max_requests_per_batch: ClassVar[int]
-    max_bytes_per_batch: ClassVar[int]
     #: The route that lists this endpoint's model ids (named in the advice when a model is unknown).
     model_catalogue: ClassVar[str]
     #: What a batch of this endpoint may hold, said when the Batch API refuses one.
@@ -109,8 +114,6 @@ class ChatEndpoint:
     """Chat completions: one rendered chat request per item, one validated output per row (JSONL)."""
 
     path: ClassVar[str] = CHAT_ENDPOINT
-    max_requests_per_batch: ClassVar[int] = MAX_REQUESTS_PER_BATCH
-    max_bytes_per_batch: ClassVar[int] = MAX_BYTES_PER_BATCH
     model_catalogue: ClassVar[str] = "/models"
     batch_advice: ClassVar[str] = (
         "Batches take text-only chat requests to models with a batch variant; for other models or "

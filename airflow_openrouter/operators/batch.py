@@ -187,10 +187,7 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
             job = self._job(hook, context)
             fingerprint_of = {"engine": "batch", "model": job.model, "provider": job.provider}
             with RequestSpool(
-                job.requests.requests(self.items, self.id_field),
-                fingerprint_of=fingerprint_of,
-                max_requests=job.endpoint.max_requests_per_batch,
-                max_bytes=job.endpoint.max_bytes_per_batch,
+                job.requests.requests(self.items, self.id_field), fingerprint_of=fingerprint_of
             ) as spool:
                 started = batch_api.start(
                     hook,

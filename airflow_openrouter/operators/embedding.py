@@ -185,8 +185,8 @@ class OpenRouterEmbeddingOperator(OpenRouterBatchOperator):
         text = PromptTemplate.load(
             self.text, self.get_template_env(), field="text", extensions=self.template_ext
         )
-        # SEAM(result cache): once the cost work's cache exists, the operator takes result_cache= and the
-        # engines look up EmbeddingsEndpoint.cache_key(model, line body) before sending a line.
+        # SEAM(cost work): result_cache= and the cost estimate come in through the batch operator's
+        # arguments and engines; what they need from embeddings is in batch/endpoints.py ("Seams").
         return TextRequestBuilder(
             prompt=text,
             system_prompt=None,

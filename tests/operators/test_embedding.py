@@ -338,6 +338,25 @@ def test_a_refusal_of_every_input_stops_the_run_after_the_first_request(batch_em
     assert manifest["counts"]["failed"] == 40 and batch_emu.billed_usd == 0
 
 
+def test_the_cost_cap_counts_what_shared_requests_billed_and_starts_nothing_after_it(batch_emu, context):
+    with pytest.raises(AirflowFailException, match="did not succeed"):
+        run_operator(
+            embed(
+                engine="concurrent",
+                items=documents(12),
+                max_inputs_per_request=4,
+                max_concurrency=1,
+                max_cost_usd=1e-9,
+            ),
+            context,
+        )
+
+    assert len(embedding_posts(batch_emu)) == 1  # the first request reached the cap
+    rows = read_rows(context["ti"].xcoms["return_value"]["output_uri"])
+    assert sum(r["status"] == "succeeded" for r in rows.values()) == 4
+    assert {r["cause"] for r in rows.values() if r["status"] == "failed"} == {"not started: cost cap"}
+
+
 def test_transient_request_failures_fail_retryably_and_the_retry_sends_only_those_items(batch_emu, context):
     batch_emu.fail_next("/embeddings", status=503, times=2)  # the hook's one retry: one request fails
 
