@@ -36,7 +36,11 @@ def get_provider_info() -> dict:
         "operators": [
             {
                 "integration-name": "OpenRouter",
-                "python-modules": ["airflow_openrouter.operators.chat", "airflow_openrouter.operators.batch"],
+                "python-modules": [
+                    "airflow_openrouter.operators.chat",
+                    "airflow_openrouter.operators.batch",
+                    "airflow_openrouter.operators.embedding",
+                ],
             }
         ],
         "sensors": [

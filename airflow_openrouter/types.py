@@ -8,7 +8,10 @@ spec documents but providers omit (``provider``, ``native_finish_reason``, ``sys
 
 from __future__ import annotations
 
+import base64
 import json
+import sys
+from array import array
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,6 +35,8 @@ __all__ = [
     "CompletionTokensDetails",
     "CostDetails",
     "Delta",
+    "Embedding",
+    "EmbeddingsResponse",
     "FunctionCall",
     "Generation",
     "InBandError",
@@ -187,6 +192,43 @@ class ChatCompletionChunk(_Tolerant):
     error: InBandError | None = None
 
 
+# --- embeddings ------------------------------------------------------------------------------------
+
+
+class Embedding(_Tolerant):
+    """One vector of an embeddings answer: floats, or (``encoding_format="base64"``) the base64 of its
+    little-endian float32 bytes, a quarter of the size on the wire."""
+
+    object: str = "embedding"
+    embedding: list[float] | str = Field(default_factory=list)
+    index: int = 0
+
+    def vector(self) -> array[float]:
+        """The vector as float32 values (``array("f")``: 4 bytes a value, no numpy needed)."""
+        if isinstance(self.embedding, str):
+            values = array("f", base64.b64decode(self.embedding))
+            if sys.byteorder != "little":
+                values.byteswap()
+            return values
+        return array("f", self.embedding)
+
+
+class EmbeddingsResponse(_Tolerant):
+    """The answer of ``POST /embeddings`` (and the body of an embeddings batch row): one
+    :class:`Embedding` per input, ``usage`` with the billed ``cost`` (embeddings have no completion)."""
+
+    id: str | None = None
+    object: str = "list"
+    model: str = ""
+    provider: str | None = None
+    data: list[Embedding] = Field(default_factory=list)
+    usage: Usage | None = None
+
+    def vectors(self) -> list[array[float]]:
+        """Every vector as float32 values, in input order."""
+        return [item.vector() for item in sorted(self.data, key=lambda item: item.index)]
+
+
 # --- batches ---------------------------------------------------------------------------------------
 
 BatchStatus = Literal[
@@ -232,6 +274,12 @@ class BatchResult(_Tolerant):
         if self.response is None or self.response.status_code >= 400:
             return None
         return ChatCompletion.model_validate(self.response.body)
+
+    def embeddings(self) -> EmbeddingsResponse | None:
+        """The embeddings of a successful row of an embeddings batch."""
+        if self.response is None or self.response.status_code >= 400:
+            return None
+        return EmbeddingsResponse.model_validate(self.response.body)
 
 
 class Batch(_Tolerant):

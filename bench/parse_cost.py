@@ -20,6 +20,7 @@ GOAL = Goal("figure", "<=", 10.0, "< 10 ms")
 OURS = {
     "operators.chat": "airflow_openrouter.operators.chat",
     "operators.batch": "airflow_openrouter.operators.batch",
+    "operators.embedding": "airflow_openrouter.operators.embedding",
     "sensors.batch": "airflow_openrouter.sensors.batch",
     "triggers.batch": "airflow_openrouter.triggers.batch",
 }

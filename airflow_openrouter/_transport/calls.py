@@ -26,6 +26,7 @@ from airflow_openrouter.types import (
     BatchList,
     BatchResultsPage,
     ChatCompletion,
+    EmbeddingsResponse,
     Generation,
     KeyInfo,
     Model,
@@ -34,8 +35,10 @@ from airflow_openrouter.types import (
 
 __all__ = [
     "CHAT_ENDPOINT",
+    "EMBEDDINGS_ENDPOINT",
     "Call",
     "CreateBatchOptions",
+    "EmbedOptions",
     "ListBatchesOptions",
     "chat_body",
     "drop_none",
@@ -44,6 +47,7 @@ __all__ = [
 log = logging.getLogger("airflow_openrouter.transport")
 T = TypeVar("T")
 CHAT_ENDPOINT = "/v1/chat/completions"
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
 
 
 @dataclass
@@ -159,6 +163,87 @@ def parse_completion(data: Any, *, conn_id: str) -> ChatCompletion:
         billed = bool(completion.usage and completion.usage.completion_tokens)
         raise in_band_error(error, conn_id, completion.id or None, billed=billed)
     return completion
+
+
+# --- embeddings ------------------------------------------------------------------------------------
+
+
+class EmbedOptions(TypedDict, total=False):
+    """Optional parameters of ``POST /embeddings``."""
+
+    dimensions: int | None  # shortened vectors, for the models that support it
+    encoding_format: str | None  # "base64" (default here: a quarter of the bytes) or "float"
+    input_type: str | None  # e.g. "search_query" / "search_document", for the models that take it
+    user: str | None
+    provider: Mapping[str, Any] | None
+    extra_body: Mapping[str, Any] | None  # more body fields, merged as they are
+
+
+def embeddings_body(
+    model: str | None, inputs: str | Sequence[str] | Sequence[Sequence[int]], options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The JSON body of an embeddings request: ``None`` values dropped, ``extra_body`` merged last.
+    Vectors travel as base64 unless ``encoding_format="float"`` is asked for."""
+    options = dict(options)
+    extra_body = options.pop("extra_body", None) or {}
+    options.setdefault("encoding_format", None)
+    options["encoding_format"] = options["encoding_format"] or "base64"
+    return {**drop_none({"model": model, "input": inputs, **options}), **extra_body}
+
+
+def embeddings_call(
+    model: str,
+    inputs: str | Sequence[str] | Sequence[Sequence[int]],
+    options: Mapping[str, Any],
+    *,
+    conn_id: str,
+) -> Call[EmbeddingsResponse]:
+    """``POST /embeddings``: ``billed`` like a chat completion (an answer lost after the request left
+    may have been charged, so it is not sent again)."""
+    body = embeddings_body(model, inputs, options)
+    expected = 1 if isinstance(inputs, str) or _is_token_array(inputs) else len(inputs)
+    return Call(
+        "POST",
+        "/embeddings",
+        parse=functools.partial(parse_embeddings, expected=expected, conn_id=conn_id),
+        body=body,
+        billed=True,
+        model=model,
+    )
+
+
+def _is_token_array(inputs: Sequence[Any]) -> bool:
+    return bool(inputs) and all(isinstance(t, int) and not isinstance(t, bool) for t in inputs)
+
+
+def parse_embeddings(data: Any, *, expected: int, conn_id: str) -> EmbeddingsResponse:
+    """The embeddings; an in-band error, or not one vector per input, raises the typed error (a vector
+    matched to the wrong input would be worse than none)."""
+    if isinstance(data, Mapping) and data.get("error") and not data.get("data"):
+        error = data["error"] if isinstance(data["error"], Mapping) else {"message": str(data["error"])}
+        raise in_band_error(dict(error), conn_id, data.get("id"))
+    response = EmbeddingsResponse.model_validate(data)
+    if sorted(item.index for item in response.data) != list(range(expected)) or not all(
+        item.embedding for item in response.data
+    ):
+        # A 200 is charged: not sent again by the hook (a task retry may, knowing it pays again).
+        raise in_band_error(
+            {
+                "code": 502,
+                "message": f"the answer has {sum(bool(d.embedding) for d in response.data)} embeddings for "
+                f"{expected} inputs",
+            },
+            conn_id,
+            response.id,
+            billed=True,
+        )
+    return response
+
+
+def embedding_models_call() -> Call[list[Model]]:
+    return Call(
+        "GET", "/embeddings/models", parse=_data(lambda models: [Model.model_validate(m) for m in models])
+    )
 
 
 # --- batches ---------------------------------------------------------------------------------------

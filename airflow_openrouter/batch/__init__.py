@@ -1,9 +1,12 @@
-"""Internals of bulk generation (``OpenRouterBatchOperator``, its trigger and its sensor).
+"""Internals of bulk generation (``OpenRouterBatchOperator``, ``OpenRouterEmbeddingOperator``, their
+trigger and the sensor).
 
 One module, one job; read them in the order a run uses them:
 
 * :mod:`.vocabulary` -- the statuses of batches, events, rows and manifests, defined once;
 * :mod:`.options`    -- :class:`~.options.JobOptions`, the one frozen object both engines take;
+* :mod:`.endpoints`  -- the :class:`~.endpoints.Endpoint` protocol: what differs between chat
+  completions and embeddings for the engines (request grouping, rows, the writer), and the chat one;
 * :mod:`.items`      -- items in (a list or a JSONL file), their ids, one rendered chat request per item;
 * :mod:`.spool`      -- the rendered requests in a local file, their fingerprint, and their split into
   batches (<= 5,000 requests, <= 200 MB);
@@ -15,8 +18,10 @@ One module, one job; read them in the order a run uses them:
   one event it produces; :mod:`.poll` -- the one poll round they all run;
 * :mod:`.results`    -- result rows (shared by both engines), the streaming JSONL writer, the manifest;
 * :mod:`.failures`   -- why items failed (cause, transient), and the verdict on a run;
-* :mod:`.concurrent` -- the ``concurrent`` engine: chat completions from the worker, with rate limits,
-  and its :mod:`.checkpoint` of rows saved as they arrive.
+* :mod:`.concurrent` -- the ``concurrent`` engine: requests from the worker, with rate limits,
+  and its :mod:`.checkpoint` of rows saved as they arrive;
+* :mod:`.embeddings` -- the embeddings endpoint (text per item, grouped requests, vector rows), and
+  :mod:`.vectors`, its Parquet and JSONL writers.
 
 ``vocabulary`` and ``failures`` import none of the others; only the two engines import many of them.
 Nothing here is imported when a DAG file is parsed: the operator imports these modules in ``execute``.

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_openrouter.batch.failures import RunSummary, Verdict, judge
 from airflow_openrouter.batch.poll import poll_once
-from airflow_openrouter.batch.results import ResultsWriter, build_manifest, result_row, row_from_batch_result
+from airflow_openrouter.batch.results import ResultsWriter, build_manifest, result_row
 from airflow_openrouter.batch.state import reattach_or_start, run_tag
 from airflow_openrouter.batch.submit import submit_todo
 from airflow_openrouter.batch.watch import LATE_LOOK_S, BatchEvent, BatchWatch
@@ -88,7 +88,8 @@ def start(
         record,
         store,
         tag=run_tag(job.identity.key, spool.fingerprint),
-        provider=job.provider,
+        provider=job.endpoint.batch_provider(job),
+        endpoint=job.endpoint,
         log=log,
     )
     finished = watch.outcome() if watch is not None and not submitted else None
@@ -138,7 +139,7 @@ def fetch(
     """Write the rows, build the manifest, judge the run, and leave a retry's work in the record."""
     batch_ids = record.batch_ids
     started_at = min((b.created_at for b in record.batches if b.created_at), default=None)
-    with ResultsWriter(job.results_file, ids) as writer:
+    with job.endpoint.writer(job.results_file, ids) as writer:
         for batch in reversed(record.batches):
             if event.status_of(batch.id) == "completed":
                 _write_batch_results(hook, batch.id, writer, job, tag, log)
@@ -170,6 +171,7 @@ def fetch(
         usage=event.usage,
         started_at=started_at,
     )
+    manifest.update(writer.manifest_fields())
     return manifest, verdict
 
 
@@ -186,7 +188,7 @@ def _write_batch_results(
             if index is None:
                 log.warning("Batch %s returned unknown custom_id %r; ignored.", batch_id, result.custom_id)
                 continue
-            writer.write(row_from_batch_result(result, custom_id, index, job.spec))
+            writer.write(job.endpoint.row_from_batch_result(job, result, custom_id, index))
     except OpenRouterPaymentRequiredError as exc:
         raise exc.with_message(
             f"Batch {batch_id} has finished, but OpenRouter withholds its results until the account has "

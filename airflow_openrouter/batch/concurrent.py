@@ -31,7 +31,16 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_openrouter.exceptions import CostCapReached, OpenRouterAPIError, OpenRouterError
 
 if TYPE_CHECKING:
+    from airflow_openrouter.batch.endpoints import ConcurrentRequest
     from airflow_openrouter.batch.failures import Verdict
     from airflow_openrouter.batch.items import ItemIds
     from airflow_openrouter.batch.options import JobOptions
@@ -49,13 +59,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: ``(custom_id, body)``: ``body`` holds the keyword arguments of ``hook.achat_completion``
-#: (``messages``, ``model`` and any other body field), i.e. the ``body`` of a Batch API request line.
+#: (``messages``, ``model`` and any other body field), i.e. the ``body`` of a Batch API request line
+#: (or of the request another :class:`~.endpoints.Endpoint` sends; ``custom_id`` is then the request's key).
 Request = tuple[str, Mapping[str, Any]]
+#: How a request is sent: ``await send(hook, body)`` returns its answer (``usage.cost`` is read).
+Send = Callable[["OpenRouterHook", Mapping[str, Any]], Awaitable[Any]]
+
+
+async def send_chat(hook: OpenRouterHook, body: Mapping[str, Any]) -> ChatCompletion:
+    return await hook.achat_completion(**body)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one item ended: exactly one of ``completion`` and ``error`` is set.
+    """How one item (or one request of several items) ended: exactly one of ``completion`` (the answer:
+    a chat completion, or what the endpoint's ``send`` returned) and ``error`` is set.
 
     :param latency_s: wall time of the request including the hook's retries (0 when not started).
     :param started: ``False`` for items that were never sent (the cost cap, or an error that repeats
@@ -63,7 +81,7 @@ class Outcome:
     """
 
     custom_id: str
-    completion: ChatCompletion | None = None
+    completion: ChatCompletion | Any | None = None
     error: OpenRouterError | None = None
     latency_s: float = 0.0
     started: bool = True
@@ -110,9 +128,10 @@ def run_concurrently(
     requests_per_minute: float | None = None,
     max_cost_usd: float | None = None,
     spent_usd: float = 0.0,
+    send: Send = send_chat,
 ) -> AsyncGenerator[Outcome, None]:
-    """Send every request through ``hook.achat_completion`` and yield one :class:`Outcome` per item,
-    in the order they settle. See the module docstring for the guarantees.
+    """Send every request through ``hook.achat_completion`` (or *send*) and yield one :class:`Outcome`
+    per request, in the order they settle. See the module docstring for the guarantees.
 
     :param requests: ``(custom_id, body)`` pairs; read lazily, so memory stays flat in their number.
     :param max_concurrency: requests in flight at most.
@@ -124,7 +143,13 @@ def run_concurrently(
     """
     _check_options(max_concurrency, requests_per_minute, max_cost_usd)
     return _run(
-        hook, _aiter(requests), max_concurrency, StartPacer(requests_per_minute), max_cost_usd, spent_usd
+        hook,
+        _aiter(requests),
+        max_concurrency,
+        StartPacer(requests_per_minute),
+        max_cost_usd,
+        spent_usd,
+        send,
     )
 
 
@@ -135,6 +160,7 @@ async def _run(
     pacer: StartPacer,
     max_cost_usd: float | None,
     spent: float,
+    send: Send,
 ) -> AsyncGenerator[Outcome, None]:
     # Resolve the connection before the first start: otherwise the first requests, started on pace,
     # would all wait behind that lookup and reach the server together. A missing key fails the run here.
@@ -153,7 +179,7 @@ async def _run(
                 if request is None:
                     exhausted = True
                 else:
-                    in_flight.add(asyncio.create_task(_complete(hook, *request)))
+                    in_flight.add(asyncio.create_task(_complete(hook, send, *request)))
                     pacer.started()
                 continue
             if not in_flight and not can_start:
@@ -180,6 +206,7 @@ def run_concurrently_sync(
     requests_per_minute: float | None = None,
     max_cost_usd: float | None = None,
     spent_usd: float = 0.0,
+    send: Send = send_chat,
 ) -> OpenRouterAPIError | None:
     """:func:`run_concurrently` for synchronous callers: runs an event loop until every item is settled,
     handing each outcome to ``on_outcome`` as it arrives (on the loop's thread; the loop waits for it,
@@ -200,6 +227,7 @@ def run_concurrently_sync(
                     requests_per_minute=requests_per_minute,
                     max_cost_usd=max_cost_usd,
                     spent_usd=spent_usd,
+                    send=send,
                 )
             ) as outcomes:
                 async for outcome in outcomes:
@@ -235,10 +263,10 @@ async def _aiter(requests: Iterable[Request] | AsyncIterable[Request]) -> AsyncI
             yield request
 
 
-async def _complete(hook: OpenRouterHook, custom_id: str, body: Mapping[str, Any]) -> Outcome:
+async def _complete(hook: OpenRouterHook, send: Send, custom_id: str, body: Mapping[str, Any]) -> Outcome:
     started = time.perf_counter()
     try:
-        completion = await hook.achat_completion(**body)
+        completion = await send(hook, body)
     except OpenRouterError as error:
         return Outcome(custom_id, error=error, latency_s=time.perf_counter() - started)
     return Outcome(custom_id, completion=completion, latency_s=time.perf_counter() - started)
@@ -284,11 +312,10 @@ def run_job(
     """
     from airflow_openrouter.batch.checkpoint import Checkpoint
     from airflow_openrouter.batch.failures import RunSummary, judge
-    from airflow_openrouter.batch.results import ResultsWriter, build_manifest, result_row
-    from airflow_openrouter.schemas import provider_preferences
+    from airflow_openrouter.batch.results import build_manifest, result_row
 
     started_at = time.time()
-    provider = provider_preferences(job.spec, job.provider)
+    endpoint = job.endpoint
     checkpoint = Checkpoint(job.results_file, spool.fingerprint, job.identity.key)
     if checkpoint.done:
         log.info(
@@ -297,24 +324,34 @@ def run_job(
             len(ids),
             checkpoint.spent_usd,
         )
-    todo = (
-        (line["custom_id"], {**line["body"], "model": job.model, "provider": provider})
-        for line in spool
-        if line["custom_id"] not in checkpoint.done
-    )
+    # The requests started and not yet settled, by key (a request may carry several items).
+    unsettled: dict[str, ConcurrentRequest] = {}
+
+    def todo() -> Iterator[Request]:
+        lines = (line for line in spool if line["custom_id"] not in checkpoint.done)
+        for request in endpoint.concurrent_requests(job, lines):
+            unsettled[request.key] = request
+            yield request.key, request.body
+
+    def settled(outcome: Outcome) -> None:
+        request = unsettled.pop(outcome.custom_id)
+        for row in _rows(outcome, request, [ids.indexes[c] for c in request.custom_ids], job):
+            parts.write(row)
+
     with checkpoint.writer(try_number) as parts:
         systemic = run_concurrently_sync(
             hook,
-            todo,
-            lambda outcome: parts.write(_row(outcome, ids.indexes[outcome.custom_id], job)),
+            todo(),
+            settled,
             max_concurrency=job.limits.max_concurrency,
             requests_per_minute=job.limits.requests_per_minute,
             max_cost_usd=job.limits.max_cost_usd,
             spent_usd=checkpoint.spent_usd,
+            send=endpoint.send,
         )
     # Newest rows first: an item retried by this try keeps this try's row.
     missing = "No outcome was recorded for this item."
-    with ResultsWriter(job.results_file, ids) as writer:
+    with endpoint.writer(job.results_file, ids) as writer:
         for row in checkpoint.rows_newest_first():
             writer.write(row)
         writer.write_unwritten(
@@ -341,23 +378,32 @@ def run_job(
         status=verdict.status,
         started_at=started_at,
     )
+    manifest.update(writer.manifest_fields())
     return manifest, verdict
 
 
-def _row(outcome: Outcome, index: int, job: JobOptions) -> dict[str, Any]:
-    from airflow_openrouter.batch.failures import cause_of
-    from airflow_openrouter.batch.results import result_row, row_from_completion, row_from_error
-
+def _rows(
+    outcome: Outcome, request: ConcurrentRequest, indexes: list[int], job: JobOptions
+) -> list[dict[str, Any]]:
+    """One row per item of the request: from its answer, or its error (the same for each item)."""
     if outcome.completion is not None:
-        return row_from_completion(outcome.custom_id, index, outcome.completion, job.spec)
+        return job.endpoint.rows_from_answer(job, request, indexes, outcome.completion)
+    return [
+        _error_row(outcome, custom_id, index)
+        for custom_id, index in zip(request.custom_ids, indexes, strict=True)
+    ]
+
+
+def _error_row(outcome: Outcome, custom_id: str, index: int) -> dict[str, Any]:
+    from airflow_openrouter.batch.failures import cause_of
+    from airflow_openrouter.batch.results import result_row, row_from_error
+
     assert outcome.error is not None
     if outcome.started:
-        return row_from_error(outcome.custom_id, index, outcome.error)
+        return row_from_error(custom_id, index, outcome.error)
     if isinstance(outcome.error, CostCapReached):
         cause = cause_of(outcome.error)
-        return result_row(
-            outcome.custom_id, index, "failed", error=str(outcome.error), cause=cause, transient=False
-        )
+        return result_row(custom_id, index, "failed", error=str(outcome.error), cause=cause, transient=False)
     error = f"Not started: an earlier item failed with an error that repeats for every item: {outcome.error}"
     cause = f"not started: {cause_of(outcome.error)}"
-    return result_row(outcome.custom_id, index, "failed", error=error, cause=cause, transient=False)
+    return result_row(custom_id, index, "failed", error=error, cause=cause, transient=False)

@@ -7,12 +7,13 @@ nothing else of the operator's. Frozen: an engine cannot change what the next st
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
+    from airflow_openrouter.batch.endpoints import Endpoint
     from airflow_openrouter.batch.items import RequestBuilder
     from airflow_openrouter.batch.state import TaskRunIdentity
     from airflow_openrouter.schemas import OutputSpec
@@ -38,6 +39,13 @@ class Limits:
     requests_per_minute: float | None = None
 
 
+def _chat() -> Endpoint:
+    # Imported when a job is built, not with this module (the trigger imports it at DAG parse).
+    from airflow_openrouter.batch.endpoints import CHAT
+
+    return CHAT
+
+
 @dataclass(frozen=True)
 class JobOptions:
     """Everything an engine needs to run one task run's items.
@@ -49,6 +57,8 @@ class JobOptions:
     :param identity: the task run, across tries (the unit that never pays twice).
     :param results_file: where the rows go.
     :param id_field: the item field that keys the rows.
+    :param endpoint: what the requests are and how answers become rows (:mod:`.endpoints`): chat
+        completions unless told otherwise.
     """
 
     model: str
@@ -59,6 +69,7 @@ class JobOptions:
     results_file: ObjectStoragePath
     id_field: str | None
     limits: Limits
+    endpoint: Endpoint = field(default_factory=_chat)
 
 
 def check_poll_interval(value: Any, name: str = "poll_interval") -> float:

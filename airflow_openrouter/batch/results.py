@@ -42,6 +42,7 @@ __all__ = [
     "result_row",
     "row_from_batch_result",
     "row_from_completion",
+    "row_from_failed_batch_result",
 ]
 
 MANIFEST_BATCH_IDS = 10  # the manifest lists this many batch ids, plus their count
@@ -124,12 +125,18 @@ def row_from_batch_result(
     """The row of one line of a finished batch (*custom_id*: the item's, without the run tag)."""
     completion = result.completion()
     if result.error is not None or completion is None:
-        status_code = result.response.status_code if result.response else None
-        cause, transient = item_error_cause(result.error, status_code)
-        message = (result.error.message or result.error.type) if result.error else None
-        error = message or f"The request failed (HTTP {status_code})."
-        return result_row(custom_id, index, "failed", error=error, cause=cause, transient=transient)
+        return row_from_failed_batch_result(result, custom_id, index)
     return row_from_completion(custom_id, index, completion, spec)
+
+
+def row_from_failed_batch_result(result: BatchResult, custom_id: str, index: int) -> dict[str, Any]:
+    """The row of a batch line that failed (an ``error``, or an HTTP status of 400 or more); the
+    same for every endpoint."""
+    status_code = result.response.status_code if result.response else None
+    cause, transient = item_error_cause(result.error, status_code)
+    message = (result.error.message or result.error.type) if result.error else None
+    error = message or f"The request failed (HTTP {status_code})."
+    return result_row(custom_id, index, "failed", error=error, cause=cause, transient=transient)
 
 
 @dataclass
@@ -200,14 +207,22 @@ class ResultsWriter:
 
     def write(self, row: dict[str, Any]) -> bool:
         """Write *row* unless its item already has one; returns whether it was written."""
-        assert self._file is not None, "use ResultsWriter as a context manager"
         if row["index"] in self._written:
             return False
         self._written.add(row["index"])
         row["id"] = self.ids.original(row["custom_id"], row["index"])
-        self._file.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        self._emit(row)
         self.tally.add(row)
         return True
+
+    def _emit(self, row: dict[str, Any]) -> None:
+        """Put one row in the file (a subclass may write another format: see :mod:`.vectors`)."""
+        assert self._file is not None, "use ResultsWriter as a context manager"
+        self._file.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+
+    def manifest_fields(self) -> dict[str, Any]:
+        """Keys this writer adds to the manifest (e.g. the vectors' ``dimensions``)."""
+        return {}
 
     def write_unwritten(self, row_for: Callable[[str, int], dict[str, Any]]) -> None:
         """A row for every item without one yet: ``row_for(custom_id, index)``."""

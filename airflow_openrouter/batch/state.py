@@ -77,19 +77,19 @@ class TaskRunIdentity:
         raw = "\0".join((self.dag_id, self.task_id, self.run_id, str(self.map_index)))
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
-    def results_file(self, output_path: str) -> ObjectStoragePath:
-        """The JSONL file of this run: *output_path* itself when it names a ``.jsonl`` file (with
+    def results_file(self, output_path: str, suffix: str = ".jsonl") -> ObjectStoragePath:
+        """The results file of this run: *output_path* itself when it names a *suffix* file (with
         ``.{map_index}`` before the extension for a mapped task, so that map indexes do not overwrite
-        each other), else ``{output_path}/{dag_id}/{task_id}/{run_id}[.{map_index}].jsonl``."""
+        each other), else ``{output_path}/{dag_id}/{task_id}/{run_id}[.{map_index}]{suffix}``."""
         from airflow.sdk import ObjectStoragePath
 
         base = ObjectStoragePath(output_path)
-        if base.name.endswith(".jsonl"):
+        if base.name.endswith(suffix):
             if self.map_index >= 0:
-                return base.parent / f"{base.name.removesuffix('.jsonl')}.{self.map_index}.jsonl"
+                return base.parent / f"{base.name.removesuffix(suffix)}.{self.map_index}{suffix}"
             return base
         stem = _path_safe(self.run_id) + (f".{self.map_index}" if self.map_index >= 0 else "")
-        return base / _path_safe(self.dag_id) / _path_safe(self.task_id) / f"{stem}.jsonl"
+        return base / _path_safe(self.dag_id) / _path_safe(self.task_id) / f"{stem}{suffix}"
 
 
 def _path_safe(text: str) -> str:

@@ -40,6 +40,7 @@ from airflow_openrouter.exceptions import (
 )
 
 if TYPE_CHECKING:
+    from airflow_openrouter.batch.endpoints import Endpoint
     from airflow_openrouter.batch.spool import Chunk, RequestSpool
     from airflow_openrouter.batch.state import BatchRecord, RecordStore
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
@@ -68,9 +69,16 @@ def submit_todo(
     *,
     tag: str,
     provider: Mapping[str, Any] | None = None,
+    endpoint: Endpoint | None = None,
     log: Any,
 ) -> list[SubmittedBatch]:
-    """Submit the record's ``todo`` in chunks; returns the batches submitted (or adopted) now."""
+    """Submit the record's ``todo`` in chunks; returns the batches submitted (or adopted) now.
+
+    :param endpoint: what the requests are (default: chat completions)."""
+    if endpoint is None:
+        from airflow_openrouter.batch.endpoints import CHAT
+
+        endpoint = CHAT
     submitted = []
     if record.pending is not None:
         # An earlier POST of this run got no answer: settle it before cutting anything new.
@@ -80,7 +88,7 @@ def submit_todo(
         if batch is not None:
             submitted.append(_record(record, store, batch, chunk_ranges, log, "Adopted"))
     for chunk in spool.cut(record.todo):
-        batch = _post(hook, spool, record, store, chunk, tag, provider, log)
+        batch = _post(hook, spool, record, store, chunk, tag, provider, endpoint, log)
         submitted.append(_record(record, store, batch, chunk.ranges, log, "Submitted"))
     return submitted
 
@@ -103,6 +111,7 @@ def _post(
     chunk: Chunk,
     tag: str,
     provider: Mapping[str, Any] | None,
+    endpoint: Endpoint,
     log: Any,
 ) -> Batch:
     posted_at = int(time.time())
@@ -110,7 +119,10 @@ def _post(
     store.save(record)
     try:
         return hook.create_batch(
-            model=record.model, requests=list(tagged(spool.read(chunk), tag)), provider=provider
+            model=record.model,
+            requests=list(tagged(spool.read(chunk), tag)),
+            provider=provider,
+            endpoint=endpoint.path,
         )
     except (OpenRouterConnectionError, OpenRouterServerError) as exc:
         if isinstance(exc, OpenRouterConnectionError) and not exc.request_sent:
@@ -128,7 +140,7 @@ def _post(
     except OpenRouterAPIError as exc:
         _settled(record, store)  # OpenRouter answered with a refusal: it created nothing
         if isinstance(exc, OpenRouterBadRequestError):
-            raise as_permanent(exc, _rejected(hook, record.model, chunk, exc)) from exc
+            raise as_permanent(exc, _rejected(hook, endpoint, record.model, chunk, exc)) from exc
         if exc.systemic:
             raise as_permanent(
                 exc,
@@ -144,24 +156,24 @@ def _settled(record: BatchRecord, store: RecordStore) -> None:
     store.save(record)
 
 
-def _rejected(hook: OpenRouterHook, model: str, chunk: Chunk, exc: OpenRouterAPIError) -> str:
+def _rejected(
+    hook: OpenRouterHook, endpoint: Endpoint, model: str, chunk: Chunk, exc: OpenRouterAPIError
+) -> str:
     """What a 400 on POST /batches means: an unknown model (with the closest ids), or a request the
     Batch API does not take."""
     rejected = f"The Batch API rejected {describe(chunk.ranges)} for model {model!r}: {sentence(exc.message)}"
     try:
-        ids = [m.id for m in hook.list_models()]
+        ids = endpoint.model_ids(hook)
     except OpenRouterError:
         ids = []
     if ids and model not in ids and model.split(":")[0] not in ids:
         close = difflib.get_close_matches(model, ids, n=3, cutoff=0.5)
         hint = f" The closest ids: {', '.join(close)}." if close else ""
         return (
-            f"{rejected} Model {model!r} is unknown to OpenRouter (it is not in /models).{hint} Fix model=..."
+            f"{rejected} Model {model!r} is unknown to OpenRouter (it is not in {endpoint.model_catalogue})."
+            f"{hint} Fix model=..."
         )
-    return (
-        f"{rejected} Batches take text-only chat requests to models with a batch variant; for other models "
-        "or multimodal items use engine='concurrent'."
-    )
+    return f"{rejected} {endpoint.batch_advice}"
 
 
 def _find_lost_batch(

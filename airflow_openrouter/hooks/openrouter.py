@@ -30,7 +30,14 @@ from airflow_openrouter._compat import AirflowNotFoundException, get_connection_
 from airflow_openrouter._streaming import AsyncChatStream, ChatStream
 from airflow_openrouter._text import redact, safe_label
 from airflow_openrouter._transport import calls
-from airflow_openrouter._transport.calls import CHAT_ENDPOINT, Call, CreateBatchOptions, ListBatchesOptions
+from airflow_openrouter._transport.calls import (
+    CHAT_ENDPOINT,
+    EMBEDDINGS_ENDPOINT,
+    Call,
+    CreateBatchOptions,
+    EmbedOptions,
+    ListBatchesOptions,
+)
 
 # chat_body: not public; batch/items.py imports it from here.
 from airflow_openrouter._transport.calls import chat_body as chat_body
@@ -46,6 +53,7 @@ from airflow_openrouter.types import (
     BatchList,
     BatchResult,
     ChatCompletion,
+    EmbeddingsResponse,
     Generation,
     KeyInfo,
     Model,
@@ -57,10 +65,12 @@ if TYPE_CHECKING:
 __all__ = [
     "API_KEY_ENV_VAR",
     "CHAT_ENDPOINT",
+    "EMBEDDINGS_ENDPOINT",
     "AsyncChatStream",
     "ChatStream",
     "ClientSettings",
     "CreateBatchOptions",
+    "EmbedOptions",
     "ListBatchesOptions",
     "OpenRouterHook",
     "RetryPolicy",
@@ -314,6 +324,40 @@ class OpenRouterHook(BaseHook):
         return await transport.stream(
             self._chat_call(transport.settings, messages, model, params, stream=True)
         )
+
+    # --- embeddings ------------------------------------------------------------------------------
+
+    def embed(
+        self,
+        *,
+        model: str,
+        input: str | Sequence[str] | Sequence[Sequence[int]],
+        **options: Unpack[EmbedOptions],
+    ) -> EmbeddingsResponse:
+        """``POST /embeddings``: one vector per input (a string, a list of strings, or token arrays; up
+        to 2,048 inputs a request). ``response.vectors()`` gives them as float32 arrays in input order.
+
+        Vectors travel as base64 float32 unless ``encoding_format="float"``: a quarter of the bytes of
+        JSON numbers, decoded to the same values. An answer without exactly one vector per input
+        raises. Not sent again once the request was sent without an answer (it may have been billed)."""
+        return self._send(calls.embeddings_call(model, input, options, conn_id=self.settings.conn_id))
+
+    async def aembed(
+        self,
+        *,
+        model: str,
+        input: str | Sequence[str] | Sequence[Sequence[int]],
+        **options: Unpack[EmbedOptions],
+    ) -> EmbeddingsResponse:
+        settings = await self.asettings()
+        return await self._asend(calls.embeddings_call(model, input, options, conn_id=settings.conn_id))
+
+    def list_embedding_models(self) -> list[Model]:
+        """The embedding models (``GET /embeddings/models``; ``list_models()`` lists text models)."""
+        return self._send(calls.embedding_models_call())
+
+    async def alist_embedding_models(self) -> list[Model]:
+        return await self._asend(calls.embedding_models_call())
 
     # --- batches ---------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from airflow_openrouter.operators._base import OpenRouterBaseOperator
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
 
+    from airflow_openrouter.batch.endpoints import Endpoint
     from airflow_openrouter.batch.failures import Verdict
     from airflow_openrouter.batch.items import ItemIds, RequestBuilder
     from airflow_openrouter.batch.options import JobOptions
@@ -310,21 +311,22 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
 
     def _finish_empty(self, context: Context) -> dict[str, Any]:
         from airflow_openrouter.batch.items import ItemIds
-        from airflow_openrouter.batch.results import ResultsWriter, build_manifest
+        from airflow_openrouter.batch.results import build_manifest
 
         self._push_batch_ids(context, [])
         if not self.wait_for_completion:
             return {"batch_ids": [], "model": self.model, "total": 0}
         results_file = self._results_file(context)
-        with ResultsWriter(results_file, ItemIds({})) as writer:
+        with self._endpoint().writer(results_file, ItemIds({})) as writer:
             pass
-        return build_manifest(
+        manifest = build_manifest(
             output_uri=str(results_file),
             engine=self.engine,
             model=self.model,
             tally=writer.tally,
             status="completed",
         )
+        return {**manifest, **writer.manifest_fields()}
 
     def _push_batch_ids(self, context: Context, batch_ids: list[str]) -> None:
         self._batch_ids = list(batch_ids)  # for OpenLineage, as the manifest
@@ -347,6 +349,7 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
             identity=self._identity(context),
             results_file=self._results_file(context),
             id_field=self.id_field,
+            endpoint=self._endpoint(),
             limits=Limits(
                 max_failed_fraction=self.max_failed_fraction,
                 timeout=self.timeout,
@@ -355,6 +358,12 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
                 requests_per_minute=self.requests_per_minute,
             ),
         )
+
+    def _endpoint(self) -> Endpoint:
+        """What the requests are and how their answers become rows: chat completions."""
+        from airflow_openrouter.batch.endpoints import CHAT
+
+        return CHAT
 
     def _request_builder(self, context: Context) -> RequestBuilder:
         from airflow_openrouter.batch.items import RequestBuilder
@@ -388,7 +397,11 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         output_path = self.output_path or conf.get("openrouter", "results_path", fallback=None)
         if not output_path:
             raise ValueError("No output_path: pass output_path=... or set [openrouter] results_path.")
-        return self._identity(context).results_file(str(output_path))
+        return self._identity(context).results_file(str(output_path), self._results_suffix(str(output_path)))
+
+    def _results_suffix(self, output_path: str) -> str:
+        """The results file's extension: JSONL rows."""
+        return ".jsonl"
 
     def _record_store(self, context: Context, job: JobOptions) -> RecordStore:
         from airflow_openrouter.batch.state import record_store

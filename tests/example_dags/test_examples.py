@@ -25,6 +25,7 @@ EXAMPLES = {
     "example_vision.py": "example_openrouter_vision",
     "example_function_calling.py": "example_openrouter_function_calling",
     "example_concurrent.py": "example_openrouter_concurrent",
+    "example_embeddings.py": "example_openrouter_embeddings",
 }
 INVOICES = sorted(p.stem for p in (EXAMPLE_DAGS / "data" / "invoices").glob("*.txt"))
 TICKETS = sorted(p.stem.removeprefix("ticket_") for p in (EXAMPLE_DAGS / "data" / "tickets").glob("*.md"))
@@ -78,6 +79,7 @@ HEAVY = (
     "airflow_openrouter.batch",
     "airflow_openrouter.testing",
     "airflow_openrouter.schemas",
+    "pyarrow",
 )
 
 
@@ -233,3 +235,43 @@ def test_concurrent_engine_answers_every_invoice_without_the_batch_api(airflow_d
     assert emulator.requests_to("/batches") == []
     assert len(emulator.requests_to("/chat/completions", method="POST")) == 24
     assert xcom_value(dag_run, "report")["succeeded"] == 24
+
+
+def test_embeddings_embed_every_document_then_only_the_changed_ones(airflow_db, emulator, tmp_path):
+    import shutil
+    from array import array
+
+    import pyarrow.parquet as pq
+
+    from airflow_openrouter.hooks.openrouter import OpenRouterHook
+
+    corpus = tmp_path / "tickets"
+    shutil.copytree(EXAMPLE_DAGS / "data" / "tickets", corpus)
+    example = load_example("example_embeddings.py")
+    conf = {"documents": f"file://{corpus}"}
+
+    first = example.dag.test(run_conf=conf)
+
+    assert first.state == "success"
+    manifest = xcom_value(first, "embed")
+    assert manifest["engine"] == "batch" and manifest["counts"]["succeeded"] == manifest["total"] == 16
+    assert manifest["output_uri"].endswith(".parquet") and manifest["dimensions"] == 1536
+    (post,) = emulator.requests_to("/batches", method="POST")
+    assert post.body["endpoint"] == "/v1/embeddings" and len(post.body["requests"]) == 16
+    rows = {r["id"]: r for r in pq.read_table(manifest["output_uri"].removeprefix("file://")).to_pylist()}
+    ticket = (corpus / "ticket_1041.md").read_text()
+    with OpenRouterHook() as hook:
+        (expected,) = hook.embed(model=example.MODEL, input=[ticket]).vectors()
+    assert array("f", rows["ticket_1041"]["vector"]) == expected
+    assert xcom_value(first, "publish")["embedded"] == sorted(rows)
+
+    (corpus / "ticket_1041.md").write_text(ticket + "\nUpdate: fixed by regenerating the PDFs.\n")
+    second = example.dag.test(run_conf=conf)
+
+    assert second.state == "success"
+    assert xcom_value(second, "embed")["total"] == 1
+    posts = emulator.requests_to("/batches", method="POST")
+    assert len(posts) == 2 and [r["custom_id"].split("~")[0] for r in posts[1].body["requests"]] == [
+        "ticket_1041"
+    ]
+    assert xcom_value(second, "publish")["embedded"] == ["ticket_1041"]

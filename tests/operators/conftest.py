@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from airflow_openrouter.testing import OpenRouterEmulator
 
 MODEL = "openai/gpt-4o-mini"
 
@@ -35,3 +39,13 @@ def run_task(operator, **context: Any) -> tuple[Any, RecordingTaskInstance]:
     full_context = {"ti": ti, "run_id": "manual__test", **context}
     operator.render_template_fields(full_context)
     return operator.execute(full_context), ti
+
+
+@pytest.fixture
+def wrong_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenRouterEmulator]:
+    """An emulator that knows one key, and a connection holding another."""
+    with OpenRouterEmulator(api_keys=["sk-or-v1-" + "right" * 4]) as emu:
+        conn = json.loads(emu.connection_json(max_retries=0))
+        conn["password"] = "sk-or-v1-" + "wrong" * 4
+        monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", json.dumps(conn))
+        yield emu

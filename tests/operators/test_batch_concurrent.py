@@ -7,7 +7,6 @@ journal, resuming after a crash without repeating finished items, and the cost c
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,7 +20,6 @@ from airflow_openrouter.exceptions import (
     OpenRouterNotFoundError,
 )
 from airflow_openrouter.operators.batch import OpenRouterBatchOperator
-from airflow_openrouter.testing import OpenRouterEmulator
 from tests.batch.support import (  # noqa: F401  (fixtures)
     MODEL,
     FakeTaskInstance,
@@ -162,16 +160,6 @@ def test_transient_failures_fail_retryably_and_the_retry_resends_only_them(batch
 
     assert len(chat_posts(batch_emu)) == 13  # ten, then the three that failed
     assert manifest["status"] == "completed" and manifest["counts"]["succeeded"] == 10
-
-
-@pytest.fixture
-def wrong_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenRouterEmulator]:
-    """An emulator that knows one key, and a connection holding another."""
-    with OpenRouterEmulator(api_keys=["sk-or-v1-" + "right" * 4]) as emu:
-        conn = json.loads(emu.connection_json(max_retries=0))
-        conn["password"] = "sk-or-v1-" + "wrong" * 4
-        monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", json.dumps(conn))
-        yield emu
 
 
 def test_a_wrong_key_stops_the_run_after_the_first_401_and_fails_without_retries(wrong_key, context):

@@ -1,0 +1,164 @@
+"""What differs between the endpoints a bulk job can run (chat completions, embeddings), behind one protocol.
+
+The engines (:mod:`.batch_api`, :mod:`.concurrent`) and :mod:`.submit` ask the job's :class:`Endpoint`
+(``JobOptions.endpoint``) only these questions; everything else -- the spool and its fingerprint, the
+record that never pays twice, the run tag that proves a lost POST's batch, the failure classification,
+the checkpoint and the manifest -- is the same for every endpoint:
+
+* **Batch API**: the ``endpoint`` string of ``POST /batches`` (:attr:`~Endpoint.path`), the
+  ``provider`` field of the POST, how one result line becomes a row, and what to say when the Batch API
+  refuses a batch (which catalogue lists the model ids, which requests batches take). The limits of one
+  batch (5,000 requests, 200 MB: :mod:`.spool`) are the Batch API's for every endpoint;
+* **concurrent**: how the spooled request lines become requests (a chat request carries one item, an
+  embeddings request many: :class:`ConcurrentRequest`), how one is sent, and how its answer becomes one
+  row per item, however many items shared it;
+* **rows out**: the results writer (JSONL for chat; Parquet or JSONL for vectors).
+
+The request lines themselves are built by ``JobOptions.requests`` (an :class:`~.items.RequestBuilder`),
+one per item, before anything is sent. :data:`CHAT` is the chat endpoint, the default of every job; the
+embeddings endpoint is :class:`~.embeddings.EmbeddingsEndpoint`. No Airflow imports here.
+
+**Seams for the cost work** (a result cache and a cost estimate, not built here). Both act on the
+spooled request lines, before :func:`.submit.submit_todo` (batch engine) and in ``run_job``'s ``todo()``
+(concurrent engine), the same for every endpoint. What is endpoint-specific is only what a line costs
+and what its answer is a function of: for embeddings, ``estimated_tokens(line["body"]["input"])`` times
+the model's ``pricing.prompt`` from ``hook.list_embedding_models()`` (half of it in a batch; there is no
+completion), and ``EmbeddingsEndpoint.cache_key(model, line["body"])``. A cached vector becomes a row
+with :func:`~.embeddings.vector_row`, so the writers and the manifest need nothing new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from airflow_openrouter._transport.calls import CHAT_ENDPOINT
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_openrouter.batch.items import ItemIds
+    from airflow_openrouter.batch.options import JobOptions
+    from airflow_openrouter.batch.results import ResultsWriter
+    from airflow_openrouter.hooks.openrouter import OpenRouterHook
+    from airflow_openrouter.types import BatchResult
+
+__all__ = ["CHAT", "ChatEndpoint", "ConcurrentRequest", "Endpoint"]
+
+
+@dataclass(frozen=True)
+class ConcurrentRequest:
+    """One request of the concurrent engine and the items it carries (their custom ids, in input order).
+
+    :param body: the keyword arguments of the endpoint's :meth:`Endpoint.send`, model included.
+    """
+
+    custom_ids: tuple[str, ...]
+    body: Mapping[str, Any]
+
+    @property
+    def key(self) -> str:
+        """What the engine calls the request by: its first item's custom id (an item is in one request)."""
+        return self.custom_ids[0]
+
+
+class Endpoint(Protocol):
+    """The endpoint-specific part of a bulk job (see the module docstring). Implementations are
+    stateless or frozen: one instance serves every try, on any worker."""
+
+    #: ``endpoint`` of ``POST /batches``: ``"/v1/chat/completions"``, ``"/v1/embeddings"``.
+    path: ClassVar[str]
+    #: The route that lists this endpoint's model ids (named in the advice when a model is unknown).
+    model_catalogue: ClassVar[str]
+    #: What a batch of this endpoint may hold, said when the Batch API refuses one.
+    batch_advice: ClassVar[str]
+
+    def batch_provider(self, job: JobOptions) -> Mapping[str, Any] | None:
+        """The ``provider`` field of ``POST /batches``."""
+        ...
+
+    def model_ids(self, hook: OpenRouterHook) -> list[str]:
+        """The ids of the models this endpoint serves (to name the closest ones to an unknown id)."""
+        ...
+
+    def row_from_batch_result(
+        self, job: JobOptions, result: BatchResult, custom_id: str, index: int
+    ) -> dict[str, Any]:
+        """The row of one line of a finished batch (*custom_id*: the item's, without the run tag)."""
+        ...
+
+    def concurrent_requests(
+        self, job: JobOptions, lines: Iterable[dict[str, Any]]
+    ) -> Iterator[ConcurrentRequest]:
+        """The requests that carry the spooled request *lines* (``{"custom_id", "body"}``, in item
+        order), lazily: the engine pulls one only when it can start it."""
+        ...
+
+    async def send(self, hook: OpenRouterHook, body: Mapping[str, Any]) -> Any:
+        """Send one request; returns its answer (with ``usage.cost``), raises ``OpenRouterError``."""
+        ...
+
+    def rows_from_answer(
+        self, job: JobOptions, request: ConcurrentRequest, indexes: Sequence[int], answer: Any
+    ) -> list[dict[str, Any]]:
+        """One row per item of *request* (``indexes``: theirs, in the same order) from its answer."""
+        ...
+
+    def writer(self, path: ObjectStoragePath, ids: ItemIds) -> ResultsWriter:
+        """The writer of the results file at *path*."""
+        ...
+
+
+class ChatEndpoint:
+    """Chat completions: one rendered chat request per item, one validated output per row (JSONL)."""
+
+    path: ClassVar[str] = CHAT_ENDPOINT
+    model_catalogue: ClassVar[str] = "/models"
+    batch_advice: ClassVar[str] = (
+        "Batches take text-only chat requests to models with a batch variant; for other models or "
+        "multimodal items use engine='concurrent'."
+    )
+
+    def batch_provider(self, job: JobOptions) -> Mapping[str, Any] | None:
+        return job.provider
+
+    def model_ids(self, hook: OpenRouterHook) -> list[str]:
+        return [m.id for m in hook.list_models()]
+
+    def row_from_batch_result(
+        self, job: JobOptions, result: BatchResult, custom_id: str, index: int
+    ) -> dict[str, Any]:
+        from airflow_openrouter.batch.results import row_from_batch_result
+
+        return row_from_batch_result(result, custom_id, index, job.spec)
+
+    def concurrent_requests(
+        self, job: JobOptions, lines: Iterable[dict[str, Any]]
+    ) -> Iterator[ConcurrentRequest]:
+        from airflow_openrouter.schemas import provider_preferences
+
+        provider = provider_preferences(job.spec, job.provider)
+        for line in lines:
+            yield ConcurrentRequest(
+                (line["custom_id"],), {**line["body"], "model": job.model, "provider": provider}
+            )
+
+    async def send(self, hook: OpenRouterHook, body: Mapping[str, Any]) -> Any:
+        return await hook.achat_completion(**body)
+
+    def rows_from_answer(
+        self, job: JobOptions, request: ConcurrentRequest, indexes: Sequence[int], answer: Any
+    ) -> list[dict[str, Any]]:
+        from airflow_openrouter.batch.results import row_from_completion
+
+        return [row_from_completion(request.key, indexes[0], answer, job.spec)]
+
+    def writer(self, path: ObjectStoragePath, ids: ItemIds) -> ResultsWriter:
+        from airflow_openrouter.batch.results import ResultsWriter
+
+        return ResultsWriter(path, ids)
+
+
+#: The chat endpoint: what every job runs unless its options name another.
+CHAT: Endpoint = ChatEndpoint()
