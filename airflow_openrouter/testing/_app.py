@@ -148,6 +148,9 @@ class _Api:
 
         async def endpoint(request: Request) -> Response:
             arrived = time.monotonic()
+            # The journal's arrival time is taken here, where the latency is measured from, not after the
+            # body was read: on a loaded machine that read can take long enough to blur the two.
+            arrived_at = state.clock.now()
             route = relative_route(request.url.path)
             try:
                 if streamed_body:
@@ -164,7 +167,7 @@ class _Api:
                     query=_query(request),
                     headers=Headers(request.headers.items()),  # Starlette lower-cases the names
                     body=body,
-                    at=state.clock.now(),
+                    at=arrived_at,
                 )
             )
             delay = state.latency.sample_seconds()
