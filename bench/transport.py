@@ -1,7 +1,9 @@
 """2. Transport overhead: sequential small chat completions through ``OpenRouterHook.chat_completion``
-against raw ``httpx.Client.post(...).json()``, on the same zero-latency emulator, interleaved call by
-call in one process so that drift hits both alike. Under ``--peers`` the ``openai`` and ``openrouter`` SDKs
-are measured the same way, against their own raw baseline, in the peers' virtualenv.
+(with its INFO line per call, as the chat operator logs it) against raw ``httpx.Client.post(...).json()``,
+on the same zero-latency emulator, interleaved call by call in one process so that drift hits both alike.
+The figure is the client's CPU per call (process CPU: the emulator's work and the machine's other load
+are not in it); median wall times are in the note. Under ``--peers`` the ``openai`` and ``openrouter``
+SDKs are measured the same way, against their own raw baseline, in the peers' virtualenv.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from bench._common import EmulatorProcess, Goal, Row, connection_env, median, ratio, run_worker, unavailable
 
 BENCHMARK = "transport"
-GOAL = Goal("ratio", "<=", 1.15, "hook/raw <= 1.15")
+GOAL = Goal("ratio", "<=", 1.0, "hook/raw <= 1.0")
 MODEL = "openai/gpt-4-1106-preview"
 BODY: dict[str, Any] = {
     "model": MODEL,
@@ -107,28 +109,28 @@ def _rows(result: dict[str, Any], contenders: dict[str, str], goal: Goal | None,
         name = f"transport: {label} / raw httpx"
         if client not in wall or "raw" not in wall:
             reason = result["errors"].get(client) or result["errors"].get("raw", "not measured")
-            rows.append(unavailable(BENCHMARK, name, "µs/call", reason, goal))
+            rows.append(unavailable(BENCHMARK, name, "µs CPU/call", reason, goal))
             continue
-        figure, baseline = wall[client] * 1e6, wall["raw"] * 1e6
-        cpu_ratio = cpu[client] / cpu["raw"]
+        figure, baseline = cpu[client] * 1e6, cpu["raw"] * 1e6
         rows.append(
             Row(
                 BENCHMARK,
                 name,
-                "µs/call",
+                "µs CPU/call",
                 figure,
                 baseline=baseline,
                 baseline_label="raw httpx",
                 ratio=ratio(figure, baseline),
                 goal=goal,
                 note=(
-                    f"median wall time of {calls} calls each; client CPU per call "
-                    f"{cpu[client] * 1e6:,.0f} µs vs {cpu['raw'] * 1e6:,.0f} µs raw ({cpu_ratio:.2f}x)"
+                    f"client CPU per call, {calls} calls each; median wall time per call "
+                    f"{wall[client] * 1e6:,.0f} µs vs {wall['raw'] * 1e6:,.0f} µs raw "
+                    f"({wall[client] / wall['raw']:.2f}x)"
                 ),
                 details={
                     "calls_each": calls,
-                    "cpu_per_call_s": cpu[client],
-                    "raw_cpu_per_call_s": cpu["raw"],
+                    "wall_per_call_s": wall[client],
+                    "raw_wall_per_call_s": wall["raw"],
                 },
             )
         )

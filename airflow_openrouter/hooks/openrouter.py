@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -81,7 +82,7 @@ class OpenRouterHook(BaseHook):
     :param max_retries: retries of retryable failures, overriding the connection's.
     :param sleep: / :param async_sleep: how the retry loop waits (for tests, or to end a wait early).
     :param retry_policy: a whole :class:`RetryPolicy` (backoff, total wait), instead of the default one.
-    :param transport: / :param async_transport: httpx transports, for tests of cases no server can produce.
+    :param transport: an httpx transport for the sync client, for tests of cases no server can produce.
     """
 
     conn_name_attr = "openrouter_conn_id"
@@ -100,7 +101,6 @@ class OpenRouterHook(BaseHook):
         async_sleep: Callable[[float], Awaitable[None]] | None = None,
         retry_policy: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
-        async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__()
         self.openrouter_conn_id = openrouter_conn_id
@@ -113,10 +113,9 @@ class OpenRouterHook(BaseHook):
         self._async_sleep = async_sleep
         self._retry_policy = retry_policy
         self._transport = transport
-        self._async_transport = async_transport
         self._settings: ClientSettings | None = None
         self._sync: SyncTransport | None = None
-        # One AsyncClient per event loop: an httpx.AsyncClient must not cross loops.
+        # One async client per event loop: an aiohttp session must not cross loops.
         self._async: dict[asyncio.AbstractEventLoop, AsyncTransport] = {}
 
     # --- connection ------------------------------------------------------------------------------
@@ -184,7 +183,7 @@ class OpenRouterHook(BaseHook):
         transport = self._async.get(loop)
         if transport is None:
             settings = await self.asettings()
-            new = await AsyncTransport.create(settings, self._policy(settings), self._async_transport)
+            new = await AsyncTransport.create(settings, self._policy(settings))
             # Many coroutines may get here at once on a fresh hook: the first to finish wins, so the
             # loop keeps a single pooled client.
             transport = self._async.get(loop)
@@ -247,6 +246,7 @@ class OpenRouterHook(BaseHook):
         model: str | None,
         params: Mapping[str, Any],
         stream: bool = False,
+        log_level: int = logging.INFO,
     ) -> Call[ChatCompletion]:
         if model is None and settings.default_model is None:
             self.log.info(
@@ -255,25 +255,44 @@ class OpenRouterHook(BaseHook):
                 settings.conn_id,
             )
         return calls.chat_call(
-            messages, model or settings.default_model, params, conn_id=settings.conn_id, stream=stream
+            messages,
+            model or settings.default_model,
+            params,
+            conn_id=settings.conn_id,
+            stream=stream,
+            log_level=log_level,
         )
 
     def chat_completion(
-        self, *, messages: Sequence[Mapping[str, Any]], model: str | None = None, **params: Any
+        self,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        model: str | None = None,
+        log_level: int = logging.INFO,
+        **params: Any,
     ) -> ChatCompletion:
         """``POST /chat/completions``. ``params`` are body fields (``seed``, ``max_tokens``,
         ``response_format``, ``tools``, ``provider``, ``models``, ``reasoning``, ``plugins``, ...);
         ``extra_body`` is merged into the body as is, for fields newer than this provider.
 
+        ``log_level``: of the one line logged per answer (route, status, time, model, generation,
+        tokens, cost). Bulk callers pass ``logging.DEBUG``, and log their progress instead.
+
         Not sent again once the request was sent without an answer (a read timeout, a dropped
         connection): the generation may have been billed. Use :meth:`stream_chat_completion` for long
         generations: its ``timeout`` is an idle timeout between chunks."""
-        return self._send(self._chat_call(self.settings, messages, model, params))
+        return self._send(self._chat_call(self.settings, messages, model, params, log_level=log_level))
 
     async def achat_completion(
-        self, *, messages: Sequence[Mapping[str, Any]], model: str | None = None, **params: Any
+        self,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        model: str | None = None,
+        log_level: int = logging.INFO,
+        **params: Any,
     ) -> ChatCompletion:
-        return await self._asend(self._chat_call(await self.asettings(), messages, model, params))
+        settings = self._settings or await self.asettings()
+        return await self._asend(self._chat_call(settings, messages, model, params, log_level=log_level))
 
     def stream_chat_completion(
         self, *, messages: Sequence[Mapping[str, Any]], model: str | None = None, **params: Any

@@ -601,19 +601,6 @@ def test_one_async_client_per_running_loop_and_finished_loops_are_forgotten(hook
     assert seen == [1, 1, 1, 1]
 
 
-def test_async_client_honours_proxy_environment(hook, monkeypatch):
-    from airflow_openrouter._transport.pool import ShardedPoolTransport
-
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
-
-    async def client():
-        return (await hook._async_transport_for_loop()).client
-
-    proxied = asyncio.run(client())
-    assert not isinstance(proxied._transport, ShardedPoolTransport)
-    assert [str(pattern.pattern) for pattern in proxied._mounts] == ["https://"]
-
-
 def test_api_key_stays_out_of_async_and_streamed_failures(emu, monkeypatch, capsys, sleeps):
     secret = "sk-or-v1-" + "t0ps3cr3t" * 6
     monkeypatch.setenv(
