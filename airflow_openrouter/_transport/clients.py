@@ -144,7 +144,7 @@ class SyncTransport:
         self._base_headers = {**settings.headers(), "Accept-Encoding": "gzip, deflate"}
         self._headers: dict[Headers, httpx.Headers] = {}
         timeout = httpx.Timeout(settings.timeout, connect=settings.connect_timeout, pool=settings.timeout)
-        self._extensions = {"timeout": timeout.as_dict()}
+        self._timeouts = timeout.as_dict()
 
     def abort(self) -> None:
         """Fail the request in flight now, and every later one on this transport (signal-handler safe).
@@ -180,7 +180,7 @@ class SyncTransport:
             params=call.params,
             headers=self._headers_for(call.headers),
             content=call.content,
-            extensions=self._extensions,
+            extensions={"timeout": self._timeouts},
         )
         with deadline:
             try:

@@ -37,6 +37,9 @@ __all__ = ["Deadline", "OpenConnections", "bound_sockets"]
 log = logging.getLogger("airflow_openrouter.transport")
 
 _deadline: ContextVar[float | None] = ContextVar("airflow_openrouter_deadline", default=None)
+# A body up to this size goes out in one write with its request's head (copying more would cost more
+# than the second system call it saves).
+_COMBINED_BYTES = 64 * 1024
 
 
 class Deadline:
@@ -108,17 +111,37 @@ def _shut_down(stream: Any) -> None:
 
 
 class _Stream(httpcore.NetworkStream):
+    """A connection whose every operation is bounded by the current deadline.
+
+    httpcore writes a request's head and its body in two writes: a head is held until the next write,
+    and sent with a small body in one system call (and one packet), or before the next read.
+    """
+
     def __init__(self, inner: httpcore.NetworkStream, connections: OpenConnections | None) -> None:
         self._inner = inner
         self._connections = connections
+        self._held = b""
         if connections is not None:
             connections.track(self)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self._held:
+            self._flush(timeout)
         return self._inner.read(max_bytes, _clamp(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not self._held and buffer.endswith(b"\r\n\r\n"):
+            self._held = buffer
+            return
+        if self._held and len(buffer) <= _COMBINED_BYTES:
+            self._held, buffer = b"", self._held + buffer
+        elif self._held:
+            self._flush(timeout)
         self._inner.write(buffer, _clamp(timeout, httpcore.WriteTimeout))
+
+    def _flush(self, timeout: float | None) -> None:
+        held, self._held = self._held, b""
+        self._inner.write(held, _clamp(timeout, httpcore.WriteTimeout))
 
     def close(self) -> None:
         if self._connections is not None:

@@ -114,6 +114,7 @@ class OpenRouterHook(BaseHook):
         self._retry_policy = retry_policy
         self._transport = transport
         self._settings: ClientSettings | None = None
+        self._lookups: dict[asyncio.AbstractEventLoop, asyncio.Task[ClientSettings]] = {}
         self._sync: SyncTransport | None = None
         # One async client per event loop: an aiohttp session must not cross loops.
         self._async: dict[asyncio.AbstractEventLoop, AsyncTransport] = {}
@@ -136,18 +137,37 @@ class OpenRouterHook(BaseHook):
         return self._settings
 
     async def asettings(self) -> ClientSettings:
-        """The connection, resolved once per hook without blocking the event loop."""
-        if self._settings is None:
-            conn: Connection | None
-            try:
-                conn, extra = await get_connection_async(self, self.openrouter_conn_id)
-            except AirflowNotFoundException:
-                conn = await asyncio.to_thread(self._outside_task_lookup)
-                extra = conn.extra_dejson if conn else {}
-            settings = self._settings_from(conn, extra)
-            await mask_secret_async(settings.api_key)
-            self._settings = settings
-        return self._settings
+        """The connection, resolved once per hook without blocking the event loop. Coroutines that ask
+        at once (a ``gather`` of calls on a fresh hook) share one lookup, instead of each asking the API
+        server for the connection and logging which key it uses."""
+        if self._settings is not None:
+            return self._settings
+        loop = asyncio.get_running_loop()
+        lookup = self._lookups.get(loop)
+        if lookup is None:
+            lookup = self._lookups[loop] = loop.create_task(self._look_up_settings())
+            lookup.add_done_callback(lambda task: self._lookup_done(loop, task))
+        # Shielded: a caller cancelled while waiting must not cancel the lookup the others wait for.
+        return await asyncio.shield(lookup)
+
+    async def _look_up_settings(self) -> ClientSettings:
+        conn: Connection | None
+        try:
+            conn, extra = await get_connection_async(self, self.openrouter_conn_id)
+        except AirflowNotFoundException:
+            conn = await asyncio.to_thread(self._outside_task_lookup)
+            extra = conn.extra_dejson if conn else {}
+        settings = self._settings_from(conn, extra)
+        await mask_secret_async(settings.api_key)
+        self._settings = settings
+        return settings
+
+    def _lookup_done(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[ClientSettings]) -> None:
+        # A failed lookup is tried again by the next caller; its error reached every waiter (or, if all
+        # of them were cancelled, no one: marked as seen, so asyncio does not log it as lost).
+        self._lookups.pop(loop, None)
+        if not task.cancelled():
+            task.exception()
 
     def _outside_task_lookup(self) -> Connection | None:
         return connection_outside_task(self.openrouter_conn_id, self.default_conn_name, self.log)
