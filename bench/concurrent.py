@@ -3,6 +3,8 @@ beside raw aiohttp against the same emulator in the same run.
 
 * 64 in flight x 200 ms (at best 320 items/s): efficiency (achieved rate / bound) ≥ 0.9, and the
   engine's CPU per item ≤ 2 x raw aiohttp's, alternating the two twice so that drift hits both alike;
+  reported beside it, the hook alone (``achat_completion`` at DEBUG, driven as raw aiohttp is): the
+  transport's share of the engine's cost;
 * 10,000 items, 512 in flight x 500 ms (at best 1,024 items/s): efficiency ≥ 0.85, and ≥ 0.85 of raw
   aiohttp's throughput at the same settings;
 * pacing: with ``requests_per_minute`` below what concurrency allows, the achieved start rate.
@@ -135,6 +137,33 @@ def measure_raw_aiohttp(base_url: str, api_key: str, items: int, max_concurrency
     return asyncio.run(main())
 
 
+def measure_async_hook(base_url: str, api_key: str, items: int, max_concurrency: int) -> dict[str, Any]:
+    """Worker: the same requests through ``hook.achat_completion`` (answer line at DEBUG), driven by
+    ``max_concurrency`` coroutines as raw aiohttp is: the transport's share of the engine's cost."""
+    import logging
+
+    os.environ.update(connection_env(base_url, api_key))
+    from airflow_openrouter.hooks.openrouter import OpenRouterHook
+
+    async def main() -> dict[str, Any]:
+        async with OpenRouterHook() as hook:
+            await hook.achat_completion(model=MODEL, messages=[{"role": "user", "content": "warm-up"}])
+            pending = _requests(items)
+            succeeded = 0
+
+            async def worker() -> None:
+                nonlocal succeeded
+                for _, body in pending:
+                    completion = await hook.achat_completion(**body, log_level=logging.DEBUG)
+                    succeeded += bool(completion.choices)
+
+            with Stopwatch() as watch:
+                await asyncio.gather(*(worker() for _ in range(max_concurrency)))
+        return {"wall_s": watch.wall, "cpu_s": watch.cpu, "succeeded": succeeded}
+
+    return asyncio.run(main())
+
+
 # --- running them beside the emulator --------------------------------------------------------------
 
 
@@ -172,13 +201,16 @@ def _settings(items: int, concurrency: int, latency: float) -> str:
 
 
 def narrow_rows(
-    engine: list[dict[str, Any]], raw: list[dict[str, Any]], shape: tuple[int, int, float]
+    engine: list[dict[str, Any]],
+    raw: list[dict[str, Any]],
+    hook: list[dict[str, Any]],
+    shape: tuple[int, int, float],
 ) -> list[Row]:
     items, concurrency, latency = shape
     bound = concurrency / latency
     achieved = statistics.mean(map(_rate, engine))
     engine_cpu, raw_cpu = _cpu_per_item(engine, items), _cpu_per_item(raw, items)
-    emulator = _emulator_note(engine + raw, bound)
+    emulator = _emulator_note(engine + raw + hook, bound)
     return [
         Row(
             BENCHMARK,
@@ -209,6 +241,16 @@ def narrow_rows(
                 f"worker process CPU over the run, mean of {len(engine)} alternating runs each; engine at "
                 f"{statistics.mean(r['cpu_s'] / r['wall_s'] for r in engine):.0%} of a core"
             ),
+        ),
+        Row(
+            BENCHMARK,
+            f"async transport CPU per item / raw aiohttp: hook.achat_completion at DEBUG, {_settings(*shape)}",
+            "ms/item",
+            _cpu_per_item(hook, items) * 1000,
+            baseline=raw_cpu * 1000,
+            baseline_label="raw aiohttp",
+            ratio=_cpu_per_item(hook, items) / raw_cpu,
+            note="the hook driven as raw aiohttp is (no engine), its line per answer at DEBUG",
         ),
     ]
 
@@ -277,11 +319,12 @@ def run(*, quick: bool, peers_python: Any = None) -> list[Row]:
     rows: list[Row] = []
     with EmulatorProcess(latency_ms=narrow[2] * 1000) as emulator:
         items, concurrency, _ = narrow
-        engine, raw = [], []
+        engine, raw, hook = [], [], []
         for _ in range(rounds):
             raw.append(_measured(emulator, measure_raw_aiohttp, items=items, max_concurrency=concurrency))
             engine.append(_measured(emulator, measure_engine, items=items, max_concurrency=concurrency))
-        rows += narrow_rows(engine, raw, narrow)
+            hook.append(_measured(emulator, measure_async_hook, items=items, max_concurrency=concurrency))
+        rows += narrow_rows(engine, raw, hook, narrow)
         paced = run_worker(
             measure_engine,
             **emulator.endpoint,
