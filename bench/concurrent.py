@@ -200,6 +200,25 @@ def _settings(items: int, concurrency: int, latency: float) -> str:
     return f"{items:,} items, {concurrency} in flight, {latency * 1000:.0f} ms each"
 
 
+def _efficiency_row(
+    shape: tuple[int, int, float], achieved: float, goal: Goal, note: str, details: dict[str, Any]
+) -> Row:
+    _, concurrency, latency = shape
+    bound = concurrency / latency
+    return Row(
+        BENCHMARK,
+        f"concurrent engine: {_settings(*shape)}",
+        "items/s",
+        achieved,
+        baseline=bound,
+        baseline_label=f"{concurrency} / {latency:g} s",
+        ratio=achieved / bound,
+        goal=goal,
+        note=note,
+        details=details,
+    )
+
+
 def narrow_rows(
     engine: list[dict[str, Any]],
     raw: list[dict[str, Any]],
@@ -212,15 +231,10 @@ def narrow_rows(
     engine_cpu, raw_cpu = _cpu_per_item(engine, items), _cpu_per_item(raw, items)
     emulator = _emulator_note(engine + raw + hook, bound)
     return [
-        Row(
-            BENCHMARK,
-            f"concurrent engine: {_settings(*shape)}",
-            "items/s",
+        _efficiency_row(
+            shape,
             achieved,
-            baseline=bound,
-            baseline_label=f"{concurrency} / {latency:g} s",
-            ratio=achieved / bound,
-            goal=EFFICIENCY_GOAL,
+            EFFICIENCY_GOAL,
             note=(
                 f"mean of {len(engine)} runs; raw aiohttp {statistics.mean(map(_rate, raw)):.0f}/s; "
                 f"{sum(r['succeeded'] for r in engine)}/{items * len(engine)} succeeded; longest GC pause "
@@ -265,17 +279,8 @@ def wide_rows(engine: dict[str, Any], raw: dict[str, Any], shape: tuple[int, int
         f"{engine['succeeded']}/{items} succeeded; {_emulator_note([engine, raw], bound)}"
     )
     return [
-        Row(
-            BENCHMARK,
-            f"concurrent engine: {_settings(*shape)}",
-            "items/s",
-            achieved,
-            baseline=bound,
-            baseline_label=f"{concurrency} / {latency:g} s",
-            ratio=achieved / bound,
-            goal=WIDE_EFFICIENCY_GOAL,
-            note=note,
-            details={"engine": engine, "raw_aiohttp": raw},
+        _efficiency_row(
+            shape, achieved, WIDE_EFFICIENCY_GOAL, note=note, details={"engine": engine, "raw_aiohttp": raw}
         ),
         Row(
             BENCHMARK,

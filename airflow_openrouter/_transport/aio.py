@@ -133,31 +133,26 @@ class AiohttpClient:
 
     async def send(self, call: Call[Any]) -> Answer:
         """Send ``call`` and read its whole answer; raises an ``httpx.TransportError`` when that fails."""
-        response = await self._open(call)
-        try:
-            content = await response.read()
-        except _FAILURES as exc:
-            raise transport_error(exc) from None
-        finally:
-            response.release()
-        return Answer(response.status, response.headers, content)
+        return await _read(await self._open(call))
 
     async def open_stream(self, call: Call[Any]) -> AiohttpStream | Answer:
         """Send ``call`` and return its stream once the headers are in; an error status is read whole
         and returned as an :class:`Answer`."""
         response = await self._open(call)
-        if response.status < 400:
-            return AiohttpStream(response)
-        try:
-            content = await response.read()
-        except _FAILURES as exc:
-            raise transport_error(exc) from None
-        finally:
-            response.release()
-        return Answer(response.status, response.headers, content)
+        return AiohttpStream(response) if response.status < 400 else await _read(response)
 
     async def aclose(self) -> None:
         await self.session.close()
+
+
+async def _read(response: aiohttp.ClientResponse) -> Answer:
+    try:
+        content = await response.read()
+    except _FAILURES as exc:
+        raise transport_error(exc) from None
+    finally:
+        response.release()
+    return Answer(response.status, response.headers, content)
 
 
 class AiohttpStream:
