@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from airflow_openrouter._transport.errors import error_from_transport, in_band_error
+from airflow_openrouter._transport.wire import LineSplitter
 from airflow_openrouter.exceptions import OpenRouterConnectionError, OpenRouterServerError
 from airflow_openrouter.types import ChatCompletion, ChatCompletionChunk, Choice, Message, ToolCall, Usage
 
@@ -138,7 +139,11 @@ class StreamAccumulator:
 
 class _BaseStream:
     def __init__(
-        self, response: httpx.Response, settings: ClientSettings, call: Call[Any], deadline: Deadline
+        self,
+        response: Any,  # httpx.Response (sync) or _transport.aio.AiohttpStream (async)
+        settings: ClientSettings,
+        call: Call[Any],
+        deadline: Deadline,
     ) -> None:
         self._response = response
         self._settings = settings
@@ -191,6 +196,15 @@ class _BaseStream:
         return error_from_transport(exc, self._call, self._settings, self._deadline)
 
 
+def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    """The lines of a streamed body, split as the async client splits them (:class:`LineSplitter`),
+    not as httpx's ``iter_lines`` would (at any character ``str.splitlines`` takes for a line end)."""
+    splitter = LineSplitter()
+    for chunk in chunks:
+        yield from splitter.feed(chunk)
+    yield from splitter.close()
+
+
 class ChatStream(_BaseStream):
     """A streamed chat completion: iterate for :class:`ChatCompletionChunk`; ``close()`` aborts it.
 
@@ -199,7 +213,7 @@ class ChatStream(_BaseStream):
     """
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
-        lines = self._response.iter_lines()
+        lines = _lines(self._response.iter_bytes())
         try:
             while True:
                 with self._deadline:  # the deadline bounds every read of the stream, not only its start

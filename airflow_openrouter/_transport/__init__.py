@@ -4,17 +4,19 @@
 ``settings``       :class:`ClientSettings`: what a connection gives the transport, and its defaults
 ``connection``     reading a connection into settings: the API key's rules, connections that do not exist
 ``retry``          :class:`RetryPolicy` (whether and when to retry) and ``Retry-After`` parsing
+``wire``           JSON bytes (msgspec), absolute URLs built once per path, the :class:`Answer` read back
 ``errors``         from an error answer or a failed request to the typed error, with advice, redacted
 ``calls``          :class:`Call` and the request builders of every endpoint (``chat_body`` among them)
-``sockets``        the per-attempt deadline (``request_deadline``) and the open connections (abort)
-``pool``           the async client's sharded connection pool
-``clients``        :class:`SyncTransport` / :class:`AsyncTransport`: send, retry, parse, log
+``sockets``        the sync client's per-attempt deadline (``request_deadline``) and open connections
+``aio``            the async client's aiohttp session, and its failures said as httpx's exceptions
+``clients``        :class:`SyncTransport` (httpx) / :class:`AsyncTransport` (aiohttp): send, retry, log
 ``pagination``     the results pages of a batch, checked as they come
 =================  =====================================================================================
 
 A module imports only those above it in this table (and ``exceptions``, ``types``, ``_text``;
-``clients`` also ``_streaming``). The public names are re-exported by
-:mod:`airflow_openrouter.hooks.openrouter`. Importing this package is free, names load on first use:
+``clients`` also ``_streaming``); aiohttp is imported only when an async client is made. The public
+names are re-exported by :mod:`airflow_openrouter.hooks.openrouter`. Importing this package is free,
+names load on first use:
 ``get_provider_info()`` reads the connection defaults while Airflow's configuration is loading.
 """
 
@@ -26,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow_openrouter._transport.calls import Call, chat_body, drop_none
     from airflow_openrouter._transport.clients import OFF_LOOP_BODY_BYTES, AsyncTransport, SyncTransport
-    from airflow_openrouter._transport.pool import ShardedPoolTransport
     from airflow_openrouter._transport.retry import RetryPolicy
     from airflow_openrouter._transport.settings import ClientSettings
     from airflow_openrouter.exceptions import TRANSIENT_STATUSES as RETRYABLE_STATUSES
@@ -38,7 +39,6 @@ __all__ = [
     "Call",
     "ClientSettings",
     "RetryPolicy",
-    "ShardedPoolTransport",
     "SyncTransport",
     "chat_body",
     "drop_none",
@@ -51,7 +51,6 @@ _WHERE = {
     "OFF_LOOP_BODY_BYTES": "clients",
     "AsyncTransport": "clients",
     "SyncTransport": "clients",
-    "ShardedPoolTransport": "pool",
     "RetryPolicy": "retry",
     "ClientSettings": "settings",
 }

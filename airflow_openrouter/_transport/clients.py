@@ -1,11 +1,12 @@
-"""The two clients, one pooled httpx client each plus the retry loop: sync for workers, async for triggers
-and the concurrent engine.
+"""The two clients plus the retry loop: sync (httpx) for workers, async (aiohttp) for triggers and the
+concurrent engine.
 
 They differ only in ``send`` / ``await send`` and ``sleep`` / ``await sleep``. What they decide comes
 from elsewhere: what to send and how to read it (:class:`Call`), whether and when to retry
 (:class:`RetryPolicy`), what an error is (:mod:`.errors`), how long an attempt may take (:class:`Deadline`,
-``request_deadline``). Two entry points: :meth:`request` returns the parsed answer, :meth:`stream` a
-:class:`ChatStream` opened (and retried) up to its first byte.
+``request_deadline``). Both hand the error mapper an :class:`Answer` and httpx's exceptions (the async
+client's aiohttp layer, :mod:`.aio`, says its failures in those terms). Two entry points: :meth:`request`
+returns the parsed answer, :meth:`stream` a :class:`ChatStream` opened (and retried) up to its first byte.
 """
 
 from __future__ import annotations
@@ -13,28 +14,30 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import ssl
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from airflow_openrouter._streaming import AsyncChatStream, ChatStream
 from airflow_openrouter._text import redact
-from airflow_openrouter._transport.calls import Call
+from airflow_openrouter._transport.calls import Call, Headers
 from airflow_openrouter._transport.errors import (
-    decode_json,
+    decoded_body,
     error_from_response,
     error_from_transport,
     unexpected_shape,
 )
-from airflow_openrouter._transport.pool import ShardedPoolTransport
 from airflow_openrouter._transport.retry import RetryPolicy
 from airflow_openrouter._transport.settings import ClientSettings
 from airflow_openrouter._transport.sockets import Deadline, OpenConnections, bound_sockets
+from airflow_openrouter._transport.wire import Answer, Urls, environment_proxy
 from airflow_openrouter.exceptions import OpenRouterConnectionError, OpenRouterError
+
+if TYPE_CHECKING:
+    from airflow_openrouter._transport.aio import AiohttpClient
 
 __all__ = ["OFF_LOOP_BODY_BYTES", "AsyncTransport", "SyncTransport"]
 
@@ -44,10 +47,6 @@ R = TypeVar("R")
 
 # The sync client serves one task at a time; a few kept-alive connections are plenty.
 SYNC_POOL_LIMITS = httpx.Limits(max_connections=32, max_keepalive_connections=8)
-# The async client: 8 pools x 16 connections, enough for the concurrent engine (see ShardedPoolTransport).
-ASYNC_POOL_SHARDS = 8
-ASYNC_CONNECTIONS_PER_SHARD = 16
-_PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")
 # Async answers larger than this are decoded and validated in a worker thread, off the event loop.
 OFF_LOOP_BODY_BYTES = 256 * 1024
 
@@ -70,42 +69,21 @@ for _name in ("httpcore.connection", "httpcore.http11", "httpcore.http2", "httpc
 
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
-    """One CA bundle per process: loading it costs ~35 ms, too much to repeat per client on an event loop."""
+    """One CA bundle per process, for both clients: loading it costs ~35 ms, too much to repeat per
+    client on an event loop."""
     return httpx.create_ssl_context()
 
 
-def _uses_proxy() -> bool:
-    return any(os.environ.get(name) or os.environ.get(name.upper()) for name in _PROXY_VARIABLES)
-
-
-def _client_options(settings: ClientSettings) -> dict[str, Any]:
-    return {
-        "base_url": settings.base_url.rstrip("/") + "/",
-        "headers": settings.headers(),
-        "timeout": httpx.Timeout(settings.timeout, connect=settings.connect_timeout, pool=settings.timeout),
-        "verify": _ssl_context(),
-    }
-
-
-def _transports_of(client: httpx.Client | httpx.AsyncClient) -> list[Any]:
-    """The transports a client sends through: its own and the proxies' httpx mounted from the environment."""
-    transports = [client._transport, *client._mounts.values()]
-    return [pool for t in transports for pool in (t.pools if isinstance(t, ShardedPoolTransport) else [t])]
-
-
-def _finish(call: Call[T], response: httpx.Response, started: float, settings: ClientSettings) -> T:
+def _finish(call: Call[T], answer: Answer, started: float, settings: ClientSettings) -> T:
     """Turn a received (non-streamed) answer into the call's result, or into a typed error."""
-    # The response and its (already read) stream refer to each other, so without this each page of
-    # batch results would stay in memory until a full garbage collection.
-    response.stream = httpx.ByteStream(b"")
-    if response.is_error:
-        raise error_from_response(response, settings)
-    data = decode_json(response, settings)
+    if answer.is_error:
+        raise error_from_response(answer, settings)
+    data = decoded_body(answer, settings)
     try:
         result = call.parse(data)
     except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-        raise unexpected_shape(call, response.status_code, exc, settings) from None
-    call.log_answer(response.status_code, started, result)
+        raise unexpected_shape(call, answer.status_code, exc, settings) from None
+    call.log_answer(answer.status_code, started, result)
     return result
 
 
@@ -139,7 +117,12 @@ class _Retries:
 
 
 class SyncTransport:
-    """Pooled ``httpx.Client`` plus the retry loop, for workers.
+    """An httpx transport (its pool of connections) plus the retry loop, for workers.
+
+    Requests are built here and handed to the transport, without an ``httpx.Client``, which would merge
+    its URL, headers, cookies and timeout into every request again and read cookies out of every
+    answer: URLs and headers are built once, and the API sets no cookie worth keeping (the async client
+    keeps none either). The proxy is the one the environment names (:func:`environment_proxy`).
 
     :meth:`abort` stops a request in flight from another thread or from a signal handler.
     """
@@ -153,8 +136,15 @@ class SyncTransport:
         self.settings = settings
         self.policy = policy
         self.connections = OpenConnections()
-        self.client = httpx.Client(**_client_options(settings), limits=SYNC_POOL_LIMITS, transport=transport)
-        bound_sockets(_transports_of(self.client), self.connections)
+        self.transport = transport or httpx.HTTPTransport(
+            verify=_ssl_context(), limits=SYNC_POOL_LIMITS, proxy=environment_proxy(settings.base_url)
+        )
+        bound_sockets([self.transport], self.connections)
+        self._urls = Urls(settings.base_url, httpx.URL)
+        self._base_headers = {**settings.headers(), "Accept-Encoding": "gzip, deflate"}
+        self._headers: dict[Headers, httpx.Headers] = {}
+        timeout = httpx.Timeout(settings.timeout, connect=settings.connect_timeout, pool=settings.timeout)
+        self._timeouts = timeout.as_dict()
 
     def abort(self) -> None:
         """Fail the request in flight now, and every later one on this transport (signal-handler safe).
@@ -180,63 +170,92 @@ class SyncTransport:
                     raise
                 self.policy.sleep(wait)
 
-    def _send(self, call: Call[Any]) -> tuple[httpx.Response, Deadline, float]:
+    def _send(self, call: Call[Any]) -> tuple[httpx.Response, Deadline]:
         if self.connections.aborted:
             raise OpenRouterConnectionError("The request to OpenRouter was aborted.", request_sent=False)
-        started = time.perf_counter()
         deadline = Deadline(self.settings.deadline)
+        request = httpx.Request(
+            call.method,
+            self._urls(call.path),
+            params=call.params,
+            headers=self._headers_for(call.headers),
+            content=call.content,
+            extensions={"timeout": self._timeouts},
+        )
         with deadline:
             try:
-                response = self.client.send(call.build(self.client), stream=call.stream)
-                if call.stream and response.is_error:
+                response = self.transport.handle_request(request)
+                response.request = request
+                if not call.stream or response.is_error:
                     try:
                         response.read()
                     finally:
                         response.close()
             except httpx.TransportError as exc:
                 raise error_from_transport(exc, call, self.settings, deadline) from None
-        return response, deadline, started
+        return response, deadline
+
+    def _headers_for(self, extra: Headers) -> httpx.Headers:
+        headers = self._headers.get(extra)
+        if headers is None:
+            headers = self._headers[extra] = httpx.Headers({**self._base_headers, **dict(extra)})
+        return headers
 
     def _attempt(self, call: Call[T]) -> T:
-        response, _, started = self._send(call)
-        return _finish(call, response, started, self.settings)
+        started = time.perf_counter()
+        # (Without an httpx.Client no wrapper stream refers back to the response: a read page of batch
+        # results is freed as soon as it is dropped, not at the next full garbage collection.)
+        response, _ = self._send(call)
+        return _finish(call, _answer(response), started, self.settings)
 
     def _open_stream(self, call: Call[Any]) -> ChatStream:
-        response, deadline, _ = self._send(call)
+        response, deadline = self._send(call)
         if response.is_error:
-            raise error_from_response(response, self.settings)
+            raise error_from_response(_answer(response), self.settings)
         return ChatStream(response, self.settings, call, deadline)
 
     def close(self) -> None:
-        self.client.close()
+        self.transport.close()
+
+
+def _answer(response: httpx.Response) -> Answer:
+    return Answer(response.status_code, response.headers, response.content)
 
 
 class AsyncTransport:
-    """Pooled ``httpx.AsyncClient`` plus the retry loop, for triggers and the concurrent engine.
+    """An aiohttp session (:class:`~airflow_openrouter._transport.aio.AiohttpClient`) plus the retry
+    loop, for triggers and the concurrent engine. Bound to the event loop it was created on.
 
-    Build it with :meth:`create`, which loads the CA bundle off the event loop.
+    Build it with :meth:`create`, which reads the CA bundle and the proxy settings off the event loop.
     """
 
-    def __init__(
-        self,
-        settings: ClientSettings,
-        policy: RetryPolicy,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
+    def __init__(self, settings: ClientSettings, policy: RetryPolicy, client: AiohttpClient) -> None:
         self.settings = settings
         self.policy = policy
-        if transport is None and not _uses_proxy():
-            # httpx reads proxy settings from the environment only when it builds its own transport.
-            transport = ShardedPoolTransport(ASYNC_POOL_SHARDS, ASYNC_CONNECTIONS_PER_SHARD, _ssl_context())
-        self.client = httpx.AsyncClient(**_client_options(settings), transport=transport)
-        bound_sockets(_transports_of(self.client))
+        self.client = client
+        self._closer: AsyncIterator[None] | None = None
 
     @classmethod
-    async def create(
-        cls, settings: ClientSettings, policy: RetryPolicy, transport: httpx.AsyncBaseTransport | None = None
-    ) -> AsyncTransport:
-        await asyncio.to_thread(_ssl_context)
-        return cls(settings, policy, transport)
+    async def create(cls, settings: ClientSettings, policy: RetryPolicy) -> AsyncTransport:
+        from airflow_openrouter._transport import aio  # aiohttp is imported by async callers only
+
+        def blocking_parts() -> tuple[ssl.SSLContext, aio.Proxy]:
+            return _ssl_context(), aio.proxy_for(settings.base_url)
+
+        ssl_context, proxy = await asyncio.to_thread(blocking_parts)
+        transport = cls(settings, policy, aio.AiohttpClient(settings, ssl_context, proxy))
+        # asyncio.run() closes every suspended async generator before it closes its loop: one parked
+        # here closes the session then, for callers that never call aclose() (aiohttp reports a session
+        # left to the garbage collector as an error).
+        transport._closer = transport._close_with_the_loop()
+        await anext(transport._closer)
+        return transport
+
+    async def _close_with_the_loop(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self.aclose()
 
     async def request(self, call: Call[T]) -> T:
         """Send ``call``, retrying as the policy allows; returns the parsed answer."""
@@ -257,34 +276,28 @@ class AsyncTransport:
                     raise
                 await self.policy.async_sleep(wait)
 
-    async def _send(self, call: Call[Any]) -> tuple[httpx.Response, Deadline, float]:
-        started = time.perf_counter()
-        deadline = Deadline(self.settings.deadline)
-        with deadline:
-            try:
-                response = await self.client.send(call.build(self.client), stream=call.stream)
-                if call.stream and response.is_error:
-                    try:
-                        await response.aread()
-                    finally:
-                        await response.aclose()
-            except httpx.TransportError as exc:
-                raise error_from_transport(exc, call, self.settings, deadline) from None
-        return response, deadline, started
-
     async def _attempt(self, call: Call[T]) -> T:
-        response, _, started = await self._send(call)
-        if len(response.content) > OFF_LOOP_BODY_BYTES:
+        started = time.perf_counter()
+        deadline = Deadline(self.settings.deadline)  # aiohttp enforces it; this says whether it passed
+        try:
+            answer = await self.client.send(call)
+        except httpx.TransportError as exc:
+            raise error_from_transport(exc, call, self.settings, deadline) from None
+        if len(answer.content) > OFF_LOOP_BODY_BYTES:
             # e.g. a completed batch polled by a trigger inlines all its results: decoding megabytes on
             # the triggerer's loop would stall every other trigger.
-            return await asyncio.to_thread(_finish, call, response, started, self.settings)
-        return _finish(call, response, started, self.settings)
+            return await asyncio.to_thread(_finish, call, answer, started, self.settings)
+        return _finish(call, answer, started, self.settings)
 
     async def _open_stream(self, call: Call[Any]) -> AsyncChatStream:
-        response, deadline, _ = await self._send(call)
-        if response.is_error:
-            raise error_from_response(response, self.settings)
-        return AsyncChatStream(response, self.settings, call, deadline)
+        deadline = Deadline(self.settings.deadline)
+        try:
+            opened = await self.client.open_stream(call)
+        except httpx.TransportError as exc:
+            raise error_from_transport(exc, call, self.settings, deadline) from None
+        if isinstance(opened, Answer):
+            raise error_from_response(opened, self.settings)
+        return AsyncChatStream(opened, self.settings, call, deadline)
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -7,6 +7,9 @@
   For a billed call (a non-streamed chat completion) it also says that the generation may have been
   billed, which is why the hook does not send it again.
 * Every text this provider did not write is redacted (``ClientSettings.redact``) before it is quoted.
+
+Both clients come here: answers as :class:`Answer`, failures as httpx's exceptions (the async client
+translates aiohttp's into them), so a failure means the same whichever client met it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import httpx
 
 from airflow_openrouter._text import excerpt, join_sentences
 from airflow_openrouter._transport.retry import retry_after_seconds
+from airflow_openrouter._transport.wire import Answer
 from airflow_openrouter.exceptions import (
     OpenRouterAPIError,
     OpenRouterAuthenticationError,
@@ -102,8 +106,8 @@ def _advice(cls: type[OpenRouterAPIError], conn_id: str, metadata: Mapping[str, 
     return None
 
 
-def error_from_response(response: httpx.Response, settings: ClientSettings) -> OpenRouterAPIError:
-    """Map a non-2xx answer (read) to the typed error, keeping OpenRouter's code, message and metadata."""
+def error_from_response(response: Answer, settings: ClientSettings) -> OpenRouterAPIError:
+    """Map a non-2xx answer to the typed error, keeping OpenRouter's code, message and metadata."""
     try:
         payload = response.json()
     except ValueError:
@@ -195,7 +199,7 @@ def error_from_transport(
     )
 
 
-def decode_json(response: httpx.Response, settings: ClientSettings) -> Any:
+def decoded_body(response: Answer, settings: ClientSettings) -> Any:
     """The JSON body of a 2xx answer; an ``error`` inside it raises the typed error."""
     try:
         data = response.json()

@@ -1,14 +1,15 @@
-"""The sockets under the HTTP clients: each attempt bounded by its deadline, each open connection known.
+"""The sockets under the sync HTTP client: each attempt bounded by its deadline, each open connection known.
 
 httpx has no total timeout: its read timeout starts again with every byte, so a server dripping one byte
 a second keeps a request alive for ever. So every attempt gets a :class:`Deadline` (the connection's
 ``request_deadline``), made current for the code that sends and reads it (a ``ContextVar``: one per
-thread and per asyncio task), and the network streams here clamp each socket operation's timeout to the
-time left, or fail at once when none is left. httpx then reports an ordinary timeout, which the
-transport turns into "cut at the request deadline". For a stream the deadline covers the whole stream:
-the stream makes the deadline current again for each chunk it reads.
+thread), and the network streams here clamp each socket operation's timeout to the time left, or fail at
+once when none is left. httpx then reports an ordinary timeout, which the transport turns into "cut at
+the request deadline". For a stream the deadline covers the whole stream: the stream makes the deadline
+current again for each chunk it reads. (The async client's deadline is aiohttp's own ``total`` timeout,
+see :mod:`.aio`; there a :class:`Deadline` only tells whether it has passed.)
 
-The sync side also remembers the connections it has open (and forgets them when httpcore closes them),
+The client also remembers the connections it has open (and forgets them when httpcore closes them),
 for :meth:`OpenConnections.shut_down_all`: closing a socket does not wake a thread blocked reading it,
 shutting it down does.
 
@@ -36,6 +37,9 @@ __all__ = ["Deadline", "OpenConnections", "bound_sockets"]
 log = logging.getLogger("airflow_openrouter.transport")
 
 _deadline: ContextVar[float | None] = ContextVar("airflow_openrouter_deadline", default=None)
+# A body up to this size goes out in one write with its request's head (copying more would cost more
+# than the second system call it saves).
+_COMBINED_BYTES = 64 * 1024
 
 
 class Deadline:
@@ -107,17 +111,37 @@ def _shut_down(stream: Any) -> None:
 
 
 class _Stream(httpcore.NetworkStream):
+    """A connection whose every operation is bounded by the current deadline.
+
+    httpcore writes a request's head and its body in two writes: a head is held until the next write,
+    and sent with a small body in one system call (and one packet), or before the next read.
+    """
+
     def __init__(self, inner: httpcore.NetworkStream, connections: OpenConnections | None) -> None:
         self._inner = inner
         self._connections = connections
+        self._held = b""
         if connections is not None:
             connections.track(self)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self._held:
+            self._flush(timeout)
         return self._inner.read(max_bytes, _clamp(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not self._held and buffer.endswith(b"\r\n\r\n"):
+            self._held = buffer
+            return
+        if self._held and len(buffer) <= _COMBINED_BYTES:
+            self._held, buffer = b"", self._held + buffer
+        elif self._held:
+            self._flush(timeout)
         self._inner.write(buffer, _clamp(timeout, httpcore.WriteTimeout))
+
+    def _flush(self, timeout: float | None) -> None:
+        held, self._held = self._held, b""
+        self._inner.write(held, _clamp(timeout, httpcore.WriteTimeout))
 
     def close(self) -> None:
         if self._connections is not None:
@@ -165,74 +189,24 @@ class _Backend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
-class _AsyncStream(httpcore.AsyncNetworkStream):
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._inner.read(max_bytes, _clamp(timeout, httpcore.ReadTimeout))
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, _clamp(timeout, httpcore.WriteTimeout))
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        timeout = _clamp(timeout, httpcore.ConnectTimeout)
-        return _AsyncStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class _AsyncBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
-        self._inner = inner
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        timeout = _clamp(timeout, httpcore.ConnectTimeout)
-        return _AsyncStream(await self._inner.connect_tcp(host, port, timeout, local_address, socket_options))
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        timeout = _clamp(timeout, httpcore.ConnectTimeout)
-        return _AsyncStream(await self._inner.connect_unix_socket(path, timeout, socket_options))
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
 _warned = False
 
 
 def bound_sockets(transports: Iterable[Any], connections: OpenConnections | None = None) -> bool:
-    """Give the pools of these httpx transports the bounded backend (``connections`` tracks the sync
-    ones). Other transports (a test's ``MockTransport``) have no sockets and are left alone. Returns
-    whether every HTTP transport got it."""
+    """Give the pools of these httpx transports the bounded backend (``connections`` tracks their
+    connections). Other transports (a test's ``MockTransport``) have no sockets and are left alone.
+    Returns whether every HTTP transport got it."""
     global _warned
     complete = True
     for transport in transports:
-        if not isinstance(transport, (httpx.HTTPTransport, httpx.AsyncHTTPTransport)):
+        if not isinstance(transport, httpx.HTTPTransport):
             continue
         pool = getattr(transport, "_pool", None)
         backend = getattr(pool, "_network_backend", None)
-        if isinstance(backend, (_Backend, _AsyncBackend)):
+        if isinstance(backend, _Backend):
             continue
         if isinstance(backend, httpcore.NetworkBackend):
             pool._network_backend = _Backend(backend, connections)  # type: ignore[union-attr]
-        elif isinstance(backend, httpcore.AsyncNetworkBackend):
-            pool._network_backend = _AsyncBackend(backend)  # type: ignore[union-attr]
         else:
             complete = False
     if not complete and not _warned:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -93,7 +94,7 @@ class OpenRouterHook(BaseHook):
     :param max_retries: retries of retryable failures, overriding the connection's.
     :param sleep: / :param async_sleep: how the retry loop waits (for tests, or to end a wait early).
     :param retry_policy: a whole :class:`RetryPolicy` (backoff, total wait), instead of the default one.
-    :param transport: / :param async_transport: httpx transports, for tests of cases no server can produce.
+    :param transport: an httpx transport for the sync client, for tests of cases no server can produce.
     """
 
     conn_name_attr = "openrouter_conn_id"
@@ -112,7 +113,6 @@ class OpenRouterHook(BaseHook):
         async_sleep: Callable[[float], Awaitable[None]] | None = None,
         retry_policy: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
-        async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__()
         self.openrouter_conn_id = openrouter_conn_id
@@ -125,10 +125,10 @@ class OpenRouterHook(BaseHook):
         self._async_sleep = async_sleep
         self._retry_policy = retry_policy
         self._transport = transport
-        self._async_transport = async_transport
         self._settings: ClientSettings | None = None
+        self._lookups: dict[asyncio.AbstractEventLoop, asyncio.Task[ClientSettings]] = {}
         self._sync: SyncTransport | None = None
-        # One AsyncClient per event loop: an httpx.AsyncClient must not cross loops.
+        # One async client per event loop: an aiohttp session must not cross loops.
         self._async: dict[asyncio.AbstractEventLoop, AsyncTransport] = {}
 
     @classmethod
@@ -167,18 +167,37 @@ class OpenRouterHook(BaseHook):
         return self._settings
 
     async def asettings(self) -> ClientSettings:
-        """The connection, resolved once per hook without blocking the event loop."""
-        if self._settings is None:
-            conn: Connection | None
-            try:
-                conn, extra = await get_connection_async(self, self.openrouter_conn_id)
-            except AirflowNotFoundException:
-                conn = await asyncio.to_thread(self._outside_task_lookup)
-                extra = conn.extra_dejson if conn else {}
-            settings = self._settings_from(conn, extra)
-            await mask_secret_async(settings.api_key)
-            self._settings = settings
-        return self._settings
+        """The connection, resolved once per hook without blocking the event loop. Coroutines that ask
+        at once (a ``gather`` of calls on a fresh hook) share one lookup, instead of each asking the API
+        server for the connection and logging which key it uses."""
+        if self._settings is not None:
+            return self._settings
+        loop = asyncio.get_running_loop()
+        lookup = self._lookups.get(loop)
+        if lookup is None:
+            lookup = self._lookups[loop] = loop.create_task(self._look_up_settings())
+            lookup.add_done_callback(lambda task: self._lookup_done(loop, task))
+        # Shielded: a caller cancelled while waiting must not cancel the lookup the others wait for.
+        return await asyncio.shield(lookup)
+
+    async def _look_up_settings(self) -> ClientSettings:
+        conn: Connection | None
+        try:
+            conn, extra = await get_connection_async(self, self.openrouter_conn_id)
+        except AirflowNotFoundException:
+            conn = await asyncio.to_thread(self._outside_task_lookup)
+            extra = conn.extra_dejson if conn else {}
+        settings = self._settings_from(conn, extra)
+        await mask_secret_async(settings.api_key)
+        self._settings = settings
+        return settings
+
+    def _lookup_done(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[ClientSettings]) -> None:
+        # A failed lookup is tried again by the next caller; its error reached every waiter (or, if all
+        # of them were cancelled, no one: marked as seen, so asyncio does not log it as lost).
+        self._lookups.pop(loop, None)
+        if not task.cancelled():
+            task.exception()
 
     def _outside_task_lookup(self) -> Connection | None:
         return connection_outside_task(self.openrouter_conn_id, self.default_conn_name, self.log)
@@ -214,7 +233,7 @@ class OpenRouterHook(BaseHook):
         transport = self._async.get(loop)
         if transport is None:
             settings = await self.asettings()
-            new = await AsyncTransport.create(settings, self._policy(settings), self._async_transport)
+            new = await AsyncTransport.create(settings, self._policy(settings))
             # Many coroutines may get here at once on a fresh hook: the first to finish wins, so the
             # loop keeps a single pooled client.
             transport = self._async.get(loop)
@@ -277,6 +296,7 @@ class OpenRouterHook(BaseHook):
         model: str | None,
         params: Mapping[str, Any],
         stream: bool = False,
+        log_level: int = logging.INFO,
     ) -> Call[ChatCompletion]:
         if model is None and settings.default_model is None:
             self.log.info(
@@ -285,25 +305,44 @@ class OpenRouterHook(BaseHook):
                 settings.conn_id,
             )
         return calls.chat_call(
-            messages, model or settings.default_model, params, conn_id=settings.conn_id, stream=stream
+            messages,
+            model or settings.default_model,
+            params,
+            conn_id=settings.conn_id,
+            stream=stream,
+            log_level=log_level,
         )
 
     def chat_completion(
-        self, *, messages: Sequence[Mapping[str, Any]], model: str | None = None, **params: Any
+        self,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        model: str | None = None,
+        log_level: int = logging.INFO,
+        **params: Any,
     ) -> ChatCompletion:
         """``POST /chat/completions``. ``params`` are body fields (``seed``, ``max_tokens``,
         ``response_format``, ``tools``, ``provider``, ``models``, ``reasoning``, ``plugins``, ...);
         ``extra_body`` is merged into the body as is, for fields newer than this provider.
 
+        ``log_level``: of the one line logged per answer (route, status, time, model, generation,
+        tokens, cost). Bulk callers pass ``logging.DEBUG``, and log their progress instead.
+
         Not sent again once the request was sent without an answer (a read timeout, a dropped
         connection): the generation may have been billed. Use :meth:`stream_chat_completion` for long
         generations: its ``timeout`` is an idle timeout between chunks."""
-        return self._send(self._chat_call(self.settings, messages, model, params))
+        return self._send(self._chat_call(self.settings, messages, model, params, log_level=log_level))
 
     async def achat_completion(
-        self, *, messages: Sequence[Mapping[str, Any]], model: str | None = None, **params: Any
+        self,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        model: str | None = None,
+        log_level: int = logging.INFO,
+        **params: Any,
     ) -> ChatCompletion:
-        return await self._asend(self._chat_call(await self.asettings(), messages, model, params))
+        settings = self._settings or await self.asettings()
+        return await self._asend(self._chat_call(settings, messages, model, params, log_level=log_level))
 
     def stream_chat_completion(
         self, *, messages: Sequence[Mapping[str, Any]], model: str | None = None, **params: Any

@@ -71,6 +71,7 @@ def test_the_dag_processor_finds_exactly_the_examples_without_errors(airflow_db)
 # Imported by the provider's execute() paths only; a DAG file must not pull them in at parse time.
 HEAVY = (
     "httpx",
+    "aiohttp",
     "jsonschema",
     "starlette",
     "uvicorn",

@@ -179,6 +179,46 @@ def test_the_default_connection_undefined_uses_the_environment_key_and_logs_it(e
     assert "'openrouter_default' does not exist; using OPENROUTER_API_KEY" in capsys.readouterr().out
 
 
+def test_calls_started_at_once_on_a_fresh_hook_look_the_connection_up_once(emu, monkeypatch, capsys):
+    """Each lookup may be a request to Airflow's API server inside a task: 50 calls gathered on a new
+    hook must not make 50 of them (nor log 50 times which key is used)."""
+    connection_with_key(emu, monkeypatch, emu.api_key)
+    lookups = []
+    real_lookup = OpenRouterHook._look_up_settings
+
+    async def counted(self):
+        lookups.append(1)
+        return await real_lookup(self)
+
+    monkeypatch.setattr(OpenRouterHook, "_look_up_settings", counted)
+
+    async def gathered():
+        async with OpenRouterHook() as hook:
+            return await asyncio.gather(
+                *(hook.achat_completion(model=MODEL, messages=MESSAGES) for _ in range(50))
+            )
+
+    answers = asyncio.run(gathered())
+
+    assert len(answers) == 50 and all(answer.content for answer in answers)
+    assert lookups == [1]
+    assert capsys.readouterr().out.count("Using the API key of connection 'openrouter_default'") == 1
+
+
+def test_a_failed_lookup_is_tried_again_by_the_next_call(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", raising=False)
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    hook = OpenRouterHook()
+
+    async def twice():
+        with pytest.raises(OpenRouterAuthenticationError):
+            await hook.asettings()
+        monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-test-key")
+        return await hook.asettings()
+
+    assert asyncio.run(twice()).api_key == "sk-or-test-key"
+
+
 def test_a_defined_connection_without_a_password_uses_the_environment_key(emu, monkeypatch, capsys):
     connection_with_key(emu, monkeypatch, None, conn_id="openrouter_nightly")
     monkeypatch.setenv("OPENROUTER_API_KEY", emu.api_key)

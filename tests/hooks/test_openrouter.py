@@ -76,13 +76,46 @@ def test_chat_completion_sends_every_parameter_and_extra_body(hook, emu):
     assert body["messages"] == MESSAGES
 
 
-def test_attribution_headers_come_from_the_connection(hook, emu):
-    hook.chat_completion(model=MODEL, messages=MESSAGES)
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_both_clients_send_the_key_attribution_and_a_json_body_the_same_way(hook, emu, mode):
+    if mode == "sync":
+        hook.chat_completion(model=MODEL, messages=MESSAGES, seed=1)
+    else:
 
-    headers = emu.requests_to("/chat/completions")[-1].headers
-    assert headers["http-referer"] == "https://example.org"
-    assert headers["x-openrouter-title"] == "nightly-etl"
-    assert headers["x-title"] == "nightly-etl"
+        async def run():
+            async with hook:
+                await hook.achat_completion(model=MODEL, messages=MESSAGES, seed=1)
+
+        asyncio.run(run())
+
+    sent = emu.requests_to("/chat/completions")[-1]
+    assert sent.headers["authorization"] == f"Bearer {emu.api_key}"
+    assert sent.headers["http-referer"] == "https://example.org"
+    assert sent.headers["x-openrouter-title"] == sent.headers["x-title"] == "nightly-etl"
+    assert sent.headers["user-agent"].startswith("airflow-openrouter/")
+    assert sent.headers["content-type"] == "application/json"
+    assert "gzip" in sent.headers["accept-encoding"]
+    assert list(sent.body) == ["model", "seed", "messages"], "body fields in the order they were given"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_the_line_per_answer_is_info_unless_the_caller_asks_for_debug(hook, emu, caplog, mode):
+    async def async_calls():
+        async with hook:
+            await hook.achat_completion(model=MODEL, messages=MESSAGES)
+            await hook.achat_completion(model=MODEL, messages=MESSAGES, log_level=logging.DEBUG)
+
+    with caplog.at_level(logging.DEBUG, logger="airflow_openrouter.transport"):
+        if mode == "sync":
+            hook.chat_completion(model=MODEL, messages=MESSAGES)
+            hook.chat_completion(model=MODEL, messages=MESSAGES, log_level=logging.DEBUG)
+        else:
+            asyncio.run(async_calls())
+
+    answers = [r for r in caplog.records if r.getMessage().startswith("OpenRouter POST /chat/completions ->")]
+    assert [r.levelno for r in answers] == [logging.INFO, logging.DEBUG]
+    assert all("generation=gen-" in r.getMessage() and "cost=$" in r.getMessage() for r in answers)
+    assert all("log_level" not in request.body for request in emu.requests_to("/chat/completions"))
 
 
 def test_same_request_and_seed_give_the_same_answer(hook):
@@ -599,19 +632,6 @@ def test_one_async_client_per_running_loop_and_finished_loops_are_forgotten(hook
 
     seen = [asyncio.run(call()) for _ in range(4)]
     assert seen == [1, 1, 1, 1]
-
-
-def test_async_client_honours_proxy_environment(hook, monkeypatch):
-    from airflow_openrouter._transport.pool import ShardedPoolTransport
-
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
-
-    async def client():
-        return (await hook._async_transport_for_loop()).client
-
-    proxied = asyncio.run(client())
-    assert not isinstance(proxied._transport, ShardedPoolTransport)
-    assert [str(pattern.pattern) for pattern in proxied._mounts] == ["https://"]
 
 
 def test_api_key_stays_out_of_async_and_streamed_failures(emu, monkeypatch, capsys, sleeps):

@@ -3,6 +3,7 @@ pages that loop, a server that closes every connection), and the hook pointed at
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import threading
@@ -13,6 +14,8 @@ from typing import Any
 import pytest
 
 from airflow_openrouter.hooks.openrouter import OpenRouterHook
+
+MESSAGES = [{"role": "user", "content": "Hi"}]
 
 
 class Exchange(BaseHTTPRequestHandler):
@@ -43,6 +46,16 @@ class Exchange(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         self.wfile.write(data)
+
+    def close_without_answering(self) -> None:
+        """Read the request, then close the connection without a byte of answer."""
+        self.close_connection = True
+
+    def send_raw(self, data: bytes) -> None:
+        """Write ``data`` as the whole answer, whatever it is, and close the connection."""
+        self.wfile.write(data)
+        self.wfile.flush()
+        self.close_connection = True
 
     def drip(self, data: bytes, every: float) -> None:
         """Write ``data`` one byte at a time, ``every`` seconds apart, until done or stopped."""
@@ -87,16 +100,45 @@ def server():
 
 @pytest.fixture
 def server_hook(server: ScriptedHTTPServer, monkeypatch: pytest.MonkeyPatch):
-    """Make a hook on the scripted server: ``server_hook(timeout=..., request_deadline=..., ...)``."""
+    """Make a hook on the scripted server: ``server_hook(timeout=..., request_deadline=..., ...)`` (the
+    connection's extras). Its retries do not wait; ``waits=[...]`` records each wait they would have
+    made; ``base_url=`` points it elsewhere."""
 
-    def make(**extra: Any) -> OpenRouterHook:
+    def make(
+        *, waits: list[float] | None = None, base_url: str | None = None, **extra: Any
+    ) -> OpenRouterHook:
         conn = {
             "conn_type": "openrouter",
-            "host": server.base_url,
+            "host": base_url or server.base_url,
             "password": "sk-or-scripted",
             "extra": extra,
         }
         monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", json.dumps(conn))
-        return OpenRouterHook(sleep=lambda s: None)
+        recorded = waits if waits is not None else []
+
+        async def async_sleep(seconds: float) -> None:
+            recorded.append(seconds)
+
+        return OpenRouterHook(sleep=recorded.append, async_sleep=async_sleep)
 
     return make
+
+
+def call_hook(hook: OpenRouterHook, what: str, mode: str):
+    """Run one hook call the way ``mode`` says (sync or async) and return what it returned."""
+    if mode == "sync":
+        if what == "stream":
+            return list(hook.stream_chat_completion(model="m", messages=MESSAGES))
+        return hook.chat_completion(model="m", messages=MESSAGES) if what == "chat" else hook.get_key()
+
+    async def run():
+        async with hook:
+            if what == "stream":
+                stream = await hook.astream_chat_completion(model="m", messages=MESSAGES)
+                async with stream:
+                    return [chunk async for chunk in stream]
+            if what == "chat":
+                return await hook.achat_completion(model="m", messages=MESSAGES)
+            return await hook.aget_key()
+
+    return asyncio.run(run())

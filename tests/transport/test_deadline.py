@@ -3,16 +3,14 @@ connections a server closed. Against a scripted server: the emulator never drips
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
 
 from airflow_openrouter.exceptions import OpenRouterConfigError, OpenRouterTimeoutError
 from airflow_openrouter.hooks.openrouter import OpenRouterHook
-from tests.transport.conftest import Exchange
+from tests.transport.conftest import MESSAGES, Exchange, call_hook
 
-MESSAGES = [{"role": "user", "content": "Hi"}]
 DEADLINE = 1.0
 # How much later than the deadline a call may end on a loaded machine. A drip below lasts for ever
 # (or for minutes), so ending at all within this says the deadline cut it.
@@ -40,26 +38,6 @@ def drip_keep_alive_comments(exchange: Exchange) -> None:
     exchange.drip(b": OPENROUTER PROCESSING\n\n" * 10_000, every=0.02)
 
 
-def call(hook: OpenRouterHook, what: str, mode: str):
-    """Run one hook call the way ``mode`` says (sync or async) and return what it returned."""
-    if mode == "sync":
-        if what == "stream":
-            return list(hook.stream_chat_completion(model="m", messages=MESSAGES))
-        return hook.chat_completion(model="m", messages=MESSAGES) if what == "chat" else hook.get_key()
-
-    async def run():
-        async with hook:
-            if what == "stream":
-                stream = await hook.astream_chat_completion(model="m", messages=MESSAGES)
-                async with stream:
-                    return [chunk async for chunk in stream]
-            if what == "chat":
-                return await hook.achat_completion(model="m", messages=MESSAGES)
-            return await hook.aget_key()
-
-    return asyncio.run(run())
-
-
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize(
     ("script", "what"),
@@ -72,7 +50,7 @@ def test_a_server_dripping_bytes_is_cut_at_the_request_deadline(server, server_h
 
     started = time.monotonic()
     with pytest.raises(OpenRouterTimeoutError) as info:
-        call(hook, what, mode)
+        call_hook(hook, what, mode)
     elapsed = time.monotonic() - started
 
     assert elapsed < DEADLINE + SLACK, f"the call took {elapsed:.1f}s, its deadline is {DEADLINE}s"
