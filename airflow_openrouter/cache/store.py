@@ -138,6 +138,16 @@ class ResultCache:
                 log.warning("Result cache segment %s skipped: %s", segment.path, exc)
         return hits
 
+    def get(self, key: bytes) -> CacheHit | None:
+        """The entry of one key (position 0), or ``None``."""
+        return next(self.lookup([(0, key)]).entries(), None)
+
+    def put(self, key: bytes, entry: Any) -> str | None:
+        """Store one entry (one small segment; compaction keeps their number bounded)."""
+        with self.writer() as writer:
+            writer.add(key, entry)
+        return writer.segment
+
     def live_segments(self) -> list[_Segment]:
         """The whole segments of the namespace that no other whole segment supersedes, oldest first."""
         whole, _torn = self._scan()
@@ -315,10 +325,16 @@ class CacheHits:
                     for i in rows:
                         offset = self._offset[i]
                         if last is None or last[0] != offset:  # repeated keys share one entry
-                            last = (offset, read_payload(file, offset, self._length[i]))
+                            try:
+                                last = (offset, read_payload(file, offset, self._length[i]))
+                            except TornSegment as exc:
+                                log.warning("Result cache %s: %s; that item is sent again.", segment.path, exc)
+                                continue
                         yield CacheHit(self._position(i), last[1], self._created[i])
-            except (OSError, TornSegment) as exc:
-                log.warning("Result cache: could not read entries of %s (%s); they are sent again.", segment.path, exc)
+            except OSError as exc:
+                log.warning(
+                    "Result cache: could not read the entries of %s (%s); they are sent again.", segment.path, exc
+                )
 
 
 class CacheWriter:

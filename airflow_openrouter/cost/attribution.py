@@ -86,15 +86,23 @@ class Attribution:
         )
 
     @classmethod
-    def of_context(cls, context: Mapping[str, Any]) -> Attribution:
-        ti = context["ti"]
+    def of_context(cls, context: Mapping[str, Any]) -> Attribution | None:
+        """The attribution of the task run *context* describes (``None`` when it names no DAG, task and
+        run, e.g. an operator executed by hand outside Airflow)."""
+        ti = context.get("ti")
+        dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", None)
+        task_id = getattr(ti, "task_id", None) or getattr(context.get("task"), "task_id", None)
+        run_id = getattr(ti, "run_id", None) or context.get("run_id")
+        if not (isinstance(dag_id, str) and isinstance(task_id, str) and isinstance(run_id, str)):
+            return None
         map_index = getattr(ti, "map_index", -1)
+        try_number = getattr(ti, "try_number", 1)
         return cls.of(
-            dag_id=ti.dag_id,
-            task_id=ti.task_id,
-            run_id=ti.run_id,
-            map_index=-1 if map_index is None else map_index,
-            try_number=getattr(ti, "try_number", 1) or 1,
+            dag_id=dag_id,
+            task_id=task_id,
+            run_id=run_id,
+            map_index=map_index if isinstance(map_index, int) else -1,
+            try_number=try_number if isinstance(try_number, int) else 1,
         )
 
     def fields_for(self, body: Mapping[str, Any], *, batch: bool = False) -> dict[str, Any]:
