@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 FIRST_PASS = "first pass"
-BATCH_ASSUMPTION = "\u00d7 0.5 for the Batch API (assumed: /models publishes no batch price)"
+BATCH_ASSUMPTION = "x0.5 Batch API (assumed: /models has no batch price)"
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def plan(
         job.model,
         prices.price,
         (first,),
-        earlier_usd=round(earlier_usd, 8),
+        earlier_usd=round(earlier_usd, 12),
         cached=len(hits) if hits is not None else 0,
         price_note=prices.note,
     )
@@ -157,9 +157,7 @@ def plan(
         return Plan(estimate, prices.price, written)
     # Entries that could not be read after all: those items are sent, so they count.
     first = estimate_lines(sending(bitmap(written, spool.total)), prices.price, engine)
-    estimate = JobEstimate(
-        job.model, prices.price, (first,), estimate.earlier_usd, len(written), prices.note
-    )
+    estimate = JobEstimate(job.model, prices.price, (first,), estimate.earlier_usd, len(written), prices.note)
     check_cap(estimate, job.limits.max_cost_usd, verb=verb)
     return Plan(estimate, prices.price, written)
 

@@ -198,7 +198,11 @@ class _CustomIds:
 
     def __getitem__(self, index: int) -> str:
         by_index = self._by_index
-        if isinstance(by_index, list) and index < len(by_index) and self._ids.indexes[by_index[index]] == index:
+        if (
+            isinstance(by_index, list)
+            and index < len(by_index)
+            and self._ids.indexes[by_index[index]] == index
+        ):
             return by_index[index]
         if isinstance(by_index, list):  # ids not in index order (built by hand): map them once
             self._by_index = by_index = {i: c for c, i in self._ids.indexes.items()}

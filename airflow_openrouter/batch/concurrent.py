@@ -378,7 +378,9 @@ def run_job(
     return manifest, verdict
 
 
-def _send_body(body: Mapping[str, Any], job: JobOptions, provider: Mapping[str, Any] | None) -> dict[str, Any]:
+def _send_body(
+    body: Mapping[str, Any], job: JobOptions, provider: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """What goes on the wire: the spool's body, the model, the routing and the attribution."""
     sent = {**body, "model": job.model, "provider": provider}
     return job.attribution.applied(sent) if job.attribution is not None else sent

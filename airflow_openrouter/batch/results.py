@@ -271,7 +271,7 @@ def build_manifest(
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "cost_usd": round(float(usage.get("cost", tally.cost)), 8),
+        "cost_usd": round(float(usage.get("cost", tally.cost)), 10),
         **tally.ledger.manifest_fields(price),
         "estimated_cost_usd": (estimate or {}).get("estimated_cost_usd"),
         "estimate_basis": (estimate or {}).get("estimate_basis"),

@@ -26,7 +26,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-
 HEADER_MAGIC = b"ORCACHE\x01"
 TRAILER_MAGIC = b"ORCEND\x00\x01"
 FORMAT_VERSION = 1

@@ -192,7 +192,11 @@ class ResultCache:
         try:
             with path.open("wb") as file:
                 write_segment(
-                    file, namespace=self.namespace, created=self.clock(), entries=entries, supersedes=supersedes
+                    file,
+                    namespace=self.namespace,
+                    created=self.clock(),
+                    entries=entries,
+                    supersedes=supersedes,
                 )
         except BaseException:
             with contextlib.suppress(Exception):
@@ -222,12 +226,7 @@ class ResultCache:
 
     def _collect_garbage(self, whole: list[_Segment], torn: list[ObjectStoragePath]) -> None:
         now = self.clock()
-        doomed = {
-            name
-            for s in whole
-            if now - s.info.created > DELETE_AFTER_S
-            for name in s.info.supersedes
-        }
+        doomed = {name for s in whole if now - s.info.created > DELETE_AFTER_S for name in s.info.supersedes}
         for s in whole:
             if s.info.name in doomed:
                 _delete(s.path)
@@ -297,7 +296,12 @@ class CacheHits:
         if created < not_before:
             return
         if self._segment[i] < 0 or created >= self._created[i]:
-            self._segment[i], self._offset[i], self._length[i], self._created[i] = number, offset, length, created
+            self._segment[i], self._offset[i], self._length[i], self._created[i] = (
+                number,
+                offset,
+                length,
+                created,
+            )
 
     # --- what was found ------------------------------------------------------------------------------
 
@@ -328,12 +332,16 @@ class CacheHits:
                             try:
                                 last = (offset, read_payload(file, offset, self._length[i]))
                             except TornSegment as exc:
-                                log.warning("Result cache %s: %s; that item is sent again.", segment.path, exc)
+                                log.warning(
+                                    "Result cache %s: %s; that item is sent again.", segment.path, exc
+                                )
                                 continue
                         yield CacheHit(self._position(i), last[1], self._created[i])
             except OSError as exc:
                 log.warning(
-                    "Result cache: could not read the entries of %s (%s); they are sent again.", segment.path, exc
+                    "Result cache: could not read the entries of %s (%s); they are sent again.",
+                    segment.path,
+                    exc,
                 )
 
 
@@ -373,7 +381,10 @@ class CacheWriter:
             return None
         try:
             records = sort_records(
-                (bytes(self._pending[i : i + _PENDING.size]) for i in range(0, len(self._pending), _PENDING.size)),
+                (
+                    bytes(self._pending[i : i + _PENDING.size])
+                    for i in range(0, len(self._pending), _PENDING.size)
+                ),
                 _PENDING.size,
             )
             self._pending = bytearray()
@@ -408,7 +419,9 @@ def _last_per_key(records: Records, spool: IO[bytes]) -> Iterator[tuple[bytes, b
         yield _read_pending(spool, *previous)
 
 
-def _read_pending(spool: IO[bytes], key: bytes, offset: int, length: int, created: int) -> tuple[bytes, bytes, int]:
+def _read_pending(
+    spool: IO[bytes], key: bytes, offset: int, length: int, created: int
+) -> tuple[bytes, bytes, int]:
     spool.seek(offset)
     return key, spool.read(length), created
 
@@ -425,7 +438,9 @@ def _merged_entries(segments: list[_Segment], files: list[IO[bytes]]) -> Iterato
     readers = [s.path.open("rb") for s in segments]
     try:
         previous = None
-        for key, negative_created, number, offset, length in heapq.merge(*(stream(n) for n in range(len(segments)))):
+        for key, negative_created, number, offset, length in heapq.merge(
+            *(stream(n) for n in range(len(segments)))
+        ):
             if key == previous:
                 continue
             previous = key

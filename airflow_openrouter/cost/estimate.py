@@ -30,6 +30,7 @@ __all__ = ["JobEstimate", "PassCounter", "PassEstimate", "check_cap"]
 
 _TOKENIZER = "chars/4"
 _TIMES, _AT_MOST = "\u00d7", "\u2264"  # the multiplication sign and "less than or equal to"
+MAX_BASIS_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -93,17 +94,19 @@ class PassEstimate:
         return sorted(parts, key=lambda p: p[0], reverse=True)
 
     def describe(self) -> str:
-        """``"first pass: 24 items, 6,300 prompt tokens (chars/4) + (at most) 7,200 completion tokens
-        (max_tokens 300)"``."""
-        bounds = ", ".join(
-            f"{source} {tokens:,}" + (f" x{count:,}" if len(self.bounds) > 1 else "")
-            for (tokens, source), count in sorted(self.bounds.items(), key=lambda b: -b[1])
-        )
-        unbounded = f", {self.unbounded:,} without a bound" if self.unbounded else ""
+        """``"first pass: 24 items, 6,300 prompt + up to 7,200 completion tokens (max_tokens 300)"``
+        (plain ASCII: the manifest is JSON, where other characters take 6 bytes)."""
+        by_source: dict[str, list[int]] = {}
+        for tokens, source in self.bounds:
+            by_source.setdefault(source, []).append(tokens)
+        bounds = [
+            f"{source} {min(t):,}" + (f"-{max(t):,}" if len(t) > 1 else "") for source, t in by_source.items()
+        ]
+        if self.unbounded:
+            bounds.append(f"{self.unbounded:,} without a bound")
         return (
-            f"{self.name}: {self.items:,} item{'s' if self.items != 1 else ''}, {self.prompt_tokens:,} prompt "
-            f"tokens ({_TOKENIZER}) + {_AT_MOST} {self.completion_tokens:,} completion tokens ({bounds or 'none'}"
-            f"{unbounded})"
+            f"{self.name}: {self.items:,} item{'s' if self.items != 1 else ''}, {self.prompt_tokens:,} prompt + "
+            f"up to {self.completion_tokens:,} completion tokens ({', '.join(bounds) or 'none'})"
         )
 
 
@@ -193,20 +196,22 @@ class JobEstimate:
     def total_usd(self) -> float | None:
         """The upper bound for the task run: the passes plus what earlier tries were billed."""
         passes = self.passes_usd
-        return None if passes is None else round(passes + self.earlier_usd, 8)
+        return None if passes is None else float(f"{passes + self.earlier_usd:.10g}")
 
     def basis(self) -> str:
         """What the estimate rests on, in one line (the manifest's ``estimate_basis``)."""
         sections = [p.describe() for p in self.passes if p.items] or ["nothing to send"]
-        if self.cached:
-            sections.append(f"{self.cached:,} from the result cache")
+        sections.append(f"tokens = {_TOKENIZER}")
         if self.price is not None:
-            sections.append(f"at {self.price.per_million()}")
+            sections.append(self.price.per_million())
         if self.price_note:
             sections.append(self.price_note)
+        if self.cached:
+            sections.append(f"{self.cached:,} from the result cache")
         if self.earlier_usd:
-            sections.append(f"plus ${self.earlier_usd:.6f} billed by earlier tries of this task run")
-        return "; ".join(sections)
+            sections.append(f"+${self.earlier_usd:.6f} billed by earlier tries")
+        basis = "; ".join(sections)
+        return basis if len(basis) <= MAX_BASIS_CHARS else basis[: MAX_BASIS_CHARS - 3] + "..."
 
     def contributors(self, limit: int = 4) -> list[str]:
         """The largest parts of the total, costliest first: ``"24 items (times) (at most) 4,096

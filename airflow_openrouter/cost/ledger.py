@@ -26,9 +26,12 @@ if TYPE_CHECKING:
     from airflow_openrouter.cost.prices import ModelPrice
     from airflow_openrouter.types import ChatCompletion, Usage
 
-__all__ = ["Ledger", "answer_fields", "cached_row_usage", "row_usage"]
+__all__ = ["Ledger", "answer_fields", "cached_row_usage", "money", "row_usage", "summed_usage"]
 
-_COST_DIGITS = 10
+
+def money(usd: float) -> float:
+    """A sum of costs for the manifest: 10 significant digits (exact for billed figures, and short)."""
+    return float(f"{usd:.10g}")
 
 
 def row_usage(usage: Usage | None) -> dict[str, Any] | None:
@@ -102,11 +105,14 @@ class Ledger:
         self.cached_tokens += usage.get("cached_tokens") or 0
         self.reasoning_tokens += usage.get("reasoning_tokens") or 0
         self.cost_by_status[row["status"]] += usage.get("cost") or 0.0
-        self.upstream_inference_cost += (usage.get("cost_details") or {}).get("upstream_inference_cost") or 0.0
-        self.byok_rows += bool(usage.get("is_byok"))
-        if row.get("cached"):
+        if row.get("cached"):  # its cost details are those of the original generation, not of this run
             self.cached_rows += 1
             self.cost_saved += usage.get("cost_saved") or 0.0
+            return
+        self.upstream_inference_cost += (usage.get("cost_details") or {}).get(
+            "upstream_inference_cost"
+        ) or 0.0
+        self.byok_rows += bool(usage.get("is_byok"))
 
     @property
     def cost(self) -> float:
@@ -116,16 +122,16 @@ class Ledger:
         """What the rows' tokens cost at the sync list price (``None`` when the price is unknown)."""
         if price is None:
             return None
-        return round(float(price.cost(self.prompt_tokens, self.completion_tokens)), _COST_DIGITS)
+        return money(float(price.cost(self.prompt_tokens, self.completion_tokens)))
 
     def manifest_fields(self, price: ModelPrice | None) -> dict[str, Any]:
         return {
             "cached_tokens": self.cached_tokens,
             "reasoning_tokens": self.reasoning_tokens,
-            "cost_by_status": {s: round(c, _COST_DIGITS) for s, c in self.cost_by_status.items() if c},
+            "cost_by_status": {s: money(c) for s, c in self.cost_by_status.items() if c},
             "list_price_usd": self.list_price(price),
-            "upstream_inference_cost_usd": round(self.upstream_inference_cost, _COST_DIGITS),
+            "upstream_inference_cost_usd": money(self.upstream_inference_cost),
             "byok_rows": self.byok_rows,
             "cached": self.cached_rows,
-            "cost_saved_usd": round(self.cost_saved, _COST_DIGITS),
+            "cost_saved_usd": money(self.cost_saved),
         }

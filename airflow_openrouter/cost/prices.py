@@ -63,7 +63,9 @@ class ModelPrice:
             context_length=(top.context_length if top else None) or listed.context_length,
         )
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, *, requests: int = 0, images: int = 0) -> Decimal:
+    def cost(
+        self, prompt_tokens: int, completion_tokens: int, *, requests: int = 0, images: int = 0
+    ) -> Decimal:
         """Sync list price of these tokens, requests and images."""
         return (
             prompt_tokens * self.prompt
@@ -73,11 +75,8 @@ class ModelPrice:
         )
 
     def per_million(self) -> str:
-        """``"$0.15 / $0.60 per 1M prompt / completion tokens"``."""
-        return (
-            f"${_trim(self.prompt * _PER_MILLION)} / ${_trim(self.completion * _PER_MILLION)} "
-            "per 1M prompt / completion tokens"
-        )
+        """``"$0.15/$0.60 per 1M"``: prompt / completion price per million tokens."""
+        return f"${_trim(self.prompt * _PER_MILLION)}/${_trim(self.completion * _PER_MILLION)} per 1M"
 
     def to_json(self) -> dict[str, Any]:
         """For the batch record: what a later try (the fetch after the wait) needs to price rows."""

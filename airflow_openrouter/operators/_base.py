@@ -262,7 +262,10 @@ def check_cost_arguments(
         result_cache, "iterdir"
     ):
         raise config_error(
-            where, "result_cache", "an ObjectStoragePath URI such as 's3://bucket/cache', or False", result_cache
+            where,
+            "result_cache",
+            "an ObjectStoragePath URI such as 's3://bucket/cache', or False",
+            result_cache,
         )
     seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
     if seconds is not None and not (number(seconds) and seconds > 0):

@@ -113,7 +113,12 @@ class ChatCache:
         try:
             self.cache.put(self.key, entry)
         except Exception as exc:  # the reply is paid for and returned: a cache failure is not fatal
-            self.log.warning("Result cache %s: could not store the reply (%s: %s).", self.cache.directory, type(exc).__name__, exc)
+            self.log.warning(
+                "Result cache %s: could not store the reply (%s: %s).",
+                self.cache.directory,
+                type(exc).__name__,
+                exc,
+            )
 
 
 _USAGE_FIELDS = (
