@@ -94,7 +94,7 @@ def test_without_max_tokens_the_bound_is_the_models_max_completion_tokens(batch_
 
 def test_an_unpriced_model_cannot_be_capped_and_nothing_is_sent(batch_emu, context):
     with pytest.raises(
-        OpenRouterCostLimitError, match="cannot be checked.*openai/gpt-5-nonexistent.*/models"
+        OpenRouterCostLimitError, match=r"cannot be checked.*openai/gpt-5-nonexistent.*/models"
     ):
         run_operator(summarise(model="openai/gpt-5-nonexistent", max_tokens=10, max_cost_usd=1.0), context)
 
