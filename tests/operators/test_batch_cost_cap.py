@@ -221,3 +221,20 @@ def test_changed_inputs_carry_what_the_task_run_already_committed(batch_emu, con
         summarise(max_tokens=40, items=docs(5), max_cost_usd=committed * 1.5).execute(context)
     assert refused.value.estimate_usd == pytest.approx(committed + upper_bound(range(5), 40, 0.5))
     assert len(batch_posts(batch_emu)) == 1
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("max_cost_usd", -1),
+        ("max_cost_usd", "5"),
+        ("dry_run", "yes"),
+        ("result_cache", 3),
+        ("result_cache_ttl", -5),
+    ],
+)
+def test_bad_cost_arguments_fail_when_the_dag_is_parsed(argument, value):
+    from airflow_openrouter.exceptions import OpenRouterConfigError
+
+    with pytest.raises(OpenRouterConfigError, match=f"Task 'summarise': {argument} must be"):
+        summarise(**{argument: value})
