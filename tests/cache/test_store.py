@@ -126,7 +126,7 @@ def test_a_segment_cut_short_anywhere_is_skipped_and_the_others_stay_readable(ro
     write(cache, range(10, 20))
     newest = segments(root)[-1]  # names start with the creation time
     data = newest.read_bytes()
-    newest.write_bytes(data[:keep] if keep >= 0 else data[:keep])  # a writer killed mid-write
+    newest.write_bytes(data[:keep])  # a writer killed mid-write (a negative keep cuts the end)
 
     assert found(cache, range(20)) == {i: entry(i) for i in range(10)}
     assert "ignoring" in caplog.text
@@ -272,7 +272,7 @@ def test_an_unreadable_cache_is_an_error_naming_result_cache_before_anything_is_
     directory = Path(bulk.cache.directory.path)
     directory.parent.mkdir(parents=True)
     directory.write_text("a file where the namespace's directory should be")
-    with pytest.raises(OpenRouterConfigError, match="result_cache .*cannot be read.*result_cache=False"):
+    with pytest.raises(OpenRouterConfigError, match=r"result_cache .*cannot be read.*result_cache=False"):
         bulk.lookup(ItemKeys(key(1)), iter([0]))
 
 

@@ -191,7 +191,7 @@ def test_a_request_without_any_bound_cannot_be_capped():
     estimate = JobEstimate("m", price_of("m", [model]), (counter.result(),))
 
     assert estimate.total_usd is None
-    with pytest.raises(OpenRouterCostLimitError, match="no completion bound.*Set max_tokens"):
+    with pytest.raises(OpenRouterCostLimitError, match=r"no completion bound.*Set max_tokens"):
         check_cap(estimate, 1.0)
 
 
