@@ -317,7 +317,7 @@ def run_job(
             ids=ids,
             engine="concurrent",
             prices=prices,
-            to_send=pending.__getitem__,
+            to_send=lambda i: bool(pending[i]),
             earlier_usd=earlier_usd,
             cache=cache,
             keys=keys,

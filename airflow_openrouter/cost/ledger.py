@@ -17,8 +17,8 @@ cost it had when it was generated (its tokens and generation id are the original
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -66,14 +66,15 @@ def cached_row_usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
     return {**original, "cost": 0.0, "cost_saved": original.get("cost") or 0.0}
 
 
-def summed_usage(usages: list[Mapping[str, Any]]) -> dict[str, Any]:
+def summed_usage(usages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Several answers' usages as one (the chat operator's calls, repairs included)."""
     total: dict[str, Any] = {}
+    name: str
     for name in ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens"):
         total[name] = sum(u.get(name) or 0 for u in usages)
     costs = [u["cost"] for u in usages if u.get("cost") is not None]
     total["cost"] = sum(costs) if costs else None
-    details: Counter[str] = Counter()
+    details: defaultdict[str, float] = defaultdict(float)
     for u in usages:
         for name, value in (u.get("cost_details") or {}).items():
             if isinstance(value, (int, float)):
@@ -92,7 +93,7 @@ class Ledger:
     completion_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
-    cost_by_status: Counter[str] = field(default_factory=Counter)
+    cost_by_status: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     upstream_inference_cost: float = 0.0
     byok_rows: int = 0
     cached_rows: int = 0

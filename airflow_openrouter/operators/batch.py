@@ -161,7 +161,8 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         self.max_cost_usd = max_cost_usd
         self.max_concurrency = max_concurrency
         self.requests_per_minute = requests_per_minute
-        self.dry_run = dry_run
+        # Not ``self.dry_run``: that is BaseOperator's method (render the template fields only).
+        self._dry_run = dry_run
         self.result_cache = result_cache
         self.result_cache_ttl = check_cost_arguments(
             where, max_cost_usd=max_cost_usd, dry_run=dry_run, result_cache=result_cache, ttl=result_cache_ttl
@@ -377,7 +378,7 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
             ),
             result_cache=configured_root(self.result_cache),
             result_cache_ttl=self.result_cache_ttl,
-            dry_run=self.dry_run,
+            dry_run=self._dry_run,
             attribution=Attribution.of_context(context),
             try_number=getattr(context["ti"], "try_number", 1) or 1,
         )
