@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench import concurrent, emulator_capacity, parse_cost, results_memory, transport, triggerer
+from bench import cache_hits, concurrent, emulator_capacity, parse_cost, results_memory, transport, triggerer
 from bench._common import REPO, Row
 from bench._peers import peers_python
 from bench._table import machine, render_markdown, render_text, write_json
@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "results_memory": results_memory.run,
     "triggerer": triggerer.run,
     "emulator_capacity": emulator_capacity.run,
+    "cache_hits": cache_hits.run,
 }
 PEER_BENCHMARKS = {"parse_cost", "transport"}
 

@@ -23,7 +23,7 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow_openrouter.cache import CacheHits, CacheWriter, ResultCache, cache_key, chat_key_material
+from airflow_openrouter.cache import CacheHits, CacheWriter, ChatKeys, ResultCache
 from airflow_openrouter.cache._records import KEY_BYTES
 from airflow_openrouter.cost.ledger import cached_row_usage
 
@@ -90,21 +90,15 @@ class BulkCache:
         self.job = job
         self.log = log
         self.cache = ResultCache(job.result_cache, namespace=job.model, ttl=job.result_cache_ttl)
-
-    def key_of(self, body: Mapping[str, Any]) -> bytes:
-        material = chat_key_material(
-            model=self.job.model,
-            body=body,
-            provider=self.job.provider,
-            spec=self.job.spec,
-            max_repair_attempts=BULK_REPAIR_ATTEMPTS,
-        )
-        return cache_key(material)
+        self.key_of = ChatKeys(
+            model=job.model, provider=job.provider, spec=job.spec, max_repair_attempts=BULK_REPAIR_ATTEMPTS
+        ).key
 
     def keys(self, spool: RequestSpool) -> ItemKeys:
         data = bytearray()
+        key_of = self.key_of
         for line in spool:
-            data += self.key_of(line["body"])
+            data += key_of(line["body"])
         return ItemKeys(data)
 
     def lookup(self, keys: ItemKeys, wanted: Iterator[int]) -> CacheHits:

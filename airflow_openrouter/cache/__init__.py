@@ -22,7 +22,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow_openrouter.cache.keys import ATTRIBUTION_FIELDS, cache_key, chat_key_material, output_identity
+from airflow_openrouter.cache.keys import (
+    ATTRIBUTION_FIELDS,
+    ChatKeys,
+    cache_key,
+    chat_key_material,
+    output_identity,
+)
 from airflow_openrouter.cache.store import CacheHit, CacheHits, CacheWriter, ResultCache
 
 if TYPE_CHECKING:
@@ -33,6 +39,7 @@ __all__ = [
     "CacheHit",
     "CacheHits",
     "CacheWriter",
+    "ChatKeys",
     "ResultCache",
     "cache_key",
     "chat_key_material",

@@ -176,10 +176,8 @@ def write_segment(
     return count
 
 
-def read_payload(file: IO[bytes], offset: int, length: int) -> Any:
-    """The entry stored at *offset*, as JSON; raises :class:`TornSegment` for bytes that are not."""
-    file.seek(offset)
-    data = file.read(length)
+def parse_payload(data: bytes, offset: int) -> Any:
+    """The entry read from *offset*, as JSON; raises :class:`TornSegment` for bytes that are not."""
     try:
         return json.loads(data)
     except ValueError:

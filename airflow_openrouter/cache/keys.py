@@ -24,13 +24,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow_openrouter.schemas import OutputSpec
 
-__all__ = ["ATTRIBUTION_FIELDS", "cache_key", "chat_key_material", "output_identity"]
+__all__ = ["ATTRIBUTION_FIELDS", "ChatKeys", "cache_key", "chat_key_material", "output_identity"]
 
 #: Body fields that say who sent a request, not what it asks: never part of a key.
 ATTRIBUTION_FIELDS = frozenset({"user", "session_id", "metadata"})
 # Body fields that change how an answer arrives, not what it says.
 _DELIVERY_FIELDS = frozenset({"stream", "stream_options"})
+_NOT_IN_REQUEST = ATTRIBUTION_FIELDS | _DELIVERY_FIELDS | {"model", "provider"}
 KEY_VERSION = 1
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def cache_key(material: Any) -> bytes:
@@ -38,8 +43,7 @@ def cache_key(material: Any) -> bytes:
 
     :raises TypeError: *material* holds a value that is not JSON (a key must not depend on a repr).
     """
-    canonical = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).digest()[:16]
+    return hashlib.sha256(_canonical(material).encode()).digest()[:16]
 
 
 def output_identity(spec: OutputSpec) -> Any:
@@ -57,11 +61,7 @@ def chat_key_material(
 ) -> dict[str, Any]:
     """The key material of one chat completion (see the module docstring). *body* is the request body
     with or without ``model`` and ``provider`` (both are taken from the arguments)."""
-    request = {
-        k: v
-        for k, v in body.items()
-        if k not in ATTRIBUTION_FIELDS and k not in _DELIVERY_FIELDS and k not in ("model", "provider")
-    }
+    request = {k: v for k, v in body.items() if k not in _NOT_IN_REQUEST}
     return {
         "kind": "chat",
         "v": KEY_VERSION,
@@ -71,3 +71,30 @@ def chat_key_material(
         "output": output_identity(spec),
         "repair": {"max_repair_attempts": max_repair_attempts},
     }
+
+
+class ChatKeys:
+    """:func:`cache_key` of :func:`chat_key_material` for many bodies of one job, fast: everything but
+    the request is the same for every item, so its canonical JSON is made once. Gives exactly the keys
+    ``cache_key(chat_key_material(...))`` gives (a chat task and a bulk item share their entries)."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        provider: Mapping[str, Any] | None,
+        spec: OutputSpec,
+        max_repair_attempts: int,
+    ) -> None:
+        material = chat_key_material(
+            model=model, body={}, provider=provider, spec=spec, max_repair_attempts=max_repair_attempts
+        )
+        # Sorted keys: ... "repair", "request", "v". Split the canonical JSON around the request.
+        marker = '"request":{}'
+        text = _canonical(material)
+        self._prefix, self._suffix = (part.encode() for part in text.split(marker))
+        self._prefix += b'"request":'
+
+    def key(self, body: Mapping[str, Any]) -> bytes:
+        request = _canonical({k: v for k, v in body.items() if k not in _NOT_IN_REQUEST}).encode()
+        return hashlib.sha256(self._prefix + request + self._suffix).digest()[:16]

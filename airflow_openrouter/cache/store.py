@@ -46,8 +46,8 @@ from airflow_openrouter.cache._segment import (
     SegmentInfo,
     TornSegment,
     iter_index,
+    parse_payload,
     read_info,
-    read_payload,
     write_segment,
 )
 
@@ -308,9 +308,11 @@ class CacheHits:
     def __len__(self) -> int:
         return sum(1 for s in self._segment if s >= 0)
 
-    def positions(self) -> list[int]:
-        """The positions that hit, ascending."""
-        return sorted(self._position(i) for i, s in enumerate(self._segment) if s >= 0)
+    def positions(self) -> Iterator[int]:
+        """The positions that hit (in key order, not sorted: no list of them is built)."""
+        for i, segment in enumerate(self._segment):
+            if segment >= 0:
+                yield self._position(i)
 
     def _position(self, i: int) -> int:
         return int(_POSITION.unpack_from(self._wanted.record(i), KEY_BYTES)[0])
@@ -320,17 +322,18 @@ class CacheHits:
         be read (its segment deleted meanwhile, bytes that are not JSON) is logged and left out: use
         the positions of what was yielded, not :meth:`positions`, to decide what not to send."""
         for number, segment in self._segments.items():
-            rows = [i for i, s in enumerate(self._segment) if s == number]
-            if not rows:
+            if number not in self._segment:
                 continue
             try:
                 with segment.path.open("rb") as file:
+                    reader = _BlockReader(file)
                     last: tuple[int, Any] | None = None
-                    for i in rows:
+                    for i in (i for i, s in enumerate(self._segment) if s == number):
                         offset = self._offset[i]
                         if last is None or last[0] != offset:  # repeated keys share one entry
                             try:
-                                last = (offset, read_payload(file, offset, self._length[i]))
+                                data = reader.read(offset, self._length[i])
+                                last = (offset, parse_payload(data, offset))
                             except TornSegment as exc:
                                 log.warning(
                                     "Result cache %s: %s; that item is sent again.", segment.path, exc
@@ -343,6 +346,31 @@ class CacheHits:
                     segment.path,
                     exc,
                 )
+
+
+class _BlockReader:
+    """Reads entries at increasing offsets in large blocks: one filesystem call per MiB, not per entry
+    (each call through ObjectStoragePath costs microseconds; on S3 each is a ranged GET)."""
+
+    _SMALLEST, _LARGEST = 64 << 10, 1 << 20
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self._start = 0
+        self._data = b""
+        self._block = self._SMALLEST
+
+    def read(self, offset: int, length: int) -> bytes:
+        end = offset + length
+        if not (self._start <= offset and end <= self._start + len(self._data)):
+            # Dense hits (the next entry just past this block) read ever larger blocks; a jump far
+            # ahead (sparse hits) starts small again, so a few hits never read a whole segment.
+            dense = offset <= self._start + len(self._data) + self._block
+            self._block = min(self._block * 2, self._LARGEST) if dense else self._SMALLEST
+            self._file.seek(offset)
+            self._data = self._file.read(max(self._block, length))
+            self._start = offset
+        return self._data[offset - self._start : end - self._start]
 
 
 class CacheWriter:
