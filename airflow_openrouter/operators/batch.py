@@ -57,10 +57,18 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
 
     **Results.** ``output_path`` gets one JSONL row per item: ``custom_id``, ``id``, ``index``, ``status``
     (``succeeded``, ``failed``, ``invalid_output``, ``expired``, ``cancelled``, ``missing``), ``output``
-    (validated JSON, or text), ``error``, ``cause``, ``transient``, ``provider`` and ``usage``. XCom
-    ``return_value`` is a manifest of under 2 KB: ``output_uri``, ``status``, ``counts`` per status,
-    ``errors`` per cause, ``provider(s)``, ``batch_ids``, ``engine``, ``model``, token totals, the billed
-    ``cost_usd`` and timings. The task fails, after writing both, when a batch failed, expired, was
+    (validated JSON, or text), ``error``, ``cause``, ``transient``, ``provider``, ``model``,
+    ``generation_id``, ``cached`` and ``usage`` (the exact ledger: tokens, billed ``cost``,
+    ``cost_details``, ``is_byok``). XCom ``return_value`` is a manifest of under 2 KB: ``output_uri``,
+    ``status``, ``counts`` per status, ``errors`` per cause, ``provider(s)``, ``batch_ids``, ``engine``,
+    ``model``, token totals, the billed ``cost_usd`` split ``cost_by_status``, ``list_price_usd``,
+    ``cached`` and ``cost_saved_usd``, the ``estimated_cost_usd`` with its ``estimate_basis``, and
+    timings.
+
+    **Cost control.** Before anything is sent: the result cache answers the requests it has seen, the
+    cost of the rest is estimated from ``/models`` prices, and ``max_cost_usd`` is checked (see the
+    README's "Cost control"). Every request carries ``user`` and ``metadata`` naming the DAG, task, run,
+    map index and try (and ``session_id`` for the concurrent engine). The task fails, after writing both, when a batch failed, expired, was
     cancelled or vanished, when an error that repeats for every item stopped the run, or when more than
     ``max_failed_fraction`` of the items did not succeed. It fails retryably when a retry can do better
     (it then resubmits only what failed transiently, or the items of the batches that ended without
