@@ -217,6 +217,10 @@ def fetch(
     with contextlib.ExitStack() as stack:
         # Step: new answers go to the result cache as they are written (by the keys of the submission).
         keys = ItemKeys.load(checkpoint.directory, record.total_items) if cache is not None else None
+        if cache is not None and keys is None:
+            log.info(
+                "No cache keys were recorded when these batches were submitted: their answers are not cached."
+            )
         add_to_cache = stack.enter_context(cache.writer(keys)) if cache is not None else None
         writer = stack.enter_context(ResultsWriter(job.results_file, ids, on_written=add_to_cache))
         for batch in reversed(record.batches):
