@@ -110,7 +110,8 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
     :param result_cache: an ObjectStoragePath URI under which answers are cached by request (default:
         ``[openrouter] result_cache``; ``False``: none). Items whose request was answered before (same
         model, messages, parameters, schema) are written from the cache (``cached: true``, cost 0) and
-        not sent; new successes are added.
+        not sent; new successes are added. Not used with ``wait_for_completion=False`` (whoever reads
+        the batches would miss the cached items).
     :param result_cache_ttl: how old a cache entry may be (seconds or timedelta; default: any age).
 
     The prompt templates are the DAG author's: ``prompt`` and ``system_prompt`` passed by a mapped task's
@@ -366,7 +367,6 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
 
     def _job(self, hook: OpenRouterHook, context: Context) -> JobOptions:
         from airflow_openrouter.batch.options import JobOptions, Limits
-        from airflow_openrouter.cache import configured_root
         from airflow_openrouter.cost.attribution import Attribution
 
         return JobOptions(
@@ -384,12 +384,23 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
                 max_concurrency=self.max_concurrency,
                 requests_per_minute=self.requests_per_minute,
             ),
-            result_cache=configured_root(self.result_cache),
+            result_cache=self._result_cache(),
             result_cache_ttl=self.result_cache_ttl,
             dry_run=self._dry_run,
             attribution=Attribution.of_context(context),
             try_number=getattr(context["ti"], "try_number", 1) or 1,
         )
+
+    def _result_cache(self) -> str | ObjectStoragePath | None:
+        from airflow_openrouter.cache import configured_root
+
+        root = configured_root(self.result_cache)
+        if root is not None and not self.wait_for_completion and self.engine == "batch":
+            # Whoever reads these batches reads their rows, not this task's results file: an item
+            # answered from the cache would be in no batch, and missing there.
+            self.log.info("result_cache is not used with wait_for_completion=False: every item is submitted.")
+            return None
+        return root
 
     def _request_builder(self, context: Context) -> RequestBuilder:
         from airflow_openrouter.batch.items import RequestBuilder

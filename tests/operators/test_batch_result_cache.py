@@ -238,3 +238,16 @@ def test_two_map_indexes_writing_the_cache_at_once_lose_nothing(batch_emu, cache
     manifest = nightly("tuesday", cache, engine="concurrent", items=items, prompt=PROMPT)
 
     assert manifest["cached"] == 40 and sent_items(batch_emu) == 0
+
+
+def test_with_wait_for_completion_false_every_item_is_in_a_batch(batch_emu, cache):
+    # Whoever reads those batches (a sensor, then the hook) would miss items answered from the cache.
+    nightly("monday", cache, engine="batch")
+    batch_emu.clear_requests()
+
+    submitted = run_operator(
+        summarise(result_cache=cache, id_field="id", wait_for_completion=False),
+        {"ti": FakeTaskInstance(run_id="tuesday")},
+    )
+
+    assert len(submitted["batch_ids"]) == 1 and sent_items(batch_emu) == 6
