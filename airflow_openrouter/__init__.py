@@ -157,6 +157,16 @@ def get_provider_info() -> dict:
                         "default": "https://openrouter.ai/logs",
                         "is_template": True,
                     },
+                    "result_cache": {
+                        "description": "Where answers are cached by request, as an ObjectStoragePath URI, for "
+                        "every batch and chat task that does not set result_cache itself (result_cache=False "
+                        "turns it off for one task). Empty: no cache. Unchanged requests are then never paid "
+                        "for twice; use shared storage on distributed deployments.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://aws_default@my-bucket/openrouter-cache",
+                        "default": "",
+                    },
                 },
             }
         },

@@ -19,7 +19,8 @@
     ├── OpenRouterConfigError               a bad argument, connection field or setting (also a ValueError)
     ├── PromptRenderError                   a prompt template failed to load or render
     ├── BatchInputError                     a bulk item cannot be turned into a request
-    └── CostCapReached                      a bulk item was not started: max_cost_usd was reached
+    ├── CostCapReached                      a bulk item was not started: max_cost_usd was reached
+    └── OpenRouterCostLimitError            a run's estimated cost exceeds max_cost_usd: nothing was sent
 
 Every error says whether it is ``transient``: whether the same call may succeed if tried again later
 (connection failures, timeouts, 408, 429, 5xx). The hook's retry policy, the batch watch and the bulk
@@ -36,6 +37,8 @@ from typing import Any
 
 from airflow.exceptions import AirflowException
 
+from airflow_openrouter._compat import AirflowFailException
+
 __all__ = [
     "TRANSIENT_STATUSES",
     "BatchInputError",
@@ -46,6 +49,7 @@ __all__ = [
     "OpenRouterConfigError",
     "OpenRouterConflictError",
     "OpenRouterConnectionError",
+    "OpenRouterCostLimitError",
     "OpenRouterError",
     "OpenRouterNotFoundError",
     "OpenRouterOutputValidationError",
@@ -296,6 +300,30 @@ class CostCapReached(OpenRouterError):
         )
         self.spent_usd = spent_usd
         self.max_cost_usd = max_cost_usd
+
+
+class OpenRouterCostLimitError(OpenRouterError, AirflowFailException):
+    """The estimated cost of a run (its upper bound, plus what earlier tries of the task run were billed)
+    exceeds ``max_cost_usd``, or cannot be known: nothing was sent. Permanent (the task fails without
+    retries: a retry would estimate the same); the message shows the estimate, the cap and the largest
+    contributors.
+
+    :param estimate_usd: the upper bound, or ``None`` when it cannot be known.
+    :param contributors: the largest parts of the estimate, as the message lists them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        estimate_usd: float | None,
+        max_cost_usd: float,
+        contributors: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.estimate_usd = estimate_usd
+        self.max_cost_usd = max_cost_usd
+        self.contributors = list(contributors)
 
 
 class OpenRouterConfigError(OpenRouterError, ValueError):

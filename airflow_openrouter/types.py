@@ -46,6 +46,7 @@ __all__ = [
     "ModelPricing",
     "PromptTokensDetails",
     "ToolCall",
+    "TopProvider",
     "Usage",
 ]
 
@@ -354,11 +355,20 @@ class ModelPricing(_Tolerant):
     image: str | None = None
 
 
+class TopProvider(_Tolerant):
+    """The limits of the provider that serves a model by default (``Model.top_provider``)."""
+
+    context_length: int | None = None
+    max_completion_tokens: int | None = None
+    is_moderated: bool | None = None
+
+
 class Model(_Tolerant):
     id: str
     name: str | None = None
     context_length: int | None = None
     pricing: ModelPricing = Field(default_factory=ModelPricing)
+    top_provider: TopProvider | None = None
     supported_parameters: list[str] = Field(default_factory=list)
     architecture: dict[str, Any] | None = None
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench import (
+    cache_hits,
     concurrent,
     embeddings_write,
     emulator_capacity,
@@ -39,6 +40,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "triggerer": triggerer.run,
     "emulator_capacity": emulator_capacity.run,
     "embeddings_write": embeddings_write.run,
+    "cache_hits": cache_hits.run,
 }
 PEER_BENCHMARKS = {"parse_cost", "transport"}
 

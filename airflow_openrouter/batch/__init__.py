@@ -12,6 +12,10 @@ One module, one job; read them in the order a run uses them:
   batches (<= 5,000 requests, <= 200 MB);
 * :mod:`.state`      -- who this task run is, where its files go, and the record of submitted batches
   that lets a retry re-attach instead of paying twice;
+* :mod:`.budget`     -- before anything is sent (both engines): the result cache's answers, the cost
+  estimate and the ``max_cost_usd`` check (the logic lives in :mod:`airflow_openrouter.cost`);
+* :mod:`.cached`     -- the result cache in a bulk run: item keys, cached rows, new answers added
+  (the storage lives in :mod:`airflow_openrouter.cache`);
 * :mod:`.submit`     -- submit what the record still has to do; prove whose a lost POST's batch is;
 * :mod:`.batch_api`  -- the ``batch`` engine: start (re-attach, submit), deadline, fetch;
 * :mod:`.watch`      -- the poll decision shared by the trigger, the operator and the sensor, and the

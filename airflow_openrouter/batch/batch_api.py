@@ -4,10 +4,13 @@ A run has two halves, with a wait in between that the operator owns (deferral to
 :class:`~airflow_openrouter.triggers.batch.OpenRouterBatchTrigger`, or the same loop on the worker):
 
 * :func:`start` -- re-attach to the batches recorded for these inputs (looking at them once: a batch
-  that ended without results is dropped and its items go back to ``todo``), then submit ``todo``
-  (:mod:`.submit`): the items never submitted, and those of dropped batches;
+  that ended without results is dropped and its items go back to ``todo``); before anything is
+  submitted, answer what the result cache can and hold the estimate of the rest to ``max_cost_usd``
+  (:mod:`.budget`); then submit ``todo`` (:mod:`.submit`): the items never submitted, and those of
+  dropped batches;
 * :func:`fetch` -- after the wait, write one row per item from the completed batches (the newest
-  batch holding an item wins, so a resubmission replaces the row it was sent for), label the rest,
+  batch holding an item wins, so a resubmission replaces the row it was sent for), then the rows the
+  cache answered, label the rest, add the new answers to the cache, record what each batch was billed,
   and judge the run (:mod:`.failures`). When the verdict is a retryable failure, the items a retry
   should send again go to the record's ``todo``: a retry resubmits exactly those, in a new batch,
   and re-attaches to everything else.
@@ -19,24 +22,29 @@ completion window plus the grace.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_openrouter.batch.budget import Plan, bitmap, dry_run_manifest, estimate_lines, plan, price_info
+from airflow_openrouter.batch.cached import BulkCache, ItemKeys
+from airflow_openrouter.batch.checkpoint import Checkpoint
 from airflow_openrouter.batch.failures import RunSummary, Verdict, judge
 from airflow_openrouter.batch.poll import poll_once
 from airflow_openrouter.batch.results import ResultsWriter, build_manifest, result_row
 from airflow_openrouter.batch.state import reattach_or_start, run_tag
 from airflow_openrouter.batch.submit import submit_todo
 from airflow_openrouter.batch.watch import LATE_LOOK_S, BatchEvent, BatchWatch
+from airflow_openrouter.cost.prices import ModelPrice
 from airflow_openrouter.exceptions import OpenRouterPaymentRequiredError
 
 if TYPE_CHECKING:
     from airflow_openrouter.batch.items import ItemIds
     from airflow_openrouter.batch.options import JobOptions
     from airflow_openrouter.batch.spool import RequestSpool
-    from airflow_openrouter.batch.state import BatchRecord, RecordStore, SubmittedBatch
+    from airflow_openrouter.batch.state import BatchRecord, Ranges, RecordStore, SubmittedBatch
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
 
 __all__ = ["Started", "deadline", "fetch", "start"]
@@ -50,22 +58,36 @@ _LONGEST_BATCH_S = 96 * 3600.0
 @dataclass(frozen=True)
 class Started:
     """What :func:`start` did: the record, the batches submitted now, and -- when nothing was
-    submitted and every recorded batch had already finished -- the event to fetch with at once."""
+    submitted and every recorded batch had already finished (or every item came from the result
+    cache) -- the event to fetch with at once. A dry run submits nothing and gives its ``manifest``."""
 
     record: BatchRecord
     submitted: list[SubmittedBatch]
     finished: BatchEvent | None
+    manifest: dict[str, Any] | None = None
 
 
 def start(
-    hook: OpenRouterHook, spool: RequestSpool, job: JobOptions, store: RecordStore, log: Any, *, look: bool
+    hook: OpenRouterHook,
+    spool: RequestSpool,
+    job: JobOptions,
+    store: RecordStore,
+    log: Any,
+    *,
+    look: bool,
+    ids: ItemIds,
 ) -> Started:
-    """Re-attach or start, then submit what is still to do. *look*: poll the recorded batches first."""
+    """Re-attach or start, then submit what is still to do. *look*: poll the recorded batches first.
+
+    Between the two, before anything is submitted (:mod:`.budget`): the result cache answers what it
+    can (on the first try of these inputs), and the estimate of what is left plus what earlier tries
+    committed must stay under ``max_cost_usd``. A dry run stops there, and writes nothing.
+    """
     record = reattach_or_start(
         store, fingerprint=spool.fingerprint, model=job.model, total_items=spool.total, log=log
     )
     watch = None
-    if record.batches and look:
+    if record.batches and look and not job.dry_run:
         # Re-attaching: a re-attach may come long after the batches finished.
         watch = BatchWatch(record.batch_ids, deadline=time.time() + LATE_LOOK_S, created_at=_created(record))
         poll_once(hook, watch, log)
@@ -82,6 +104,10 @@ def start(
             record.drop(ended)
             store.save(record)
             watch.forget(ended)
+    decided = _plan(hook, spool, job, ids, record, log)
+    if job.dry_run:
+        return Started(record, [], None, dry_run_manifest(job, "batch", spool.total, decided))
+    price = decided.price
     submitted = submit_todo(
         hook,
         spool,
@@ -91,11 +117,59 @@ def start(
         provider=job.endpoint.batch_provider(job),
         endpoint=job.endpoint,
         log=log,
+        attribution=job.attribution,
+        estimate_of=lambda ranges: _cost_of(spool, ranges, price),
     )
+    if not submitted:
+        store.save(record)  # e.g. every item came from the cache: the fetch finds the record
     finished = watch.outcome() if watch is not None and not submitted else None
+    if not record.batches:
+        finished = BatchEvent("completed", ())
     return Started(
         record, submitted, finished if finished and finished.status not in ("timeout", "error") else None
     )
+
+
+def _plan(
+    hook: OpenRouterHook, spool: RequestSpool, job: JobOptions, ids: ItemIds, record: BatchRecord, log: Any
+) -> Plan:
+    """Cache lookup (once per inputs), estimate and cap; leaves what a later try needs in the record."""
+    cache = BulkCache(job, log) if job.result_cache is not None and not record.looked_up else None
+    keys = cache.keys(spool) if cache is not None else None
+    todo = bitmap((i for a, b in record.todo for i in range(a, b)), spool.total)
+    checkpoint = Checkpoint(job.results_file, spool.fingerprint, job.identity.key)
+    with checkpoint.writer(job.try_number) as parts:
+        decided = plan(
+            spool=spool,
+            job=job,
+            ids=ids,
+            engine="batch",
+            prices=price_info(hook, job, "batch", log),
+            to_send=lambda i: bool(todo[i >> 3] & (1 << (i & 7))),
+            earlier_usd=record.committed_usd(),
+            cache=cache,
+            keys=keys,
+            write_cached=None if job.dry_run else parts.write,
+            log=log,
+        )
+    if job.dry_run:
+        return decided
+    if cache is not None and keys is not None:
+        keys.save(checkpoint.directory)
+        record.mark_cached(decided.cached)
+    if record.todo or record.estimate is None:
+        record.estimate = decided.estimate.summary()
+        record.price = decided.price.to_json() if decided.price is not None else None
+    return decided
+
+
+def _cost_of(spool: RequestSpool, ranges: Ranges, price: ModelPrice | None) -> float | None:
+    """The upper bound of what one chunk's batch may cost (recorded with it, for the budget)."""
+    if price is None:
+        return None
+    from airflow_openrouter.batch.spool import Chunk
+
+    return float(estimate_lines(spool.read(Chunk(ranges)), price, "batch").cost(price))
 
 
 def _created(record: BatchRecord) -> dict[str, int | None]:
@@ -139,10 +213,22 @@ def fetch(
     """Write the rows, build the manifest, judge the run, and leave a retry's work in the record."""
     batch_ids = record.batch_ids
     started_at = min((b.created_at for b in record.batches if b.created_at), default=None)
-    with job.endpoint.writer(job.results_file, ids) as writer:
+    checkpoint = Checkpoint(job.results_file, record.fingerprint, job.identity.key)
+    cache = BulkCache(job, log) if job.result_cache is not None else None
+    with contextlib.ExitStack() as stack:
+        # Step: new answers go to the result cache as they are written (by the keys of the submission).
+        keys = ItemKeys.load(checkpoint.directory, record.total_items) if cache is not None else None
+        if cache is not None and keys is None:
+            log.info(
+                "No cache keys were recorded when these batches were submitted: their answers are not cached."
+            )
+        add_to_cache = stack.enter_context(cache.writer(keys)) if cache is not None else None
+        writer = stack.enter_context(job.endpoint.writer(job.results_file, ids, on_written=add_to_cache))
         for batch in reversed(record.batches):
             if event.status_of(batch.id) == "completed":
-                _write_batch_results(hook, batch.id, writer, job, tag, log)
+                record.billed[batch.id] = _write_batch_results(hook, batch.id, writer, job, tag, log)
+        for row in checkpoint.rows_newest_first():  # the rows answered from the result cache
+            writer.write(row)
         writer.write_unwritten(lambda custom_id, index: _unfinished_row(record, event, custom_id, index))
     summary = RunSummary(
         total=writer.tally.total,
@@ -156,11 +242,10 @@ def fetch(
     )
     verdict = judge(summary, job.limits.max_failed_fraction)
     ended = event.ended_without_results()
-    if ended or verdict.retryable:
-        record.drop(ended)
-        if verdict.retryable:
-            record.resubmit(writer.tally.retry_indexes)
-        store.save(record)
+    record.drop(ended)
+    if verdict.retryable:
+        record.resubmit(writer.tally.retry_indexes)
+    store.save(record)  # always: what each batch was billed counts against a later try's budget
     manifest = build_manifest(
         output_uri=str(job.results_file),
         engine="batch",
@@ -170,6 +255,8 @@ def fetch(
         batch_ids=batch_ids,
         usage=event.usage,
         started_at=started_at,
+        price=ModelPrice.from_json(record.price),
+        estimate=record.estimate,
     )
     manifest.update(writer.manifest_fields())
     return manifest, verdict
@@ -177,9 +264,11 @@ def fetch(
 
 def _write_batch_results(
     hook: OpenRouterHook, batch_id: str, writer: ResultsWriter, job: JobOptions, tag: str, log: Any
-) -> None:
+) -> float:
+    """Write the batch's rows; returns what the batch was billed (every row, written or not)."""
     indexes: Mapping[str, int] = writer.ids.indexes
     suffix = f"~{tag}"
+    billed = 0.0
     try:
         for result in hook.iter_batch_results(batch_id):
             # A batch recorded before run tags existed carries the bare custom id.
@@ -188,13 +277,16 @@ def _write_batch_results(
             if index is None:
                 log.warning("Batch %s returned unknown custom_id %r; ignored.", batch_id, result.custom_id)
                 continue
-            writer.write(job.endpoint.row_from_batch_result(job, result, custom_id, index))
+            row = job.endpoint.row_from_batch_result(job, result, custom_id, index)
+            billed += (row["usage"] or {}).get("cost") or 0.0
+            writer.write(row)
     except OpenRouterPaymentRequiredError as exc:
         raise exc.with_message(
             f"Batch {batch_id} has finished, but OpenRouter withholds its results until the account has "
             "enough credits (HTTP 402). Add credits at https://openrouter.ai/settings/credits, then retry "
             "the task: it fetches the same results without submitting anything again."
         ) from exc
+    return billed
 
 
 def _unfinished_row(record: BatchRecord, event: BatchEvent, custom_id: str, index: int) -> dict[str, Any]:

@@ -5,7 +5,9 @@ Rows go to small part files beside the results file,
 seconds (object stores only publish a file when it is closed). A retry of the task run reads them
 back: items that were answered (``succeeded`` or ``invalid_output``: both were billed) are skipped,
 and their cost counts against ``max_cost_usd``; failed items are tried again. Parts of other inputs
-live under another fingerprint and are ignored.
+live under another fingerprint: their rows are ignored, but what they were billed still counts against
+``max_cost_usd`` (:attr:`Checkpoint.spent_on_other_inputs_usd`: the budget is the task run's). Rows
+served from the result cache are written here too, as answered rows that cost nothing.
 
 The final results file is assembled from the parts newest first, so the latest row of an item wins.
 """
@@ -37,7 +39,9 @@ class Checkpoint:
 
     def __init__(self, results_file: ObjectStoragePath, fingerprint: str, run_key: str) -> None:
         parts = results_file.parent / f"{results_file.name}.parts"
-        self.directory = parts / f"{run_key[:16]}-{fingerprint[:32]}"
+        self._parts_root = parts
+        self._run_prefix = f"{run_key[:16]}-"
+        self.directory = parts / f"{self._run_prefix}{fingerprint[:32]}"
         self.done: set[str] = set()
         self.spent_usd = 0.0
         for row in self._rows(newest_first=False):
@@ -45,15 +49,28 @@ class Checkpoint:
                 self.done.add(row["custom_id"])
                 self.spent_usd += (row.get("usage") or {}).get("cost") or 0.0
 
-    def _parts(self) -> list[ObjectStoragePath]:
-        if not self.directory.exists():
-            return []
-        return sorted(
-            (p for p in self.directory.iterdir() if p.name.endswith(".jsonl")), key=lambda p: p.name
-        )
+    @property
+    def spent_on_other_inputs_usd(self) -> float:
+        """What this task run's tries with other inputs (another fingerprint) were billed."""
+        if not self._parts_root.exists():
+            return 0.0
+        spent = 0.0
+        for directory in self._parts_root.iterdir():
+            if directory.name.startswith(self._run_prefix) and directory.name != self.directory.name:
+                for row in self._rows(newest_first=False, directory=directory):
+                    spent += (row.get("usage") or {}).get("cost") or 0.0
+        return spent
 
-    def _rows(self, *, newest_first: bool) -> Iterator[dict[str, Any]]:
-        parts = self._parts()
+    def _parts(self, directory: ObjectStoragePath | None = None) -> list[ObjectStoragePath]:
+        directory = directory or self.directory
+        if not directory.exists():
+            return []
+        return sorted((p for p in directory.iterdir() if p.name.endswith(".jsonl")), key=lambda p: p.name)
+
+    def _rows(
+        self, *, newest_first: bool, directory: ObjectStoragePath | None = None
+    ) -> Iterator[dict[str, Any]]:
+        parts = self._parts(directory)
         for part in reversed(parts) if newest_first else parts:
             with part.open("r", encoding="utf-8") as lines:
                 for line in lines:

@@ -28,6 +28,7 @@ No Airflow imports here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -304,12 +305,17 @@ async def _cancel(in_flight: set[asyncio.Task[Outcome]]) -> None:
 
 def run_job(
     hook: OpenRouterHook, spool: RequestSpool, job: JobOptions, ids: ItemIds, try_number: int, log: Any
-) -> tuple[dict[str, Any], Verdict]:
+) -> tuple[dict[str, Any], Verdict | None]:
     """Run the items an earlier try did not answer, write the results file, and judge the run.
 
-    Every outcome is saved to the checkpoint as it arrives, so a crash loses at most a few rows and a
-    retry skips what is done. The results file is then assembled from every try's rows, newest first.
+    Before anything is sent: the result cache answers what it can, and the estimate of the rest plus what
+    earlier tries were billed must stay under ``max_cost_usd`` (:mod:`.budget`). Every outcome is then
+    saved to the checkpoint as it arrives, so a crash loses at most a few rows and a retry skips what is
+    done. The results file is assembled from every try's rows, newest first, and the new answers go to
+    the cache. A dry run stops after the estimate and returns ``(manifest, None)``.
     """
+    from airflow_openrouter.batch.budget import dry_run_manifest, plan, price_info
+    from airflow_openrouter.batch.cached import BulkCache
     from airflow_openrouter.batch.checkpoint import Checkpoint
     from airflow_openrouter.batch.failures import RunSummary, judge
     from airflow_openrouter.batch.results import build_manifest, result_row
@@ -324,14 +330,22 @@ def run_job(
             len(ids),
             checkpoint.spent_usd,
         )
+    earlier_usd = checkpoint.spent_usd + checkpoint.spent_on_other_inputs_usd
+    prices = price_info(hook, job, "concurrent", log)
+    cache = BulkCache(job, log) if job.result_cache is not None else None
+    keys = cache.keys(spool) if cache is not None else None
+    done = checkpoint.done  # custom ids; the spool is in item order, so line i is item i
+    pending = bytearray(1 if line["custom_id"] not in done else 0 for line in spool)
     # The requests started and not yet settled, by key (a request may carry several items).
     unsettled: dict[str, ConcurrentRequest] = {}
 
     def todo() -> Iterator[Request]:
-        lines = (line for line in spool if line["custom_id"] not in checkpoint.done)
+        lines = (line for i, line in enumerate(spool) if pending[i])
         for request in endpoint.concurrent_requests(job, lines):
             unsettled[request.key] = request
-            yield request.key, request.body
+            # The attribution goes on the wire only: never into the fingerprint or a cache key.
+            body = job.attribution.applied(request.body) if job.attribution is not None else request.body
+            yield request.key, body
 
     def settled(outcome: Outcome) -> None:
         request = unsettled.pop(outcome.custom_id)
@@ -339,6 +353,24 @@ def run_job(
             parts.write(row)
 
     with checkpoint.writer(try_number) as parts:
+        # Step: cache lookup, estimate and cap, before anything is sent (nothing written in a dry run).
+        decided = plan(
+            spool=spool,
+            job=job,
+            ids=ids,
+            engine="concurrent",
+            prices=prices,
+            to_send=lambda i: bool(pending[i]),
+            earlier_usd=earlier_usd,
+            cache=cache,
+            keys=keys,
+            write_cached=None if job.dry_run else parts.write,
+            log=log,
+        )
+        if job.dry_run:
+            return dry_run_manifest(job, "concurrent", len(ids), decided), None
+        for index in decided.cached:
+            pending[index] = 0
         systemic = run_concurrently_sync(
             hook,
             todo(),
@@ -346,12 +378,14 @@ def run_job(
             max_concurrency=job.limits.max_concurrency,
             requests_per_minute=job.limits.requests_per_minute,
             max_cost_usd=job.limits.max_cost_usd,
-            spent_usd=checkpoint.spent_usd,
+            spent_usd=earlier_usd,
             send=endpoint.send,
         )
-    # Newest rows first: an item retried by this try keeps this try's row.
+    # Newest rows first: an item retried by this try keeps this try's row. New answers go to the cache.
     missing = "No outcome was recorded for this item."
-    with endpoint.writer(job.results_file, ids) as writer:
+    with contextlib.ExitStack() as stack:
+        add_to_cache = stack.enter_context(cache.writer(keys)) if cache is not None else None
+        writer = stack.enter_context(endpoint.writer(job.results_file, ids, on_written=add_to_cache))
         for row in checkpoint.rows_newest_first():
             writer.write(row)
         writer.write_unwritten(
@@ -377,6 +411,8 @@ def run_job(
         tally=tally,
         status=verdict.status,
         started_at=started_at,
+        price=prices.price,
+        estimate=decided.estimate.summary(),
     )
     manifest.update(writer.manifest_fields())
     return manifest, verdict

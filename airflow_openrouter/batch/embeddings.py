@@ -41,7 +41,7 @@ import hashlib
 import json
 import sys
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from airflow_openrouter.batch.results import ResultsWriter
     from airflow_openrouter.exceptions import OpenRouterAPIError
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
-    from airflow_openrouter.types import BatchResult, EmbeddingsResponse
+    from airflow_openrouter.types import BatchResult, EmbeddingsResponse, Model
 
 __all__ = [
     "MAX_INPUTS_PER_REQUEST",
@@ -149,6 +149,9 @@ class EmbeddingsEndpoint:
 
     path: ClassVar[str] = EMBEDDINGS_ENDPOINT
     model_catalogue: ClassVar[str] = "/embeddings/models"
+    # The embeddings request (the official SDK's CreateEmbeddingsRequestBody) has user and session_id,
+    # no metadata.
+    takes_metadata: ClassVar[bool] = False
     batch_advice: ClassVar[str] = (
         "Embeddings batches take text inputs for embedding models with a batch variant (without provider "
         "or input_type); for other models use engine='concurrent'."
@@ -159,8 +162,8 @@ class EmbeddingsEndpoint:
     def batch_provider(self, job: JobOptions) -> Mapping[str, Any] | None:
         return None  # embeddings batches refuse `provider` (the operator says so when the DAG is parsed)
 
-    def model_ids(self, hook: OpenRouterHook) -> list[str]:
-        return [m.id for m in hook.list_embedding_models()]
+    def models(self, hook: OpenRouterHook) -> list[Model]:
+        return hook.list_embedding_models()
 
     def row_from_batch_result(
         self, job: JobOptions, result: BatchResult, custom_id: str, index: int
@@ -243,10 +246,15 @@ class EmbeddingsEndpoint:
 
     # --- rows out, and the seams of the cost work ----------------------------------------------
 
-    def writer(self, path: ObjectStoragePath, ids: ItemIds) -> ResultsWriter:
+    def writer(
+        self,
+        path: ObjectStoragePath,
+        ids: ItemIds,
+        on_written: Callable[[dict[str, Any]], None] | None = None,
+    ) -> ResultsWriter:
         from airflow_openrouter.batch.vectors import vector_writer
 
-        return vector_writer(path, ids)
+        return vector_writer(path, ids, on_written)
 
     @staticmethod
     def cache_key(model: str, body: Mapping[str, Any]) -> str:

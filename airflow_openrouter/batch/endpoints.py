@@ -29,7 +29,7 @@ with :func:`~.embeddings.vector_row`, so the writers and the manifest need nothi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from airflow_openrouter.batch.options import JobOptions
     from airflow_openrouter.batch.results import ResultsWriter
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
-    from airflow_openrouter.types import BatchResult
+    from airflow_openrouter.types import BatchResult, Model
 
 __all__ = ["CHAT", "ChatEndpoint", "ConcurrentRequest", "Endpoint"]
 
@@ -73,13 +73,17 @@ class Endpoint(Protocol):
     model_catalogue: ClassVar[str]
     #: What a batch of this endpoint may hold, said when the Batch API refuses one.
     batch_advice: ClassVar[str]
+    #: Whether its request bodies take OpenRouter ``metadata`` (the attribution's, see
+    #: :mod:`airflow_openrouter.cost.attribution`); ``user`` and ``session_id`` every endpoint takes.
+    takes_metadata: ClassVar[bool]
 
     def batch_provider(self, job: JobOptions) -> Mapping[str, Any] | None:
         """The ``provider`` field of ``POST /batches``."""
         ...
 
-    def model_ids(self, hook: OpenRouterHook) -> list[str]:
-        """The ids of the models this endpoint serves (to name the closest ones to an unknown id)."""
+    def models(self, hook: OpenRouterHook) -> list[Model]:
+        """The models this endpoint serves, with their prices (one request): for the estimate, and to
+        name the closest ids to an unknown one."""
         ...
 
     def row_from_batch_result(
@@ -105,8 +109,13 @@ class Endpoint(Protocol):
         """One row per item of *request* (``indexes``: theirs, in the same order) from its answer."""
         ...
 
-    def writer(self, path: ObjectStoragePath, ids: ItemIds) -> ResultsWriter:
-        """The writer of the results file at *path*."""
+    def writer(
+        self,
+        path: ObjectStoragePath,
+        ids: ItemIds,
+        on_written: Callable[[dict[str, Any]], None] | None = None,
+    ) -> ResultsWriter:
+        """The writer of the results file at *path*; *on_written* sees every row written."""
         ...
 
 
@@ -115,6 +124,7 @@ class ChatEndpoint:
 
     path: ClassVar[str] = CHAT_ENDPOINT
     model_catalogue: ClassVar[str] = "/models"
+    takes_metadata: ClassVar[bool] = True
     batch_advice: ClassVar[str] = (
         "Batches take text-only chat requests to models with a batch variant; for other models or "
         "multimodal items use engine='concurrent'."
@@ -123,8 +133,8 @@ class ChatEndpoint:
     def batch_provider(self, job: JobOptions) -> Mapping[str, Any] | None:
         return job.provider
 
-    def model_ids(self, hook: OpenRouterHook) -> list[str]:
-        return [m.id for m in hook.list_models()]
+    def models(self, hook: OpenRouterHook) -> list[Model]:
+        return hook.list_models()
 
     def row_from_batch_result(
         self, job: JobOptions, result: BatchResult, custom_id: str, index: int
@@ -154,10 +164,15 @@ class ChatEndpoint:
 
         return [row_from_completion(request.key, indexes[0], answer, job.spec)]
 
-    def writer(self, path: ObjectStoragePath, ids: ItemIds) -> ResultsWriter:
+    def writer(
+        self,
+        path: ObjectStoragePath,
+        ids: ItemIds,
+        on_written: Callable[[dict[str, Any]], None] | None = None,
+    ) -> ResultsWriter:
         from airflow_openrouter.batch.results import ResultsWriter
 
-        return ResultsWriter(path, ids)
+        return ResultsWriter(path, ids, on_written)
 
 
 #: The chat endpoint: what every job runs unless its options name another.

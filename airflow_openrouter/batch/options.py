@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from airflow_openrouter.batch.endpoints import Endpoint
     from airflow_openrouter.batch.items import RequestBuilder
     from airflow_openrouter.batch.state import TaskRunIdentity
+    from airflow_openrouter.cost.attribution import Attribution
     from airflow_openrouter.schemas import OutputSpec
 
 __all__ = ["JobOptions", "Limits", "check_poll_interval"]
@@ -27,7 +28,9 @@ class Limits:
 
     :param max_failed_fraction: the share of items allowed not to succeed.
     :param timeout: batch engine: seconds to wait for the batches (``None``: until they expire).
-    :param max_cost_usd: concurrent engine: start no new request once the billed cost reaches this.
+    :param max_cost_usd: both engines: send nothing when the estimated cost (its upper bound, plus what
+        earlier tries of the task run were billed) exceeds this; the concurrent engine also starts no
+        new request once the billed cost reaches it.
     :param max_concurrency: concurrent engine: requests in flight at most.
     :param requests_per_minute: concurrent engine: cap on request starts.
     """
@@ -59,6 +62,11 @@ class JobOptions:
     :param id_field: the item field that keys the rows.
     :param endpoint: what the requests are and how answers become rows (:mod:`.endpoints`): chat
         completions unless told otherwise.
+    :param result_cache: the result cache's root (``None``: no cache); see :mod:`.cached`.
+    :param result_cache_ttl: seconds a cache entry stays valid (``None``: forever).
+    :param dry_run: render, check, look up and estimate; send and write nothing.
+    :param attribution: the ``user``/``session_id``/``metadata`` every request carries.
+    :param try_number: the task's try (the part files of a try are named after it).
     """
 
     model: str
@@ -70,6 +78,11 @@ class JobOptions:
     id_field: str | None
     limits: Limits
     endpoint: Endpoint = field(default_factory=_chat)
+    result_cache: str | ObjectStoragePath | None = None
+    result_cache_ttl: float | None = None
+    dry_run: bool = False
+    attribution: Attribution | None = None
+    try_number: int = 1
 
 
 def check_poll_interval(value: Any, name: str = "poll_interval") -> float:

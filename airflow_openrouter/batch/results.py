@@ -4,13 +4,16 @@ One row per input item, whatever happened to it::
 
     {"custom_id": "doc-17", "id": "doc-17", "index": 17, "status": "succeeded", "output": {...} | "text",
      "error": null, "cause": null, "transient": null, "provider": "OpenAI",
-     "usage": {"prompt_tokens": 41, "completion_tokens": 12, "cost": 0.0000123}}
+     "model": "openai/gpt-4o-mini-2024-07-18", "generation_id": "gen-...", "cached": false,
+     "usage": {"prompt_tokens": 41, "completion_tokens": 12, "total_tokens": 53, "cached_tokens": 0,
+               "reasoning_tokens": 0, "cost": 0.0000123, "cost_details": {...}, "is_byok": false}}
 
 ``status`` is a :data:`~.vocabulary.RowStatus`. ``custom_id`` is the item's id as a string (the
 ``id_field`` value, else the index); ``id`` is that value as the item had it (an integer stays an
 integer). An unsuccessful row says why in ``error``, with a short ``cause`` and whether a retry may
 succeed (``transient``; see :mod:`.failures`). An ``invalid_output`` row keeps the model's raw text in
-``output``. Rows are written as they are produced and never held: the writer keeps a set of the
+``output``. ``usage``, ``model`` (as served) and ``generation_id`` are the exact ledger of the answer
+(:mod:`airflow_openrouter.cost.ledger`); a row served from the result cache has ``cached: true``. Rows are written as they are produced and never held: the writer keeps a set of the
 indexes it has written, so memory stays flat as batches grow.
 """
 
@@ -26,12 +29,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from airflow_openrouter.batch.failures import cause_of, item_error_cause
 from airflow_openrouter.batch.vocabulary import ROW_STATUSES
+from airflow_openrouter.cost.ledger import Ledger, answer_fields, row_usage
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
     from airflow_openrouter.batch.items import ItemIds
     from airflow_openrouter.batch.vocabulary import Engine, ManifestStatus, RowStatus
+    from airflow_openrouter.cost.prices import ModelPrice
     from airflow_openrouter.schemas import OutputSpec
     from airflow_openrouter.types import BatchResult, ChatCompletion
 
@@ -60,6 +65,9 @@ def result_row(
     transient: bool | None = None,
     provider: str | None = None,
     usage: Mapping[str, Any] | None = None,
+    model: str | None = None,
+    generation_id: str | None = None,
+    cached: bool = False,
 ) -> dict[str, Any]:
     return {
         "custom_id": custom_id,
@@ -71,6 +79,9 @@ def result_row(
         "cause": cause,
         "transient": transient,
         "provider": provider,
+        "model": model,
+        "generation_id": generation_id,
+        "cached": cached,
         "usage": dict(usage) if usage is not None else None,
     }
 
@@ -81,18 +92,8 @@ def row_from_completion(
     """The row of a completion: ``succeeded`` with the validated output, or ``invalid_output``."""
     from airflow_openrouter.exceptions import OpenRouterOutputValidationError
 
-    usage = completion.usage
-    row_usage = (
-        {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "cost": usage.cost,
-        }
-        if usage is not None
-        else None
-    )
+    ledger = {**answer_fields(completion), "usage": row_usage(completion.usage)}
     text = completion.content
-    provider = completion.provider
     try:
         output = spec.parse(text)
     except OpenRouterOutputValidationError as exc:
@@ -105,10 +106,9 @@ def row_from_completion(
             error=error,
             cause=cause_of(exc),
             transient=False,
-            provider=provider,
-            usage=row_usage,
+            **ledger,
         )
-    return result_row(custom_id, index, "succeeded", output=output, provider=provider, usage=row_usage)
+    return result_row(custom_id, index, "succeeded", output=output, **ledger)
 
 
 def row_from_error(custom_id: str, index: int, error: Exception) -> dict[str, Any]:
@@ -151,8 +151,11 @@ class Tally:
     causes: Counter[str] = field(default_factory=Counter)
     #: Indexes of unsuccessful items whose failure may pass: what a retry would send again.
     retry_indexes: list[int] = field(default_factory=list)
+    #: Cost fields of the manifest (cached rows, cost by status, list price).
+    ledger: Ledger = field(default_factory=Ledger)
 
     def add(self, row: Mapping[str, Any]) -> None:
+        self.ledger.add(row)
         self.counts[row["status"]] += 1
         usage = row.get("usage") or {}
         self.prompt_tokens += usage.get("prompt_tokens") or 0
@@ -186,11 +189,18 @@ class ResultsWriter:
 
     :param path: the JSONL file (local or remote; written in one pass, so ``s3://`` works).
     :param ids: the items' ids (:func:`~.items.index_custom_ids`).
+    :param on_written: called with every row written (e.g. to add new answers to the result cache).
     """
 
-    def __init__(self, path: ObjectStoragePath, ids: ItemIds) -> None:
+    def __init__(
+        self,
+        path: ObjectStoragePath,
+        ids: ItemIds,
+        on_written: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.path = path
         self.ids = ids
+        self._on_written = on_written
         self.tally = Tally()
         self._written: set[int] = set()
         self._file: TextIO | None = None
@@ -213,6 +223,8 @@ class ResultsWriter:
         row["id"] = self.ids.original(row["custom_id"], row["index"])
         self._emit(row)
         self.tally.add(row)
+        if self._on_written is not None:
+            self._on_written(row)
         return True
 
     def _emit(self, row: dict[str, Any]) -> None:
@@ -241,17 +253,23 @@ def build_manifest(
     batch_ids: list[str] | None = None,
     usage: Mapping[str, float] | None = None,
     started_at: float | None = None,
+    price: ModelPrice | None = None,
+    estimate: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The small (< 2 KB) XCom value that describes a run; the rows themselves stay in ``output_uri``.
     Both engines fill every key.
 
     :param usage: billed totals reported for the whole run (the Batch API's); default: the rows' sums.
+        Tokens are always the rows' sums (rows from the result cache included: their tokens are what
+        their outputs took, at no cost now).
     :param started_at: unix time the run started (the first submission), for the timings.
+    :param price: the model's sync list price, for ``list_price_usd``.
+    :param estimate: ``estimated_cost_usd`` and ``estimate_basis`` (see :mod:`airflow_openrouter.cost`).
     """
     finished_at = time.time()
     usage = usage or {}
-    prompt_tokens = int(usage.get("prompt_tokens", tally.prompt_tokens))
-    completion_tokens = int(usage.get("completion_tokens", tally.completion_tokens))
+    prompt_tokens = tally.prompt_tokens
+    completion_tokens = tally.completion_tokens
     ids = batch_ids or []
     return {
         "output_uri": output_uri,
@@ -268,7 +286,10 @@ def build_manifest(
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "cost_usd": round(float(usage.get("cost", tally.cost)), 8),
+        "cost_usd": round(float(usage.get("cost", tally.cost)), 10),
+        **tally.ledger.manifest_fields(price),
+        "estimated_cost_usd": (estimate or {}).get("estimated_cost_usd"),
+        "estimate_basis": (estimate or {}).get("estimate_basis"),
         "started_at": _iso(started_at),
         "finished_at": _iso(finished_at),
         "duration_s": round(finished_at - started_at, 3) if started_at is not None else None,

@@ -148,12 +148,17 @@ def describe(ranges: Ranges, limit: int = 3) -> str:
 
 @dataclass(frozen=True)
 class SubmittedBatch:
-    """One submitted batch and the items it holds."""
+    """One submitted batch and the items it holds.
+
+    :param estimated_usd: its cost's upper bound when it was submitted: what it counts against
+        ``max_cost_usd`` until its billed cost is known (see :attr:`BatchRecord.billed`).
+    """
 
     id: str
     ranges: Ranges
     created_at: int | None = None
     expires_at: int | None = None
+    estimated_usd: float | None = None
 
     @property
     def count(self) -> int:
@@ -168,6 +173,7 @@ class SubmittedBatch:
             "ranges": [list(r) for r in self.ranges],
             "created_at": self.created_at,
             "expires_at": self.expires_at,
+            "estimated_usd": self.estimated_usd,
         }
 
     @classmethod
@@ -176,7 +182,9 @@ class SubmittedBatch:
             ranges = as_ranges(data["ranges"])
         else:  # a record written before resubmissions of single items existed
             ranges = ((data["first_index"], data["first_index"] + data["count"]),)
-        return cls(data["id"], ranges, data.get("created_at"), data.get("expires_at"))
+        return cls(
+            data["id"], ranges, data.get("created_at"), data.get("expires_at"), data.get("estimated_usd")
+        )
 
 
 @dataclass
@@ -189,6 +197,12 @@ class BatchRecord:
         or their result failed in a way that may pass.
     :param pending: saved right before a POST /batches: ``{"ranges", "posted_at"}`` of the chunk being
         sent. Found by a later try, it means the POST may have created a batch nobody heard of.
+    :param cached: items answered from the result cache when the record started (never submitted; their
+        rows are in the run's part files). ``looked_up``: whether the cache was consulted already.
+    :param billed: what each fetched batch was billed (by id; kept when a batch is dropped).
+    :param carried_usd: what this task run's earlier records (other inputs) were billed or committed.
+    :param estimate: the manifest's estimate fields, from the try that submitted (``estimated_cost_usd``,
+        ``estimate_basis``), and ``price``: the model's list price then (for ``list_price_usd``).
     """
 
     fingerprint: str
@@ -197,10 +211,34 @@ class BatchRecord:
     batches: list[SubmittedBatch] = field(default_factory=list)
     todo: Ranges = ()
     pending: dict[str, Any] | None = None
+    cached: Ranges = ()
+    looked_up: bool = False
+    billed: dict[str, float] = field(default_factory=dict)
+    carried_usd: float = 0.0
+    estimate: dict[str, Any] | None = None
+    price: dict[str, Any] | None = None
 
     @classmethod
-    def start(cls, fingerprint: str, model: str, total_items: int) -> BatchRecord:
-        return cls(fingerprint, model, total_items, todo=((0, total_items),) if total_items else ())
+    def start(cls, fingerprint: str, model: str, total_items: int, carried_usd: float = 0.0) -> BatchRecord:
+        return cls(
+            fingerprint,
+            model,
+            total_items,
+            todo=((0, total_items),) if total_items else (),
+            carried_usd=carried_usd,
+        )
+
+    def committed_usd(self) -> float:
+        """What this task run has spent or committed: the billed cost of fetched batches, the estimate
+        of the ones not fetched yet, and what earlier records carried over."""
+        unbilled = sum(b.estimated_usd or 0.0 for b in self.batches if b.id not in self.billed)
+        return self.carried_usd + sum(self.billed.values()) + unbilled
+
+    def mark_cached(self, indexes: Iterable[int]) -> None:
+        """Items answered from the result cache: never to be submitted."""
+        self.cached = as_ranges(indexes)
+        self.todo = without(self.todo, self.cached)
+        self.looked_up = True
 
     @property
     def batch_ids(self) -> list[str]:
@@ -234,6 +272,12 @@ class BatchRecord:
             "batches": [b.to_json() for b in self.batches],
             "todo": [list(r) for r in self.todo],
             "pending": self.pending,
+            "cached": [list(r) for r in self.cached],
+            "looked_up": self.looked_up,
+            "billed": self.billed,
+            "carried_usd": self.carried_usd,
+            "estimate": self.estimate,
+            "price": self.price,
         }
 
     @classmethod
@@ -252,7 +296,20 @@ class BatchRecord:
             if pending and "ranges" not in pending:
                 first, count = pending["first_index"], pending["count"]
                 pending = {"ranges": [[first, first + count]], "posted_at": pending["posted_at"]}
-            return cls(data["fingerprint"], data["model"], total, batches, todo, pending)
+            return cls(
+                data["fingerprint"],
+                data["model"],
+                total,
+                batches,
+                todo,
+                pending,
+                cached=as_ranges(data.get("cached") or ()),
+                looked_up=bool(data.get("looked_up")),
+                billed={str(k): float(v) for k, v in (data.get("billed") or {}).items()},
+                carried_usd=float(data.get("carried_usd") or 0.0),
+                estimate=data.get("estimate"),
+                price=data.get("price"),
+            )
         except (KeyError, TypeError, ValueError, IndexError):
             return None
 
@@ -363,7 +420,8 @@ def reattach_or_start(
     if recorded is not None and recorded.batches:
         log.warning(
             "The inputs changed since batch(es) %s were submitted for this task run: submitting afresh. "
-            "The earlier batches keep running and are billed.",
+            "The earlier batches keep running and are billed (and count against max_cost_usd).",
             ", ".join(recorded.batch_ids),
         )
-    return BatchRecord.start(fingerprint, model, total_items)
+    carried = recorded.committed_usd() if recorded is not None else 0.0
+    return BatchRecord.start(fingerprint, model, total_items, carried_usd=carried)

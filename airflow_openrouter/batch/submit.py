@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import difflib
 import time
-from collections.abc import Container, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,7 +42,8 @@ from airflow_openrouter.exceptions import (
 if TYPE_CHECKING:
     from airflow_openrouter.batch.endpoints import Endpoint
     from airflow_openrouter.batch.spool import Chunk, RequestSpool
-    from airflow_openrouter.batch.state import BatchRecord, RecordStore
+    from airflow_openrouter.batch.state import BatchRecord, Ranges, RecordStore
+    from airflow_openrouter.cost.attribution import Attribution
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_openrouter.types import Batch
 
@@ -55,10 +56,14 @@ _PROOF_ROWS = 20
 _RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 
 
-def tagged(lines: Iterator[dict[str, Any]], tag: str) -> Iterator[dict[str, Any]]:
-    """Request lines with the run tag appended to their custom ids."""
+def tagged(
+    lines: Iterator[dict[str, Any]], tag: str, attribution: Attribution | None = None
+) -> Iterator[dict[str, Any]]:
+    """Request lines with the run tag appended to their custom ids (and, in what is submitted, the
+    attribution fields in their bodies: never in what a proof of ownership compares)."""
     for line in lines:
-        yield {"custom_id": f"{line['custom_id']}~{tag}", "body": line["body"]}
+        body = line["body"] if attribution is None else attribution.applied(line["body"], batch=True)
+        yield {"custom_id": f"{line['custom_id']}~{tag}", "body": body}
 
 
 def submit_todo(
@@ -71,32 +76,47 @@ def submit_todo(
     provider: Mapping[str, Any] | None = None,
     endpoint: Endpoint | None = None,
     log: Any,
+    attribution: Attribution | None = None,
+    estimate_of: Callable[[Ranges], float | None] | None = None,
 ) -> list[SubmittedBatch]:
     """Submit the record's ``todo`` in chunks; returns the batches submitted (or adopted) now.
 
-    :param endpoint: what the requests are (default: chat completions)."""
+    :param endpoint: what the requests are (default: chat completions).
+    :param attribution: added to every request body as it is submitted (see :mod:`airflow_openrouter.
+        cost.attribution`).
+    :param estimate_of: the cost upper bound of a chunk's items, recorded with its batch.
+    """
     if endpoint is None:
         from airflow_openrouter.batch.endpoints import CHAT
 
         endpoint = CHAT
     submitted = []
+    estimate_of = estimate_of or (lambda ranges: None)
     if record.pending is not None:
         # An earlier POST of this run got no answer: settle it before cutting anything new.
         chunk_ranges = as_ranges(record.pending["ranges"])
         batch = _find_lost_batch(hook, spool, record, chunk_ranges, record.pending["posted_at"], tag, log)
         record.pending = None
         if batch is not None:
-            submitted.append(_record(record, store, batch, chunk_ranges, log, "Adopted"))
+            estimated = estimate_of(chunk_ranges)
+            submitted.append(_record(record, store, batch, chunk_ranges, log, "Adopted", estimated))
     for chunk in spool.cut(record.todo):
-        batch = _post(hook, spool, record, store, chunk, tag, provider, endpoint, log)
-        submitted.append(_record(record, store, batch, chunk.ranges, log, "Submitted"))
+        estimated = estimate_of(chunk.ranges)
+        batch = _post(hook, spool, record, store, chunk, tag, provider, endpoint, log, attribution)
+        submitted.append(_record(record, store, batch, chunk.ranges, log, "Submitted", estimated))
     return submitted
 
 
 def _record(
-    record: BatchRecord, store: RecordStore, batch: Batch, ranges: Any, log: Any, verb: str
+    record: BatchRecord,
+    store: RecordStore,
+    batch: Batch,
+    ranges: Any,
+    log: Any,
+    verb: str,
+    estimated_usd: float | None = None,
 ) -> SubmittedBatch:
-    entry = SubmittedBatch(batch.id, ranges, batch.created_at, batch.expires_at)
+    entry = SubmittedBatch(batch.id, ranges, batch.created_at, batch.expires_at, estimated_usd)
     record.add(entry)
     store.save(record)
     log.info("%s batch %s: %s to %s.", verb, batch.id, describe(ranges), record.model)
@@ -113,6 +133,7 @@ def _post(
     provider: Mapping[str, Any] | None,
     endpoint: Endpoint,
     log: Any,
+    attribution: Attribution | None = None,
 ) -> Batch:
     posted_at = int(time.time())
     record.pending = {"ranges": [list(r) for r in chunk.ranges], "posted_at": posted_at}
@@ -120,7 +141,7 @@ def _post(
     try:
         return hook.create_batch(
             model=record.model,
-            requests=list(tagged(spool.read(chunk), tag)),
+            requests=list(tagged(spool.read(chunk), tag, attribution)),
             provider=provider,
             endpoint=endpoint.path,
         )
@@ -163,7 +184,7 @@ def _rejected(
     Batch API does not take."""
     rejected = f"The Batch API rejected {describe(chunk.ranges)} for model {model!r}: {sentence(exc.message)}"
     try:
-        ids = endpoint.model_ids(hook)
+        ids = [m.id for m in endpoint.models(hook)]
     except OpenRouterError:
         ids = []
     if ids and model not in ids and model.split(":")[0] not in ids:

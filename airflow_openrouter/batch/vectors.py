@@ -26,6 +26,7 @@ import importlib.util
 import math
 import sys
 from array import array
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airflow_openrouter.batch.embeddings import decode_vector
@@ -67,11 +68,13 @@ def parquet_available() -> bool:
     return importlib.util.find_spec("pyarrow") is not None
 
 
-def vector_writer(path: ObjectStoragePath, ids: ItemIds) -> ResultsWriter:
+def vector_writer(
+    path: ObjectStoragePath, ids: ItemIds, on_written: Callable[[dict[str, Any]], None] | None = None
+) -> ResultsWriter:
     """The writer for a results file: Parquet when it ends in ``.parquet``, else JSONL."""
     if path.name.endswith(".parquet"):
-        return ParquetVectorWriter(path, ids)
-    return JsonlVectorWriter(path, ids)
+        return ParquetVectorWriter(path, ids, on_written)
+    return JsonlVectorWriter(path, ids, on_written)
 
 
 class _VectorColumns:
@@ -115,8 +118,13 @@ class JsonlVectorWriter(_VectorColumns, ResultsWriter):
 class ParquetVectorWriter(_VectorColumns, ResultsWriter):
     """Embedding rows as Parquet, one row group at a time (see the module docstring)."""
 
-    def __init__(self, path: ObjectStoragePath, ids: ItemIds) -> None:
-        super().__init__(path, ids)
+    def __init__(
+        self,
+        path: ObjectStoragePath,
+        ids: ItemIds,
+        on_written: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        super().__init__(path, ids, on_written)
         self._int_ids = ids.id_field is None or len(ids.int_ids) == len(ids)
         self._binary: BinaryIO | None = None
         self._writer: Any = None  # pyarrow.parquet.ParquetWriter, once the vector size is known

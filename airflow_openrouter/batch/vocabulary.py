@@ -19,7 +19,7 @@ writer comes from here (batch statuses from :data:`airflow_openrouter.types.Batc
     (some did not, within ``max_failed_fraction``: the task succeeded), ``failed`` (the task failed:
     too many items did not succeed, an error that repeats for every item stopped the run, or a batch
     failed), ``expired`` / ``cancelled`` / ``not_found`` (a batch ended so; the task failed retryably
-    and a retry resubmits that batch's items).
+    and a retry resubmits that batch's items), ``dry_run`` (``dry_run=True``: nothing was sent).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ SnapshotStatus = BatchStatus | Literal["not_found", "unknown"]
 EventStatus = Literal["completed", "failed", "not_found", "expired", "cancelled", "timeout", "error"]
 RowStatus = Literal["succeeded", "failed", "invalid_output", "expired", "cancelled", "missing"]
 ManifestStatus = Literal[
-    "completed", "completed_with_failures", "failed", "expired", "cancelled", "not_found"
+    "completed", "completed_with_failures", "failed", "expired", "cancelled", "not_found", "dry_run"
 ]
 
 EVENT_STATUSES: frozenset[EventStatus] = frozenset(get_args(EventStatus))

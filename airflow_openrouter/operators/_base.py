@@ -37,7 +37,13 @@ if TYPE_CHECKING:
 
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
 
-__all__ = ["DEFAULT_CONN_ID", "DEFAULT_POLL_INTERVAL_S", "OpenRouterBaseOperator", "poll_interval"]
+__all__ = [
+    "DEFAULT_CONN_ID",
+    "DEFAULT_POLL_INTERVAL_S",
+    "OpenRouterBaseOperator",
+    "check_cost_arguments",
+    "poll_interval",
+]
 
 #: ``[openrouter] poll_interval`` when the setting is missing (the provider registers the same default).
 DEFAULT_POLL_INTERVAL_S = 30.0
@@ -230,6 +236,44 @@ class OpenRouterBaseOperator(BaseOperator):
                 f"connection {self.openrouter_conn_id!r}."
             )
         return model
+
+
+def check_cost_arguments(
+    where: str,
+    *,
+    max_cost_usd: Any = None,
+    dry_run: Any = False,
+    result_cache: Any = None,
+    ttl: Any = None,
+) -> float | None:
+    """Check the cost-control arguments (``max_cost_usd``, ``dry_run``, ``result_cache``,
+    ``result_cache_ttl``) when the DAG is parsed; returns the TTL in seconds.
+
+    :raises OpenRouterConfigError: naming *where*, the argument and what is allowed.
+    """
+    from datetime import timedelta
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if max_cost_usd is not None and not (number(max_cost_usd) and max_cost_usd >= 0):
+        raise config_error(where, "max_cost_usd", "a number of US dollars of at least 0", max_cost_usd)
+    if not isinstance(dry_run, bool):
+        raise config_error(where, "dry_run", "True or False", dry_run)
+    # A string (a URI, maybe templated) or a path object (ObjectStoragePath, not imported at DAG parse).
+    if not (result_cache is None or result_cache is False or isinstance(result_cache, str)) and not hasattr(
+        result_cache, "iterdir"
+    ):
+        raise config_error(
+            where,
+            "result_cache",
+            "an ObjectStoragePath URI such as 's3://bucket/cache', or False",
+            result_cache,
+        )
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
+    if seconds is not None and not (number(seconds) and seconds > 0):
+        raise config_error(where, "result_cache_ttl", "a positive number of seconds or a timedelta", ttl)
+    return None if seconds is None else float(seconds)
 
 
 def _where(task_id: str | None) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from airflow_openrouter._compat import conf
 from airflow_openrouter._params import config_error
 from airflow_openrouter.links import OpenRouterBatchLink
-from airflow_openrouter.operators._base import OpenRouterBaseOperator
+from airflow_openrouter.operators._base import OpenRouterBaseOperator, check_cost_arguments
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -59,10 +59,18 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
 
     **Results.** ``output_path`` gets one JSONL row per item: ``custom_id``, ``id``, ``index``, ``status``
     (``succeeded``, ``failed``, ``invalid_output``, ``expired``, ``cancelled``, ``missing``), ``output``
-    (validated JSON, or text), ``error``, ``cause``, ``transient``, ``provider`` and ``usage``. XCom
-    ``return_value`` is a manifest of under 2 KB: ``output_uri``, ``status``, ``counts`` per status,
-    ``errors`` per cause, ``provider(s)``, ``batch_ids``, ``engine``, ``model``, token totals, the billed
-    ``cost_usd`` and timings. The task fails, after writing both, when a batch failed, expired, was
+    (validated JSON, or text), ``error``, ``cause``, ``transient``, ``provider``, ``model``,
+    ``generation_id``, ``cached`` and ``usage`` (the exact ledger: tokens, billed ``cost``,
+    ``cost_details``, ``is_byok``). XCom ``return_value`` is a manifest of under 2 KB: ``output_uri``,
+    ``status``, ``counts`` per status, ``errors`` per cause, ``provider(s)``, ``batch_ids``, ``engine``,
+    ``model``, token totals, the billed ``cost_usd`` split ``cost_by_status``, ``list_price_usd``,
+    ``cached`` and ``cost_saved_usd``, the ``estimated_cost_usd`` with its ``estimate_basis``, and
+    timings.
+
+    **Cost control.** Before anything is sent: the result cache answers the requests it has seen, the
+    cost of the rest is estimated from ``/models`` prices, and ``max_cost_usd`` is checked (see the
+    README's "Cost control"). Every request carries ``user`` and ``metadata`` naming the DAG, task, run,
+    map index and try (and ``session_id`` for the concurrent engine). The task fails, after writing both, when a batch failed, expired, was
     cancelled or vanished, when an error that repeats for every item stopped the run, or when more than
     ``max_failed_fraction`` of the items did not succeed. It fails retryably when a retry can do better
     (it then resubmits only what failed transiently, or the items of the batches that ended without
@@ -92,9 +100,21 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
     :param timeout: how long to wait for the batches (seconds or timedelta); default: until they expire.
         When it passes the task fails; the batches keep running and a retry re-attaches to them.
     :param max_failed_fraction: the share of items allowed not to succeed (0.0: none).
-    :param max_cost_usd: concurrent engine: start no new request once the billed cost reaches this.
+    :param max_cost_usd: both engines: before anything is sent, the run's estimated cost (its upper
+        bound: prompts counted at 4 characters a token, completions at ``max_tokens``, at the model's
+        ``/models`` price, half of it for the Batch API) plus what earlier tries of this task run were
+        billed must not exceed this, else the task fails with ``OpenRouterCostLimitError`` and sends
+        nothing. The concurrent engine also starts no new request once the billed cost reaches it.
     :param max_concurrency: concurrent engine: requests in flight at most.
     :param requests_per_minute: concurrent engine: cap on request starts.
+    :param dry_run: render and check every item, look them up in the result cache and estimate the
+        cost; send nothing, write nothing, and return the manifest (``status: "dry_run"``).
+    :param result_cache: an ObjectStoragePath URI under which answers are cached by request (default:
+        ``[openrouter] result_cache``; ``False``: none). Items whose request was answered before (same
+        model, messages, parameters, schema) are written from the cache (``cached: true``, cost 0) and
+        not sent; new successes are added. Not used with ``wait_for_completion=False`` (whoever reads
+        the batches would miss the cached items).
+    :param result_cache_ttl: how old a cache entry may be (seconds or timedelta; default: any age).
 
     The prompt templates are the DAG author's: ``prompt`` and ``system_prompt`` passed by a mapped task's
     ``expand_kwargs(upstream.output)`` are upstream data, sent to every item as they are (never rendered).
@@ -127,6 +147,9 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         max_cost_usd: float | None = None,
         max_concurrency: int = 16,
         requests_per_minute: float | None = None,
+        dry_run: bool = False,
+        result_cache: str | ObjectStoragePath | Literal[False] | None = None,
+        result_cache_ttl: float | timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -150,6 +173,12 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         self.max_cost_usd = max_cost_usd
         self.max_concurrency = max_concurrency
         self.requests_per_minute = requests_per_minute
+        # Not ``self.dry_run``: that is BaseOperator's method (render the template fields only).
+        self._dry_run = dry_run
+        self.result_cache = result_cache
+        self.result_cache_ttl = check_cost_arguments(
+            where, max_cost_usd=max_cost_usd, dry_run=dry_run, result_cache=result_cache, ttl=result_cache_ttl
+        )
         self._check_arguments()
 
     # --- templating ------------------------------------------------------------------------------
@@ -189,9 +218,9 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
             return self._finish_empty(context)
         if self.engine == "concurrent":
             return self._run_concurrently(context, ids)
-        return self._submit_batches(context)
+        return self._submit_batches(context, ids)
 
-    def _submit_batches(self, context: Context) -> Any:
+    def _submit_batches(self, context: Context, ids: ItemIds) -> Any:
         from airflow_openrouter.batch import batch_api
         from airflow_openrouter.batch.spool import RequestSpool
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
@@ -210,7 +239,10 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
                     self._record_store(context, job),
                     self.log,
                     look=self.wait_for_completion,
+                    ids=ids,
                 )
+        if started.manifest is not None:
+            return self._dry_run_result(started.manifest)
         record = started.record
         summary = {"batch_ids": record.batch_ids, "model": job.model, "total": record.total_items}
         self._push_batch_ids(context, record.batch_ids)
@@ -278,7 +310,20 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
                 job.requests.requests(self.items, self.id_field), fingerprint_of=fingerprint_of
             ) as spool:
                 manifest, verdict = run_job(hook, spool, job, ids, context["ti"].try_number, self.log)
+        if verdict is None:
+            return self._dry_run_result(manifest)
         return self._conclude(context, manifest, verdict)
+
+    def _dry_run_result(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        estimate = manifest["estimated_cost_usd"]
+        self.log.info(
+            "Dry run: %d items rendered and checked, %d found in the result cache, estimated cost %s; nothing "
+            "was sent or written.",
+            manifest["total"],
+            manifest["cached"],
+            f"up to ${estimate:.6f}" if estimate is not None else "unknown",
+        )
+        return manifest
 
     # --- shared by both engines ------------------------------------------------------------------
 
@@ -340,7 +385,9 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
 
     def _job(self, hook: OpenRouterHook, context: Context) -> JobOptions:
         from airflow_openrouter.batch.options import JobOptions, Limits
+        from airflow_openrouter.cost.attribution import Attribution
 
+        endpoint = self._endpoint()
         return JobOptions(
             model=self._model(hook),
             provider=self.provider,
@@ -349,7 +396,7 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
             identity=self._identity(context),
             results_file=self._results_file(context),
             id_field=self.id_field,
-            endpoint=self._endpoint(),
+            endpoint=endpoint,
             limits=Limits(
                 max_failed_fraction=self.max_failed_fraction,
                 timeout=self.timeout,
@@ -357,6 +404,11 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
                 max_concurrency=self.max_concurrency,
                 requests_per_minute=self.requests_per_minute,
             ),
+            result_cache=self._result_cache(),
+            result_cache_ttl=self.result_cache_ttl,
+            dry_run=self._dry_run,
+            attribution=Attribution.of_context(context, metadata=endpoint.takes_metadata),
+            try_number=getattr(context["ti"], "try_number", 1) or 1,
         )
 
     def _endpoint(self) -> Endpoint:
@@ -364,6 +416,17 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         from airflow_openrouter.batch.endpoints import CHAT
 
         return CHAT
+
+    def _result_cache(self) -> str | ObjectStoragePath | None:
+        from airflow_openrouter.cache import configured_root
+
+        root = configured_root(self.result_cache)
+        if root is not None and not self.wait_for_completion and self.engine == "batch":
+            # Whoever reads these batches reads their rows, not this task's results file: an item
+            # answered from the cache would be in no batch, and missing there.
+            self.log.info("result_cache is not used with wait_for_completion=False: every item is submitted.")
+            return None
+        return root
 
     def _request_builder(self, context: Context) -> RequestBuilder:
         from airflow_openrouter.batch.items import RequestBuilder

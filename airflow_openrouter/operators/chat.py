@@ -12,11 +12,12 @@ import sys
 import threading
 import time
 from collections.abc import Container, Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_openrouter._params import CHAT_ONLY_PARAMS, SHARED_PARAMS, config_error
 from airflow_openrouter.links import OpenRouterGenerationLink
-from airflow_openrouter.operators._base import OpenRouterBaseOperator
+from airflow_openrouter.operators._base import OpenRouterBaseOperator, check_cost_arguments
 
 if TYPE_CHECKING:
     import jinja2
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from airflow_openrouter._streaming import ChatStream
     from airflow_openrouter.exceptions import OpenRouterAPIError, OpenRouterConnectionError
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
+    from airflow_openrouter.operators._chat_cost import ChatCache
     from airflow_openrouter.prompts import ImageSource
     from airflow_openrouter.schemas import OutputSpec
     from airflow_openrouter.types import ChatCompletion
@@ -64,9 +66,13 @@ class OpenRouterChatOperator(OpenRouterBaseOperator):
     (a pydantic model's ``model_dump(mode="json")``); or, when the model called tools instead of
     answering, ``[{"id": str, "name": str, "arguments": <parsed JSON>}]`` (the tools are not run).
     XCom ``openrouter_usage`` holds ``model``, ``provider``, ``generation_id``, ``generation_ids``
-    (one per call, repairs included), ``prompt_tokens``, ``completion_tokens`` and ``cost`` (billed,
-    summed over every call), ``latency_s``, ``try_number`` and ``attempts``. With
+    (one per call, repairs included), ``prompt_tokens``, ``completion_tokens``, ``total_tokens``,
+    ``cached_tokens``, ``reasoning_tokens``, ``cost`` (billed), ``cost_details`` and ``is_byok``
+    (summed over every call), ``latency_s``, ``try_number``, ``attempts`` and ``cached``. With
     ``do_xcom_push=False`` neither is pushed.
+
+    **Attribution.** Unless set, every request carries ``user``, ``session_id`` and ``metadata`` naming
+    the DAG, task, run, map index and try (see :mod:`airflow_openrouter.cost.attribution`).
 
     **Checks.** Every argument is checked when the DAG is parsed (ranges of the request fields, a
     JSON Schema against its meta-schema, ...); a value known only at run time is checked right after
@@ -86,6 +92,11 @@ class OpenRouterChatOperator(OpenRouterBaseOperator):
     :param logit_bias, logprobs, top_logprobs, tools, tool_choice, plugins: request fields, sent as
         given (see OpenRouter's chat completion API); ``None`` leaves them out.
     :param stream: stream the reply (logs progress; same result as without streaming).
+    :param result_cache: an ObjectStoragePath URI under which replies are cached by request (default:
+        ``[openrouter] result_cache``; ``False``: none). The same request (model, rendered messages,
+        parameters, schema, ``max_repair_attempts``) is answered from the cache, without a request
+        (``openrouter_usage`` says ``cached: true``, ``cost`` 0); a new valid reply is stored.
+    :param result_cache_ttl: how old a cached reply may be (seconds or timedelta; default: any age).
 
     The other arguments (``model``, ``provider``, ``response_format``, ``prompt_vars``, the sampling
     fields, ``extra_body``, ``openrouter_conn_id``) are described in
@@ -127,6 +138,8 @@ class OpenRouterChatOperator(OpenRouterBaseOperator):
         tool_choice: str | Mapping[str, Any] | None = None,
         plugins: Sequence[Mapping[str, Any]] | None = None,
         stream: bool = False,
+        result_cache: str | Any | None = None,
+        result_cache_ttl: float | timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -143,6 +156,10 @@ class OpenRouterChatOperator(OpenRouterBaseOperator):
         self.tool_choice = tool_choice
         self.plugins = plugins
         self.stream = stream
+        self.result_cache = result_cache
+        self.result_cache_ttl = check_cost_arguments(
+            f"Task {self.task_id!r}", result_cache=result_cache, ttl=result_cache_ttl
+        )
         self._check_arguments()
         if type(max_repair_attempts) is not int or max_repair_attempts < 0:
             raise config_error(
@@ -212,7 +229,9 @@ class OpenRouterChatOperator(OpenRouterBaseOperator):
     # --- execution -------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        from airflow_openrouter.cost.attribution import Attribution
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
+        from airflow_openrouter.operators._chat_cost import cached_usage, chat_usage
         from airflow_openrouter.schemas import complete_validated, output_spec
 
         self._killed = False
@@ -221,21 +240,30 @@ class OpenRouterChatOperator(OpenRouterBaseOperator):
         messages = self._messages()
         params = self._request_params(spec)
         # The connection's retry policy, except that a retry wait ends as soon as the task is killed.
+        started = time.monotonic()
+        try_number = context["ti"].try_number
         with OpenRouterHook(
             openrouter_conn_id=self.openrouter_conn_id, sleep=self._sleep_unless_killed
         ) as hook:
             model = self._model(hook)
             self.log.debug("Messages sent to %s: %s", model, messages)
+            cache = self._cache(model, messages, params, spec)
+            hit = cache.get() if cache is not None else None
+            if hit is not None:
+                self._push_usage(context, cached_usage(hit, time.monotonic() - started, try_number))
+                return hit.entry.get("output")
+            # Who sent it, added on the way out: never part of the cache key.
+            attribution = Attribution.of_context(context)
+            sent_params = attribution.applied_to_params(params) if attribution is not None else params
 
             def complete(conversation: list[dict[str, Any]]) -> ChatCompletion:
                 self._raise_if_killed()  # e.g. killed during the previous call: no repair request
-                request = {"messages": conversation, "model": model, **params}
+                request = {"messages": conversation, "model": model, **sent_params}
                 if self.stream:
                     return self._stream_completion(hook, **request)
                 return hook.chat_completion(**request)
 
             self._hook = hook
-            started = time.monotonic()
             try:
                 reply = complete_validated(
                     complete, messages, spec, max_repair_attempts=self.max_repair_attempts, logger=self.log
@@ -250,11 +278,37 @@ class OpenRouterChatOperator(OpenRouterBaseOperator):
                 self._hook = None
             self._raise_if_killed()  # a reply that made it through anyway is not a success
         self.log.debug("Reply: %s", reply.value)
-        usage = _usage(reply.completions, time.monotonic() - started, context["ti"].try_number)
+        usage = chat_usage(reply.completions, time.monotonic() - started, try_number)
+        if cache is not None:
+            cache.put(reply.value, usage)
+        self._push_usage(context, usage)
+        return reply.value
+
+    def _push_usage(self, context: Context, usage: dict[str, Any]) -> None:
         self._usage = usage  # for OpenLineage, which reads it in a forked process (no XCom from there)
         if self.do_xcom_push:
             context["ti"].xcom_push(key=USAGE_XCOM_KEY, value=usage)
-        return reply.value
+
+    def _cache(
+        self, model: str, messages: list[dict[str, Any]], params: Mapping[str, Any], spec: OutputSpec
+    ) -> ChatCache | None:
+        from airflow_openrouter.cache import configured_root
+        from airflow_openrouter.hooks.openrouter import chat_body
+        from airflow_openrouter.operators._chat_cost import ChatCache
+
+        root = configured_root(self.result_cache)
+        if root is None:
+            return None
+        return ChatCache(
+            root,
+            model=model,
+            body=chat_body(messages, None, {k: v for k, v in params.items() if k != "provider"}),
+            provider=self.provider,
+            spec=spec,
+            max_repair_attempts=self.max_repair_attempts,
+            ttl=self.result_cache_ttl,
+            log=self.log,
+        )
 
     def _messages(self) -> list[dict[str, Any]]:
         from airflow_openrouter.prompts import build_messages
@@ -367,22 +421,3 @@ class OpenRouterChatOperator(OpenRouterBaseOperator):
             f"Task {self.task_id!r} was killed: the request to OpenRouter was aborted and no result is "
             "returned."
         )
-
-
-def _usage(completions: Sequence[ChatCompletion], latency_s: float, try_number: int) -> dict[str, Any]:
-    """The ``openrouter_usage`` XCom: billed totals over every call of the task (repairs included)."""
-    usages = [c.usage for c in completions if c.usage is not None]
-    costs = [u.cost for u in usages if u.cost is not None]
-    last = completions[-1]
-    return {
-        "model": last.model,
-        "provider": last.provider,
-        "generation_id": last.id,
-        "generation_ids": [c.id for c in completions],
-        "prompt_tokens": sum(u.prompt_tokens for u in usages),
-        "completion_tokens": sum(u.completion_tokens for u in usages),
-        "cost": sum(costs) if costs else None,
-        "latency_s": round(latency_s, 3),
-        "try_number": try_number,
-        "attempts": len(completions),
-    }

@@ -26,6 +26,7 @@ EXAMPLES = {
     "example_function_calling.py": "example_openrouter_function_calling",
     "example_concurrent.py": "example_openrouter_concurrent",
     "example_embeddings.py": "example_openrouter_embeddings",
+    "example_nightly_incremental.py": "example_openrouter_nightly_incremental",
 }
 INVOICES = sorted(p.stem for p in (EXAMPLE_DAGS / "data" / "invoices").glob("*.txt"))
 TICKETS = sorted(p.stem.removeprefix("ticket_") for p in (EXAMPLE_DAGS / "data" / "tickets").glob("*.md"))
@@ -276,3 +277,50 @@ def test_embeddings_embed_every_document_then_only_the_changed_ones(airflow_db, 
         "ticket_1041"
     ]
     assert xcom_value(second, "publish")["embedded"] == ["ticket_1041"]
+
+
+def test_nightly_incremental_pays_only_for_the_tickets_that_changed(airflow_db, emulator, tmp_path):
+    import shutil
+
+    example = load_example("example_nightly_incremental.py")
+    example.dag.get_task("triage_tickets").result_cache = f"file://{tmp_path}/cache"
+    folder = tmp_path / "tickets"
+    shutil.copytree(EXAMPLE_DAGS / "data" / "tickets", folder)
+    conf = {"tickets_folder": str(folder)}
+
+    first = example.dag.test(run_conf=conf)
+    assert first.state == "success"
+    assert xcom_value(first, "report") == {
+        "cached": 0,
+        "sent": 16,
+        "cost_usd": pytest.approx(emulator.billed_usd),
+    }
+    manifest = xcom_value(first, "triage_tickets")
+    assert 0 < manifest["cost_usd"] <= manifest["estimated_cost_usd"] <= 0.50
+    assert manifest["list_price_usd"] == pytest.approx(2 * manifest["cost_usd"])  # the Batch API's half price
+
+    # The next night: one ticket was edited, one is new; the other 15 are answered from the cache.
+    edited = folder / "ticket_1044.md"
+    edited.write_text(edited.read_text() + "\nUpdate: it happens again this morning.\n")
+    (folder / "ticket_1099.md").write_text(
+        "# Ticket 1099: Export to CSV drops accents\n\nÉmile's name is broken."
+    )
+    emulator.clear_requests()
+    billed_before = emulator.billed_usd
+
+    second = example.dag.test(run_conf=conf)
+
+    assert second.state == "success"
+    (post,) = emulator.requests_to("/batches", method="POST")
+    assert sorted(r["custom_id"].split("~")[0] for r in post.body["requests"]) == ["1044", "1099"]
+    report = xcom_value(second, "report")
+    assert report["cached"] == 15 and report["sent"] == 2
+    manifest = xcom_value(second, "triage_tickets")
+    assert manifest["cost_usd"] == pytest.approx(emulator.billed_usd - billed_before)
+    assert manifest["cost_saved_usd"] > 0 and manifest["counts"]["succeeded"] == 17
+    metadata = post.item_attributions[post.body["requests"][0]["custom_id"]].metadata
+    assert (
+        metadata["dag_id"] == "example_openrouter_nightly_incremental"
+        and metadata["task_id"] == "triage_tickets"
+    )
+    assert metadata["run_id"] == second.run_id

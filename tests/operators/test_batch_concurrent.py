@@ -111,9 +111,17 @@ def test_a_failed_item_is_tried_again_by_the_retry(batch_emu, context):
     assert manifest["counts"]["succeeded"] == 4
 
 
-def test_the_cost_cap_stops_new_requests(batch_emu, context):
+def test_the_running_cost_cap_stops_new_requests_when_the_estimate_was_too_low(
+    batch_emu, context, monkeypatch
+):
     one = classify(1).execute({"ti": type(context["ti"])(run_id="cost-probe")})["cost_usd"]
     batch_emu.clear_requests()
+    # The upper bound before sending would refuse this run. A real tokenizer can count more tokens than
+    # the estimate: the billed cost, checked as answers arrive, still stops the run at the cap.
+    from airflow_openrouter.cost import estimate
+    from airflow_openrouter.cost.tokens import Bound
+
+    monkeypatch.setattr(estimate, "completion_bound", lambda *a, **k: Bound(1, "max_tokens"))
 
     manifest = classify(20, max_concurrency=1, max_cost_usd=one * 3.5, max_failed_fraction=1.0).execute(
         context
@@ -209,5 +217,7 @@ def test_the_manifest_has_the_same_keys_as_the_batch_engines_and_names_the_provi
     assert set(manifest) == {
         "output_uri", "engine", "status", "model", "provider", "providers", "total", "counts", "errors",
         "batch_ids", "batch_count", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd",
-        "started_at", "finished_at", "duration_s",
+        "cached_tokens", "reasoning_tokens", "cost_by_status", "list_price_usd",
+        "upstream_inference_cost_usd", "byok_rows", "cached", "cost_saved_usd", "estimated_cost_usd",
+        "estimate_basis", "started_at", "finished_at", "duration_s",
     }  # fmt: skip

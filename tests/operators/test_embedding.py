@@ -191,7 +191,12 @@ def test_a_batch_holds_one_embeddings_line_per_item_with_base64_vectors_and_no_p
     (post,) = batch_posts(batch_emu)
     assert post["endpoint"] == "/v1/embeddings" and post["model"] == MODEL and "provider" not in post
     bodies = [r["body"] for r in post["requests"]]
-    assert bodies[2] == {"input": "Title 2: Document 2 is about topic 2.", "encoding_format": "base64"}
+    # The attribution: embeddings requests take ``user`` (and ``session_id``, not in batches), no metadata.
+    assert bodies[2] == {
+        "input": "Title 2: Document 2 is about topic 2.",
+        "encoding_format": "base64",
+        "user": "airflow/batch_unit/summarise",
+    }
     assert embedding_posts(batch_emu) == []  # nothing through the full-price endpoint
 
 
@@ -338,8 +343,12 @@ def test_a_refusal_of_every_input_stops_the_run_after_the_first_request(batch_em
     assert manifest["counts"]["failed"] == 40 and batch_emu.billed_usd == 0
 
 
-def test_the_cost_cap_counts_what_shared_requests_billed_and_starts_nothing_after_it(batch_emu, context):
-    with pytest.raises(AirflowFailException, match="did not succeed"):
+def test_the_cost_cap_refuses_before_sending_when_the_estimate_of_the_shared_requests_exceeds_it(
+    batch_emu, context
+):
+    from airflow_openrouter.exceptions import OpenRouterCostLimitError
+
+    with pytest.raises(OpenRouterCostLimitError, match=r"12 items .* nothing was sent|nothing was sent"):
         run_operator(
             embed(
                 engine="concurrent",
@@ -351,10 +360,17 @@ def test_the_cost_cap_counts_what_shared_requests_billed_and_starts_nothing_afte
             context,
         )
 
-    assert len(embedding_posts(batch_emu)) == 1  # the first request reached the cap
-    rows = read_rows(context["ti"].xcoms["return_value"]["output_uri"])
-    assert sum(r["status"] == "succeeded" for r in rows.values()) == 4
-    assert {r["cause"] for r in rows.values() if r["status"] == "failed"} == {"not started: cost cap"}
+    assert embedding_posts(batch_emu) == []
+
+
+def test_the_estimate_of_an_embeddings_run_is_its_bill(batch_emu, context):
+    """Prices come from /embeddings/models, prompt tokens by the documented rule, no completion."""
+    manifest = run_operator(
+        embed(engine="concurrent", items=documents(12), max_inputs_per_request=4), context
+    )
+
+    assert manifest["estimated_cost_usd"] == pytest.approx(manifest["cost_usd"])
+    assert manifest["cost_usd"] == pytest.approx(batch_emu.billed_usd) and manifest["cost_usd"] > 0
 
 
 def test_transient_request_failures_fail_retryably_and_the_retry_sends_only_those_items(batch_emu, context):

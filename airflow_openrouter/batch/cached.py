@@ -1,0 +1,203 @@
+"""The result cache in a bulk run: find the items already answered before sending, add new answers after.
+
+Both engines take the same two steps around their own sending (see :mod:`airflow_openrouter.cache` for
+the storage):
+
+1. **Before sending** -- :meth:`BulkCache.keys` computes every item's key from its rendered request (the
+   spool line: messages, ``response_format`` and parameters), the model, the user's provider routing,
+   the output schema and the repair policy (:func:`~airflow_openrouter.cache.chat_key_material`; a bulk
+   row is never repaired). :meth:`BulkCache.lookup` finds the ``succeeded`` entries, and
+   :meth:`BulkCache.rows` turns them into result rows (``cached: true``, cost 0, the original
+   generation id); the engine writes them to its part files and sends only the rest.
+2. **After the results** -- every ``succeeded`` row that was not itself from the cache is added
+   (:meth:`BulkCache.writer`): one new segment per run. ``failed`` and ``invalid_output`` rows are never
+   cached.
+
+A cache that cannot be read or written never fails a run whose results are paid for: a lookup error is
+raised before anything is sent (it names ``result_cache``), a write error after the results is logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from airflow_openrouter.cache import CacheHits, CacheWriter, ChatKeys, ResultCache
+from airflow_openrouter.cache._records import KEY_BYTES
+from airflow_openrouter.cost.ledger import cached_row_usage
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_openrouter.batch.items import ItemIds
+    from airflow_openrouter.batch.options import JobOptions
+    from airflow_openrouter.batch.spool import RequestSpool
+
+__all__ = ["BulkCache", "ItemKeys", "cache_entry"]
+
+KEYS_FILE = "cache-keys.bin"
+#: A bulk row is answered once and never repaired: its key says so (a chat task with
+#: max_repair_attempts=0 shares its entries).
+BULK_REPAIR_ATTEMPTS = 0
+
+
+class ItemKeys:
+    """The cache key of every item, by index: 16 bytes each in one buffer."""
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        if len(data) % KEY_BYTES:
+            raise ValueError("not a keys file")
+        self._data = bytes(data)
+
+    def __len__(self) -> int:
+        return len(self._data) // KEY_BYTES
+
+    def __getitem__(self, index: int) -> bytes:
+        return self._data[index * KEY_BYTES : (index + 1) * KEY_BYTES]
+
+    def save(self, directory: ObjectStoragePath) -> None:
+        """Beside the run's part files: the fetch after a deferral adds new answers by these keys."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / KEYS_FILE).write_bytes(self._data)
+
+    @classmethod
+    def load(cls, directory: ObjectStoragePath, total: int) -> ItemKeys | None:
+        path = directory / KEYS_FILE
+        if not path.exists():
+            return None
+        keys = cls(path.read_bytes())
+        return keys if len(keys) == total else None
+
+
+def cache_entry(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What the cache keeps of a ``succeeded`` row: its answer, not which item or run it was."""
+    return {
+        "status": "succeeded",
+        "output": row.get("output"),
+        "provider": row.get("provider"),
+        "model": row.get("model"),
+        "generation_id": row.get("generation_id"),
+        "usage": row.get("usage"),
+    }
+
+
+class BulkCache:
+    """The result cache of one bulk run (see the module docstring)."""
+
+    def __init__(self, job: JobOptions, log: Any) -> None:
+        assert job.result_cache is not None
+        self.job = job
+        self.log = log
+        self.cache = ResultCache(job.result_cache, namespace=job.model, ttl=job.result_cache_ttl)
+        self.key_of = ChatKeys(
+            model=job.model, provider=job.provider, spec=job.spec, max_repair_attempts=BULK_REPAIR_ATTEMPTS
+        ).key
+
+    def keys(self, spool: RequestSpool) -> ItemKeys:
+        data = bytearray()
+        key_of = self.key_of
+        for line in spool:
+            data += key_of(line["body"])
+        return ItemKeys(data)
+
+    def lookup(self, keys: ItemKeys, wanted: Iterator[int]) -> CacheHits:
+        """The entries of the items *wanted* (indexes). Raises a clear error when the cache cannot be
+        read at all: nothing has been sent yet."""
+        from airflow_openrouter.exceptions import OpenRouterConfigError
+
+        try:
+            hits = self.cache.lookup((i, keys[i]) for i in wanted)
+        except (OSError, ValueError) as exc:
+            raise OpenRouterConfigError(
+                f"result_cache {self.job.result_cache!s} cannot be read ({type(exc).__name__}: {exc}); "
+                "nothing was sent. Fix the path or its connection, or pass result_cache=False."
+            ) from exc
+        if len(hits):
+            self.log.info("Result cache %s: %d item(s) already answered.", self.cache.directory, len(hits))
+        return hits
+
+    def rows(self, hits: CacheHits, ids: ItemIds) -> Iterator[dict[str, Any]]:
+        """The result row of every entry found (skipping entries that are not succeeded rows)."""
+        from airflow_openrouter.batch.results import result_row
+
+        custom_ids = _CustomIds(ids)
+        for hit in hits.entries():
+            entry = hit.entry
+            if not isinstance(entry, Mapping) or entry.get("status") != "succeeded":
+                continue
+            custom_id = custom_ids[hit.position]
+            row = result_row(
+                custom_id,
+                hit.position,
+                "succeeded",
+                output=entry.get("output"),
+                provider=entry.get("provider"),
+                usage=cached_row_usage(entry.get("usage")),
+                model=entry.get("model"),
+                generation_id=entry.get("generation_id"),
+                cached=True,
+            )
+            yield row
+
+    @contextlib.contextmanager
+    def writer(self, keys: ItemKeys | None) -> Iterator[_RowAdder]:
+        """Adds the new ``succeeded`` rows written inside the block; one segment at its end."""
+        writer = self.cache.writer()
+        adder = _RowAdder(writer, keys)
+        try:
+            yield adder
+        finally:
+            try:
+                writer.close()
+            except Exception as exc:  # the results are written and paid for: a cache failure is not fatal
+                self.log.warning(
+                    "Result cache %s: could not add %d new answer(s) (%s: %s); the next run pays for them "
+                    "again.",
+                    self.cache.directory,
+                    writer.count,
+                    type(exc).__name__,
+                    exc,
+                )
+            else:
+                if writer.count:
+                    self.log.info(
+                        "Result cache %s: added %d new answer(s) (%s).",
+                        self.cache.directory,
+                        writer.count,
+                        writer.segment,
+                    )
+
+
+class _RowAdder:
+    """Called with every row written to the results file: keeps the new successes."""
+
+    def __init__(self, writer: CacheWriter, keys: ItemKeys | None) -> None:
+        self._writer = writer
+        self._keys = keys
+
+    def __call__(self, row: Mapping[str, Any]) -> None:
+        if self._keys is None or row.get("status") != "succeeded" or row.get("cached"):
+            return
+        self._writer.add(self._keys[row["index"]], cache_entry(row))
+
+
+class _CustomIds:
+    """index -> custom_id, as a list of the strings ``ItemIds`` already holds (8 bytes an item): the
+    ids are indexed in item order, so the list is in index order."""
+
+    def __init__(self, ids: ItemIds) -> None:
+        self._ids = ids
+        self._by_index: list[str] | dict[int, str] = list(ids.indexes)
+
+    def __getitem__(self, index: int) -> str:
+        by_index = self._by_index
+        if (
+            isinstance(by_index, list)
+            and index < len(by_index)
+            and self._ids.indexes[by_index[index]] == index
+        ):
+            return by_index[index]
+        if isinstance(by_index, list):  # ids not in index order (built by hand): map them once
+            self._by_index = by_index = {i: c for c, i in self._ids.indexes.items()}
+        return by_index[index]
