@@ -81,6 +81,15 @@ class Checkpoint:
         """Every row written by any try, the latest try's first."""
         return self._rows(newest_first=True)
 
+    def latest_rows(self, total: int) -> Iterator[dict[str, Any]]:
+        """The newest row of every item that has one (one bit of memory an item)."""
+        seen = bytearray((total + 7) // 8)
+        for row in self.rows_newest_first():
+            index = row["index"]
+            if not seen[index >> 3] & (1 << (index & 7)):
+                seen[index >> 3] |= 1 << (index & 7)
+                yield row
+
     def writer(self, try_number: int) -> PartWriter:
         return PartWriter(self.directory, try_number)
 

@@ -115,6 +115,15 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         not sent; new successes are added. Not used with ``wait_for_completion=False`` (whoever reads
         the batches would miss the cached items).
     :param result_cache_ttl: how old a cache entry may be (seconds or timedelta; default: any age).
+    :param max_row_attempts: attempts per item at most (default 2: the first pass plus one recovery
+        pass; 1: no recovery). After a pass, items that failed in a way that may pass are sent again,
+        and ``invalid_output`` items get the chat operator's repair turn (their reply and its validation
+        errors sent back); permanent failures are not retried. Rows carry ``attempts`` and ``history``.
+    :param recovery_engine: batch engine: where a recovery pass runs: ``"batch"`` (a follow-up batch,
+        recorded before it is submitted, so a retry re-attaches to it), ``"concurrent"`` (from the
+        worker), or ``"auto"`` (default: concurrent for fewer than 50 rows, else a follow-up batch).
+    :param fallback_models: model ids tried in turn for an item that failed with a model or provider
+        error (no endpoints, overloaded, provider error), one recovery pass each.
 
     The prompt templates are the DAG author's: ``prompt`` and ``system_prompt`` passed by a mapped task's
     ``expand_kwargs(upstream.output)`` are upstream data, sent to every item as they are (never rendered).
@@ -150,6 +159,9 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         dry_run: bool = False,
         result_cache: str | ObjectStoragePath | Literal[False] | None = None,
         result_cache_ttl: float | timedelta | None = None,
+        max_row_attempts: int = 2,
+        recovery_engine: Literal["auto", "batch", "concurrent"] = "auto",
+        fallback_models: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -179,6 +191,13 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         self.result_cache_ttl = check_cost_arguments(
             where, max_cost_usd=max_cost_usd, dry_run=dry_run, result_cache=result_cache, ttl=result_cache_ttl
         )
+        from airflow_openrouter.batch.recovery import check_recovery_arguments
+
+        self.fallback_models = check_recovery_arguments(
+            where, max_row_attempts, recovery_engine, fallback_models
+        )
+        self.max_row_attempts = max_row_attempts
+        self.recovery_engine = recovery_engine
         self._check_arguments()
 
     # --- templating ------------------------------------------------------------------------------
@@ -384,7 +403,7 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         return _BATCH_CUSTOM_ID_LENGTH if self.engine == "batch" else None
 
     def _job(self, hook: OpenRouterHook, context: Context) -> JobOptions:
-        from airflow_openrouter.batch.options import JobOptions, Limits
+        from airflow_openrouter.batch.options import JobOptions, Limits, Recovery
         from airflow_openrouter.cost.attribution import Attribution
 
         endpoint = self._endpoint()
@@ -409,6 +428,11 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
             dry_run=self._dry_run,
             attribution=Attribution.of_context(context, metadata=endpoint.takes_metadata),
             try_number=getattr(context["ti"], "try_number", 1) or 1,
+            recovery=Recovery(
+                max_row_attempts=self.max_row_attempts,
+                engine=self.recovery_engine,
+                fallback_models=self.fallback_models,
+            ),
         )
 
     def _endpoint(self) -> Endpoint:
