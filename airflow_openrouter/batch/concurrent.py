@@ -386,7 +386,9 @@ def run_job(
             send=endpoint.send,
         )
         if systemic is None:
-            spent_now += _recover(hook, spool, job, ids, checkpoint, parts, prices.price, earlier_usd + spent_now, log)
+            spent_now += _recover(
+                hook, spool, job, ids, checkpoint, parts, prices.price, earlier_usd + spent_now, log
+            )
     # Newest rows first: an item retried by this try keeps this try's row. New answers go to the cache.
     missing = "No outcome was recorded for this item."
     recovery = RecoveryTally(job.recovery.max_row_attempts)
@@ -463,10 +465,19 @@ def _recover(
         # A new part file: a part's rows are read in order, and the newest row of an item must win.
         parts.close()
         todo = candidates(checkpoint.latest_rows(len(ids)), spool, job)
-        if not todo or pass_affordable(todo, job, price, "concurrent", spent_usd + billed, attempt, log) is None:
+        if (
+            not todo
+            or pass_affordable(todo, job, price, "concurrent", spent_usd + billed, attempt, log) is None
+        ):
             break
-        log.info("Recovery pass %d: %d rows failed in a way that may pass, or were invalid.", attempt - 1, len(todo))
-        billed += run_concurrent_pass(hook, job, ids, todo, parts.write, spent_usd=spent_usd + billed, log=log)
+        log.info(
+            "Recovery pass %d: %d rows failed in a way that may pass, or were invalid.",
+            attempt - 1,
+            len(todo),
+        )
+        billed += run_concurrent_pass(
+            hook, job, ids, todo, parts.write, spent_usd=spent_usd + billed, log=log
+        )
     parts.close()
     return billed
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from airflow_openrouter.batch.items import ItemIds
-    from airflow_openrouter.batch.options import JobOptions, Recovery
+    from airflow_openrouter.batch.options import JobOptions
     from airflow_openrouter.batch.spool import RequestSpool
     from airflow_openrouter.cost.prices import ModelPrice
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
@@ -55,7 +55,6 @@ __all__ = [
 ]
 
 Kind = Literal["resend", "repair", "fallback"]
-RECOVERY_ENGINES = ("auto", "batch", "concurrent")
 # Words of a failure that is the model's or its provider's, not the request's (causes and messages of
 # both engines: "provider error", "503 server_error", "provider_unavailable", "No endpoints found...").
 _MODEL_ERROR_WORDS = ("provider", "overloaded", "unavailable", "no endpoints", "502 ", "503 ")
@@ -103,9 +102,7 @@ class Candidate:
     previous: dict[str, Any]
 
 
-def candidates(
-    latest: Iterable[dict[str, Any]], spool: RequestSpool, job: JobOptions
-) -> list[Candidate]:
+def candidates(latest: Iterable[dict[str, Any]], spool: RequestSpool, job: JobOptions) -> list[Candidate]:
     """The items of the next pass, from the latest row of every item (*latest*), in item order."""
     from airflow_openrouter.batch.spool import Chunk
     from airflow_openrouter.batch.state import as_ranges
@@ -185,9 +182,7 @@ def pass_affordable(
     from airflow_openrouter.cost.estimate import JobEstimate, check_cap
     from airflow_openrouter.exceptions import OpenRouterCostLimitError
 
-    estimate = estimate_lines(
-        (c.line for c in passes), price, engine, name=f"recovery pass {attempt - 1}"
-    )
+    estimate = estimate_lines((c.line for c in passes), price, engine, name=f"recovery pass {attempt - 1}")
     whole = JobEstimate(job.model, price, (estimate,), earlier_usd=round(spent_usd, 12))
     try:
         check_cap(whole, job.limits.max_cost_usd)
@@ -213,46 +208,58 @@ def run_concurrent_pass(
     """Send the pass's requests as the concurrent engine does (one run per model) and write each new
     row with :func:`next_attempt`; returns what the pass was billed. Items the cost cap (or an error
     that repeats for every item) kept from starting keep their previous row."""
-    from airflow_openrouter.batch.concurrent import Outcome, Request, item_rows, run_concurrently_sync
-
     billed = 0.0
     by_model: dict[str, list[Candidate]] = defaultdict(list)
     for candidate in passes:
         by_model[candidate.model].append(candidate)
     for model, group in by_model.items():
-        model_job = job if model == job.model else replace(job, model=model)
-        previous = {c.line["custom_id"]: c for c in group}
-        unsettled: dict[str, Any] = {}
-
-        def todo(group: list[Candidate] = group, model_job: JobOptions = model_job) -> Iterator[Request]:
-            for request in model_job.endpoint.concurrent_requests(model_job, (c.line for c in group)):
-                unsettled[request.key] = request
-                body = request.body
-                if model_job.attribution is not None:
-                    body = model_job.attribution.applied(body)
-                yield request.key, body
-
-        def settled(outcome: Outcome, model: str = model, model_job: JobOptions = model_job) -> None:
-            nonlocal billed
-            request = unsettled.pop(outcome.custom_id)
-            billed += outcome.cost_usd
-            if not outcome.started:
-                return
-            indexes = [ids.indexes[c] for c in request.custom_ids]
-            for row in item_rows(outcome, request, indexes, model_job):
-                write(next_attempt(row, previous[row["custom_id"]].previous, model))
-
         log.info("Recovery: sending %d rows again to %s.", len(group), model)
-        run_concurrently_sync(
-            hook,
-            todo(),
-            settled,
-            max_concurrency=job.limits.max_concurrency,
-            requests_per_minute=job.limits.requests_per_minute,
-            max_cost_usd=job.limits.max_cost_usd,
-            spent_usd=spent_usd + billed,
-            send=model_job.endpoint.send,
-        )
+        model_job = job if model == job.model else replace(job, model=model)
+        billed += _send_group(hook, model_job, ids, group, write, spent_usd=spent_usd + billed)
+    return billed
+
+
+def _send_group(
+    hook: OpenRouterHook,
+    job: JobOptions,
+    ids: ItemIds,
+    group: list[Candidate],
+    write: Callable[[dict[str, Any]], None],
+    *,
+    spent_usd: float,
+) -> float:
+    from airflow_openrouter.batch.concurrent import Outcome, Request, item_rows, run_concurrently_sync
+
+    previous = {c.line["custom_id"]: c for c in group}
+    unsettled: dict[str, Any] = {}
+    billed = 0.0
+
+    def todo() -> Iterator[Request]:
+        for request in job.endpoint.concurrent_requests(job, (c.line for c in group)):
+            unsettled[request.key] = request
+            body = job.attribution.applied(request.body) if job.attribution is not None else request.body
+            yield request.key, body
+
+    def settled(outcome: Outcome) -> None:
+        nonlocal billed
+        request = unsettled.pop(outcome.custom_id)
+        billed += outcome.cost_usd
+        if not outcome.started:
+            return
+        indexes = [ids.indexes[c] for c in request.custom_ids]
+        for row in item_rows(outcome, request, indexes, job):
+            write(next_attempt(row, previous[row["custom_id"]].previous, job.model))
+
+    run_concurrently_sync(
+        hook,
+        todo(),
+        settled,
+        max_concurrency=job.limits.max_concurrency,
+        requests_per_minute=job.limits.requests_per_minute,
+        max_cost_usd=job.limits.max_cost_usd,
+        spent_usd=spent_usd,
+        send=job.endpoint.send,
+    )
     return billed
 
 
@@ -301,23 +308,3 @@ class RecoveryTally:
                 "passes": passes,
             }
         }
-
-
-def check_recovery_arguments(where: str, max_row_attempts: Any, engine: Any, fallback_models: Any) -> tuple[str, ...]:
-    """The operator's recovery arguments, checked when the DAG is parsed; returns the fallback models."""
-    from airflow_openrouter._params import config_error
-
-    if type(max_row_attempts) is not int or not 1 <= max_row_attempts <= 10:
-        raise config_error(where, "max_row_attempts", "an integer from 1 to 10", max_row_attempts)
-    if engine not in RECOVERY_ENGINES:
-        raise config_error(where, "recovery_engine", "'auto', 'batch' or 'concurrent'", engine)
-    models = fallback_models if fallback_models is not None else ()
-    if isinstance(models, str) or not all(isinstance(m, str) and m for m in models):
-        raise config_error(where, "fallback_models", "a list of model ids", fallback_models)
-    return tuple(models)
-
-
-def policy(max_row_attempts: int, engine: str, fallback_models: tuple[str, ...]) -> Recovery:
-    from airflow_openrouter.batch.options import Recovery
-
-    return Recovery(max_row_attempts=max_row_attempts, engine=engine, fallback_models=fallback_models)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from airflow_openrouter.batch.failures import Verdict
     from airflow_openrouter.batch.items import ItemIds, RequestBuilder
     from airflow_openrouter.batch.options import JobOptions
+    from airflow_openrouter.batch.spool import RequestSpool
     from airflow_openrouter.batch.state import RecordStore, TaskRunIdentity
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_openrouter.schemas import OutputSpec
@@ -191,11 +193,7 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         self.result_cache_ttl = check_cost_arguments(
             where, max_cost_usd=max_cost_usd, dry_run=dry_run, result_cache=result_cache, ttl=result_cache_ttl
         )
-        from airflow_openrouter.batch.recovery import check_recovery_arguments
-
-        self.fallback_models = check_recovery_arguments(
-            where, max_row_attempts, recovery_engine, fallback_models
-        )
+        self.fallback_models = _recovery_arguments(where, max_row_attempts, recovery_engine, fallback_models)
         self.max_row_attempts = max_row_attempts
         self.recovery_engine = recovery_engine
         self._check_arguments()
@@ -241,16 +239,11 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
 
     def _submit_batches(self, context: Context, ids: ItemIds) -> Any:
         from airflow_openrouter.batch import batch_api
-        from airflow_openrouter.batch.spool import RequestSpool
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
-        from airflow_openrouter.triggers.batch import OpenRouterBatchTrigger
 
         with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id) as hook:
             job = self._job(hook, context)
-            fingerprint_of = {"engine": "batch", "model": job.model, "provider": job.provider}
-            with RequestSpool(
-                job.requests.requests(self.items, self.id_field), fingerprint_of=fingerprint_of
-            ) as spool:
+            with self._batch_spool(job) as spool:
                 started = batch_api.start(
                     hook,
                     spool,
@@ -271,6 +264,20 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         if started.finished is not None:
             self.log.info("Every recorded batch has finished: fetching the results without deferring.")
             return self._fetch_results(context, started.finished.to_payload())
+        return self._wait(context, record)
+
+    def _batch_spool(self, job: JobOptions) -> RequestSpool:
+        """The run's rendered requests (the batch engine's; their fingerprint is the record's)."""
+        from airflow_openrouter.batch.spool import RequestSpool
+
+        fingerprint_of = {"engine": "batch", "model": job.model, "provider": job.provider}
+        return RequestSpool(job.requests.requests(self.items, self.id_field), fingerprint_of=fingerprint_of)
+
+    def _wait(self, context: Context, record: Any) -> Any:
+        """Wait for the record's batches (deferred, or on the worker), then fetch."""
+        from airflow_openrouter.batch import batch_api
+        from airflow_openrouter.triggers.batch import OpenRouterBatchTrigger
+
         poll_interval = self._poll_interval()
         deadline = batch_api.deadline(record, self.timeout, poll_interval)
         trigger = OpenRouterBatchTrigger(
@@ -292,12 +299,11 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
     def _fetch_results(self, context: Context, payload: Any) -> dict[str, Any]:
         from airflow_openrouter.batch import batch_api
         from airflow_openrouter.batch.items import index_custom_ids
-        from airflow_openrouter.batch.state import run_tag
         from airflow_openrouter.batch.watch import BatchEvent
         from airflow_openrouter.exceptions import OpenRouterError
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
 
-        with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id) as hook:
+        with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id) as hook, ExitStack() as stack:
             job = self._job(hook, context)
             store = self._record_store(context, job)
             record = store.load()
@@ -311,8 +317,20 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
                 # The batches still run (or may): fail this try, and let a retry re-attach and wait again.
                 raise OpenRouterError(f"{event.reason} Batch ids: {', '.join(record.batch_ids)}.")
             ids = index_custom_ids(self.items, self.id_field, self._custom_id_length())
-            tag = run_tag(job.identity.key, record.fingerprint)
-            manifest, verdict = batch_api.fetch(hook, record, event, job, ids, store, tag, self.log)
+            fetched = batch_api.fetch(
+                hook,
+                record,
+                event,
+                job,
+                ids,
+                store,
+                self.log,
+                spool_of=lambda: stack.enter_context(self._batch_spool(job)),
+            )
+        if isinstance(fetched, batch_api.FollowUp):
+            self._push_batch_ids(context, fetched.record.batch_ids)
+            return self._wait(context, fetched.record)
+        manifest, verdict = fetched
         return self._conclude(context, manifest, verdict)
 
     def _run_concurrently(self, context: Context, ids: ItemIds) -> dict[str, Any]:
@@ -499,6 +517,20 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         from airflow_openrouter.operators._base import poll_interval
 
         return poll_interval(self.poll_interval)
+
+
+def _recovery_arguments(
+    where: str, max_row_attempts: Any, engine: Any, fallback_models: Any
+) -> tuple[str, ...]:
+    """The recovery arguments, checked when the DAG is parsed; returns the fallback models."""
+    if type(max_row_attempts) is not int or not 1 <= max_row_attempts <= 10:
+        raise config_error(where, "max_row_attempts", "an integer from 1 to 10", max_row_attempts)
+    if engine not in ("auto", "batch", "concurrent"):
+        raise config_error(where, "recovery_engine", "'auto', 'batch' or 'concurrent'", engine)
+    models = fallback_models if fallback_models is not None else ()
+    if isinstance(models, str) or not all(isinstance(m, str) and m for m in models):
+        raise config_error(where, "fallback_models", "a list of model ids", fallback_models)
+    return tuple(models)
 
 
 def _first_event(trigger: Any) -> dict[str, Any]:

@@ -232,7 +232,7 @@ def test_transient_item_failures_fail_retryably_and_the_retry_resubmits_only_the
     batch_emu.batch_item_errors_next(custom_ids=["doc-1", "doc-4"])
 
     with pytest.raises(OpenRouterError, match="2 of them failed in a way that may pass") as first_try:
-        run_operator(embed(), context)
+        run_operator(embed(max_row_attempts=1), context)
     assert not isinstance(first_try.value, AirflowFailException)
     rows = read_rows(context["ti"].xcoms["return_value"]["output_uri"])
     assert {c for c, r in rows.items() if r["status"] == "failed"} == {"doc-1", "doc-4"}
@@ -240,7 +240,7 @@ def test_transient_item_failures_fail_retryably_and_the_retry_resubmits_only_the
     assert all(math.isnan(v) for v in rows["doc-1"]["vector"])  # Parquet: NaNs, not null
 
     context["ti"].try_number = 2
-    manifest = run_operator(embed(), context)
+    manifest = run_operator(embed(max_row_attempts=1), context)
 
     first, second = batch_posts(batch_emu)
     assert len(first["requests"]) == 6
@@ -378,7 +378,13 @@ def test_transient_request_failures_fail_retryably_and_the_retry_sends_only_thos
 
     with pytest.raises(OpenRouterError, match="may pass") as first_try:
         run_operator(
-            embed(engine="concurrent", items=documents(9), max_inputs_per_request=3, max_concurrency=1),
+            embed(
+                engine="concurrent",
+                items=documents(9),
+                max_inputs_per_request=3,
+                max_concurrency=1,
+                max_row_attempts=1,
+            ),
             context,
         )
     assert not isinstance(first_try.value, AirflowFailException)
