@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
+from airflow_openrouter.batch.ids import IndexBits
 from airflow_openrouter.batch.vocabulary import ANSWERED_ROW_STATUSES
 
 if TYPE_CHECKING:
@@ -38,11 +39,13 @@ class Checkpoint:
     def __init__(self, results_file: ObjectStoragePath, fingerprint: str, run_key: str) -> None:
         parts = results_file.parent / f"{results_file.name}.parts"
         self.directory = parts / f"{run_key[:16]}-{fingerprint[:32]}"
-        self.done: set[str] = set()
+        #: The indexes of the items an earlier try got an answer for (a bit each: 1,000,000 items fit in
+        #: 125 KB).
+        self.done = IndexBits()
         self.spent_usd = 0.0
         for row in self._rows(newest_first=False):
             if row["status"] in ANSWERED_ROW_STATUSES:
-                self.done.add(row["custom_id"])
+                self.done.add(row["index"])
                 self.spent_usd += (row.get("usage") or {}).get("cost") or 0.0
 
     def _parts(self) -> list[ObjectStoragePath]:

@@ -10,14 +10,16 @@ One row per input item, whatever happened to it::
 ``id_field`` value, else the index); ``id`` is that value as the item had it (an integer stays an
 integer). An unsuccessful row says why in ``error``, with a short ``cause`` and whether a retry may
 succeed (``transient``; see :mod:`.failures`). An ``invalid_output`` row keeps the model's raw text in
-``output``. Rows are written as they are produced and never held: the writer keeps a set of the
-indexes it has written, so memory stays flat as batches grow.
+``output``. Rows are written as they are produced and never held: the writer keeps one bit per item
+(written or not) beside the items' compact :class:`~.items.ItemIds`, so memory stays flat as batches
+grow.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,12 +27,13 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 
 from airflow_openrouter.batch.failures import cause_of, item_error_cause
+from airflow_openrouter.batch.ids import IndexBits
 from airflow_openrouter.batch.vocabulary import ROW_STATUSES
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_openrouter.batch.items import ItemIds
+    from airflow_openrouter.batch.ids import ItemIds
     from airflow_openrouter.batch.vocabulary import Engine, ManifestStatus, RowStatus
     from airflow_openrouter.schemas import OutputSpec
     from airflow_openrouter.types import BatchResult, ChatCompletion
@@ -143,7 +146,7 @@ class Tally:
     providers: Counter[str] = field(default_factory=Counter)
     causes: Counter[str] = field(default_factory=Counter)
     #: Indexes of unsuccessful items whose failure may pass: what a retry would send again.
-    retry_indexes: list[int] = field(default_factory=list)
+    retry_indexes: array[int] = field(default_factory=lambda: array("q"))
 
     def add(self, row: Mapping[str, Any]) -> None:
         self.counts[row["status"]] += 1
@@ -185,7 +188,7 @@ class ResultsWriter:
         self.path = path
         self.ids = ids
         self.tally = Tally()
-        self._written: set[int] = set()
+        self._written = IndexBits(len(ids))
         self._file: TextIO | None = None
 
     def __enter__(self) -> ResultsWriter:
@@ -211,7 +214,9 @@ class ResultsWriter:
 
     def write_unwritten(self, row_for: Callable[[str, int], dict[str, Any]]) -> None:
         """A row for every item without one yet: ``row_for(custom_id, index)``."""
-        for custom_id, index in self.ids.indexes.items():
+        if len(self._written) >= len(self.ids):
+            return  # (the custom ids are read again from the items only when some item has no row)
+        for custom_id, index in self.ids.items():
             if index not in self._written:
                 self.write(row_for(custom_id, index))
 
