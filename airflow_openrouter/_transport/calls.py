@@ -8,11 +8,13 @@ that both twins take as ``**options``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypedDict, TypeVar
 
@@ -33,10 +35,12 @@ from airflow_openrouter.types import (
 )
 
 __all__ = [
+    "CALL_LOG_LEVEL",
     "CHAT_ENDPOINT",
     "Call",
     "CreateBatchOptions",
     "ListBatchesOptions",
+    "calls_logged_at",
     "chat_body",
     "drop_none",
 ]
@@ -44,6 +48,23 @@ __all__ = [
 log = logging.getLogger("airflow_openrouter.transport")
 T = TypeVar("T")
 CHAT_ENDPOINT = "/v1/chat/completions"
+#: The level of the per-call line of calls made in this context: INFO (one chat call per task matters to
+#: a reader); bulk engines and batch polls set DEBUG in the tasks they own, where one line per call
+#: would be thousands of lines (see :func:`calls_logged_at`).
+CALL_LOG_LEVEL: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "openrouter_call_log_level", default=logging.INFO
+)
+
+
+@contextlib.contextmanager
+def calls_logged_at(level: int) -> Iterator[None]:
+    """Log the per-call line of the calls made inside the block at *level* (synchronous code; an
+    asyncio task sets :data:`CALL_LOG_LEVEL` itself, in its own context)."""
+    token = CALL_LOG_LEVEL.set(level)
+    try:
+        yield
+    finally:
+        CALL_LOG_LEVEL.reset(token)
 
 
 @dataclass
@@ -81,8 +102,10 @@ class Call(Generic[T]):
         )
 
     def log_answer(self, status: int, started: float, result: Any) -> None:
-        """The one INFO line per answered call: route, status, time, model, generation, tokens, cost."""
-        if not log.isEnabledFor(logging.INFO):
+        """The one line per answered call (INFO, or :data:`CALL_LOG_LEVEL`): route, status, time, model,
+        generation, tokens, cost."""
+        level = CALL_LOG_LEVEL.get()
+        if not log.isEnabledFor(level):
             return
         parts = [f"OpenRouter {self.method} {self.path} -> {status} in {time.perf_counter() - started:.3f}s"]
         model = getattr(result, "model", None) or self.model
@@ -95,7 +118,7 @@ class Call(Generic[T]):
             parts.append(f"tokens={usage.prompt_tokens}+{usage.completion_tokens}")
             if usage.cost is not None:
                 parts.append(f"cost=${usage.cost:.6f}")
-        log.info(" ".join(parts))
+        log.log(level, " ".join(parts))
         if log.isEnabledFor(logging.DEBUG):
             # Prompts and completions may hold personal data: only at DEBUG, never at INFO.
             log.debug(

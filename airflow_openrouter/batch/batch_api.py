@@ -19,11 +19,12 @@ completion window plus the grace.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_openrouter._transport.calls import calls_logged_at
 from airflow_openrouter.batch.failures import RunSummary, Verdict, judge
 from airflow_openrouter.batch.poll import poll_once
 from airflow_openrouter.batch.results import ResultsWriter, build_manifest, result_row, row_from_batch_result
@@ -138,7 +139,8 @@ def fetch(
     """Write the rows, build the manifest, judge the run, and leave a retry's work in the record."""
     batch_ids = record.batch_ids
     started_at = min((b.created_at for b in record.batches if b.created_at), default=None)
-    with ResultsWriter(job.results_file, ids) as writer:
+    # One results page per 100 rows: their per-call lines are DEBUG.
+    with ResultsWriter(job.results_file, ids) as writer, calls_logged_at(logging.DEBUG):
         for batch in reversed(record.batches):
             if event.status_of(batch.id) == "completed":
                 _write_batch_results(hook, batch.id, writer, job, tag, log)
@@ -176,13 +178,12 @@ def fetch(
 def _write_batch_results(
     hook: OpenRouterHook, batch_id: str, writer: ResultsWriter, job: JobOptions, tag: str, log: Any
 ) -> None:
-    indexes: Mapping[str, int] = writer.ids.indexes
     suffix = f"~{tag}"
     try:
         for result in hook.iter_batch_results(batch_id):
             # A batch recorded before run tags existed carries the bare custom id.
             custom_id = result.custom_id.removesuffix(suffix)
-            index = indexes.get(custom_id)
+            index = writer.ids.index_of(custom_id)
             if index is None:
                 log.warning("Batch %s returned unknown custom_id %r; ignored.", batch_id, result.custom_id)
                 continue

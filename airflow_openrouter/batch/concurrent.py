@@ -36,6 +36,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_openrouter._transport.calls import CALL_LOG_LEVEL
 from airflow_openrouter.exceptions import CostCapReached, OpenRouterAPIError, OpenRouterError
 
 if TYPE_CHECKING:
@@ -236,6 +237,7 @@ async def _aiter(requests: Iterable[Request] | AsyncIterable[Request]) -> AsyncI
 
 
 async def _complete(hook: OpenRouterHook, custom_id: str, body: Mapping[str, Any]) -> Outcome:
+    CALL_LOG_LEVEL.set(logging.DEBUG)  # this request's task: one line per item only at DEBUG
     started = time.perf_counter()
     try:
         completion = await hook.achat_completion(**body)
@@ -299,8 +301,8 @@ def run_job(
         )
     todo = (
         (line["custom_id"], {**line["body"], "model": job.model, "provider": provider})
-        for line in spool
-        if line["custom_id"] not in checkpoint.done
+        for index, line in enumerate(spool)  # the spool holds the items in index order
+        if index not in checkpoint.done
     )
     with checkpoint.writer(try_number) as parts:
         systemic = run_concurrently_sync(
