@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_openrouter._transport.calls import calls_logged_at
 from airflow_openrouter.batch.failures import RunSummary, Verdict, judge
 from airflow_openrouter.batch.poll import poll_once
+from airflow_openrouter.batch.progress import Progress
 from airflow_openrouter.batch.results import ResultsWriter, build_manifest, result_row, row_from_batch_result
 from airflow_openrouter.batch.state import reattach_or_start, run_tag
 from airflow_openrouter.batch.submit import submit_todo
@@ -139,12 +140,14 @@ def fetch(
     """Write the rows, build the manifest, judge the run, and leave a retry's work in the record."""
     batch_ids = record.batch_ids
     started_at = min((b.created_at for b in record.batches if b.created_at), default=None)
-    # One results page per 100 rows: their per-call lines are DEBUG.
-    with ResultsWriter(job.results_file, ids) as writer, calls_logged_at(logging.DEBUG):
+    progress = Progress("rows", len(ids), log, in_flight=False)
+    # A results page per few hundred rows: their per-call lines are DEBUG, the progress lines INFO.
+    with ResultsWriter(job.results_file, ids, progress) as writer, calls_logged_at(logging.DEBUG):
         for batch in reversed(record.batches):
             if event.status_of(batch.id) == "completed":
                 _write_batch_results(hook, batch.id, writer, job, tag, log)
         writer.write_unwritten(lambda custom_id, index: _unfinished_row(record, event, custom_id, index))
+    progress.summary()
     summary = RunSummary(
         total=writer.tally.total,
         unsuccessful=writer.tally.unsuccessful,

@@ -31,7 +31,15 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -286,6 +294,7 @@ def run_job(
     """
     from airflow_openrouter.batch.checkpoint import Checkpoint
     from airflow_openrouter.batch.failures import RunSummary, judge
+    from airflow_openrouter.batch.progress import Progress
     from airflow_openrouter.batch.results import ResultsWriter, build_manifest, result_row
     from airflow_openrouter.schemas import provider_preferences
 
@@ -299,21 +308,30 @@ def run_job(
             len(ids),
             checkpoint.spent_usd,
         )
-    todo = (
-        (line["custom_id"], {**line["body"], "model": job.model, "provider": provider})
-        for index, line in enumerate(spool)  # the spool holds the items in index order
-        if index not in checkpoint.done
-    )
+    progress = Progress("requests", len(ids) - len(checkpoint.done), log)
+
+    def todo() -> Iterator[Request]:
+        for index, line in enumerate(spool):  # the spool holds the items in index order
+            if index not in checkpoint.done:
+                # The engine pulls an item only when it starts it (or gives up on it): in flight now.
+                progress.started()
+                yield line["custom_id"], {**line["body"], "model": job.model, "provider": provider}
+
+    def on_outcome(outcome: Outcome) -> None:
+        parts.write(_row(outcome, ids.indexes[outcome.custom_id], job))
+        progress.settled(ok=outcome.ok, cost_usd=outcome.cost_usd)
+
     with checkpoint.writer(try_number) as parts:
         systemic = run_concurrently_sync(
             hook,
-            todo,
-            lambda outcome: parts.write(_row(outcome, ids.indexes[outcome.custom_id], job)),
+            todo(),
+            on_outcome,
             max_concurrency=job.limits.max_concurrency,
             requests_per_minute=job.limits.requests_per_minute,
             max_cost_usd=job.limits.max_cost_usd,
             spent_usd=checkpoint.spent_usd,
         )
+    progress.summary()
     # Newest rows first: an item retried by this try keeps this try's row.
     missing = "No outcome was recorded for this item."
     with ResultsWriter(job.results_file, ids) as writer:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
     from airflow_openrouter.batch.ids import ItemIds
+    from airflow_openrouter.batch.progress import Progress
     from airflow_openrouter.batch.vocabulary import Engine, ManifestStatus, RowStatus
     from airflow_openrouter.schemas import OutputSpec
     from airflow_openrouter.types import BatchResult, ChatCompletion
@@ -182,11 +183,13 @@ class ResultsWriter:
 
     :param path: the JSONL file (local or remote; written in one pass, so ``s3://`` works).
     :param ids: the items' ids (:func:`~.items.index_custom_ids`).
+    :param progress: counts each row written, for the progress lines of a long fetch.
     """
 
-    def __init__(self, path: ObjectStoragePath, ids: ItemIds) -> None:
+    def __init__(self, path: ObjectStoragePath, ids: ItemIds, progress: Progress | None = None) -> None:
         self.path = path
         self.ids = ids
+        self.progress = progress
         self.tally = Tally()
         self._written = IndexBits(len(ids))
         self._file: TextIO | None = None
@@ -210,6 +213,10 @@ class ResultsWriter:
         row["id"] = self.ids.original(row["custom_id"], row["index"])
         self._file.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         self.tally.add(row)
+        if self.progress is not None:
+            self.progress.settled(
+                ok=row["status"] == "succeeded", cost_usd=(row.get("usage") or {}).get("cost") or 0.0
+            )
         return True
 
     def write_unwritten(self, row_for: Callable[[str, int], dict[str, Any]]) -> None:
