@@ -21,7 +21,7 @@ def documents(n: int, prefix: str = "doc-") -> list[dict]:
 
 
 def test_every_custom_id_maps_back_to_its_own_item():
-    items = documents(30_000) + [{"id": "Zürich/ü-😀"}, {"id": "doc-30000 "}, {"id": "0"}]
+    items = [*documents(30_000), {"id": "Zürich/ü-😀"}, {"id": "doc-30000 "}, {"id": "0"}]
 
     ids = index_custom_ids(items, "id")
 
@@ -122,13 +122,21 @@ def test_index_bits_is_a_set_of_indexes():
         bits.add(index)
 
     assert len(bits) == 3
-    assert [i in bits for i in (0, 1, 2, 899, 900, 10_000, -1)] == [True, False, True, False, True, False, False]
+    assert [i in bits for i in (0, 1, 2, 899, 900, 10_000, -1)] == [
+        True,
+        False,
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
     assert "2" not in bits
 
 
 def test_a_mapping_of_ids_must_cover_the_indexes_in_order():
     assert ItemIds({"b": 1, "a": 0}).index_of("b") == 1
-    with pytest.raises(ValueError, match="0 .. n-1"):
+    with pytest.raises(ValueError, match=r"0 \.\. n-1"):
         ItemIds({"a": 0, "b": 2})
 
 

@@ -6,11 +6,8 @@ import logging
 from typing import Any
 
 from airflow_openrouter.batch.progress import Progress
-from tests.batch.support import (  # noqa: F401 (fixtures)
+from tests.batch.support import (
     FakeClock,
-    batch_emu,
-    batch_emulator,
-    context,
     docs,
     read_rows,
     run_operator,
@@ -71,7 +68,7 @@ def test_the_summary_says_how_many_how_fast_and_what_it_cost():
     assert log.lines == ["Done: 4 rows in 2 min 05 s (0.0/s), 1 failed, $1.5000."]
 
 
-def test_the_concurrent_engine_logs_progress_not_a_line_per_request(batch_emu, context, capsys, caplog):  # noqa: F811
+def test_the_concurrent_engine_logs_progress_not_a_line_per_request(batch_emu, context, capsys, caplog):
     operator = summarise(items=docs(60), id_field="id", engine="concurrent", max_concurrency=4)
 
     with caplog.at_level(logging.DEBUG, logger="airflow_openrouter.transport"):
@@ -86,7 +83,7 @@ def test_the_concurrent_engine_logs_progress_not_a_line_per_request(batch_emu, c
     assert len(calls) == 60 and {r.levelno for r in calls} == {logging.DEBUG}
 
 
-def test_the_batch_engine_fetch_logs_a_summary_and_its_pages_at_debug(batch_emu, context, capsys, caplog):  # noqa: F811
+def test_the_batch_engine_fetch_logs_a_summary_and_its_pages_at_debug(batch_emu, context, capsys, caplog):
     operator = summarise(items=docs(30), id_field="id")
 
     with caplog.at_level(logging.DEBUG, logger="airflow_openrouter.transport"):
