@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench import concurrent, emulator_capacity, parse_cost, results_memory, transport, triggerer
+from bench import concurrent, emulator_capacity, parse_cost, results_memory, sharded, transport, triggerer
 from bench._common import REPO, Row
 from bench._peers import peers_python
 from bench._table import machine, render_markdown, render_text, write_json
@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "concurrent": concurrent.run,
     "results_memory": results_memory.run,
     "triggerer": triggerer.run,
+    "sharded": sharded.run,
     "emulator_capacity": emulator_capacity.run,
 }
 PEER_BENCHMARKS = {"parse_cost", "transport"}

@@ -150,7 +150,7 @@ def _report(log: Any, watch: BatchWatch, changed: bool, batch_id: str) -> None:
     log.log(level, "Batch %s: %s, %d of %d done, %d failed.", b.id, b.status, b.completed, b.total, b.failed)
 
 
-#: Something that looks at batches: ``look(wanted, into)`` fills *into* (see :func:`scan`).
+#: Something that looks at batches: awaiting ``look(wanted, into)`` fills *into* (see :func:`scan`).
 Look = Callable[[Mapping[str, int | None], Answers], Awaitable[None]]
 
 

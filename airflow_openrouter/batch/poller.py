@@ -51,6 +51,8 @@ MAX_EARLY_S = 1.0
 EARLY_FRACTION = 0.2
 #: A round waits this long after its first request is due, for the triggers started together.
 GATHER_S = 0.02
+#: Triggers woken per loop iteration when a round delivers (see ``_deliver``).
+DELIVER_AT_ONCE = 25
 
 HookFactory = Callable[[str], "OpenRouterHook"]
 
@@ -102,26 +104,30 @@ class SharedPoller:
         round is shared, see the module); bounded by the watch's round budget."""
         early = min(MAX_EARLY_S, EARLY_FRACTION * interval)
 
-        async def look(wanted: Mapping[str, int | None], into: Answers) -> None:
-            await self._look(wanted, into, due=due, early=early)
+        def look(wanted: Mapping[str, int | None], into: Answers) -> asyncio.Future[None]:
+            return self._request(wanted, into, due=due, early=early)
 
         await watch_round(look, watch, log)
 
-    async def _look(
+    def _request(
         self, wanted: Mapping[str, int | None], into: Answers, *, due: float, early: float
-    ) -> None:
+    ) -> asyncio.Future[None]:
+        """Queue a request; its future is done once every batch of it is answered. A plain future, no
+        task: a thousand triggers wait on the poller at any time."""
         request = _Request(wanted, due, early, into, asyncio.get_running_loop().create_future())
         if not request.unanswered:
-            return
+            request.settle()
+            return request.done
         if self._task is None or self._task.done():  # never started, or ended by an error of its own
             self._start()
         self._requests.append(request)
+        request.done.add_done_callback(lambda _: self._forget(request))
         self._wake.set()
-        try:
-            await request.done
-        finally:
-            if request in self._requests:  # cancelled (the trigger's deadline, or its task) before served
-                self._requests.remove(request)
+        return request.done
+
+    def _forget(self, request: _Request) -> None:
+        if request.done.cancelled() and request in self._requests:  # the waiter gave up before a round
+            self._requests.remove(request)
 
     # --- the poll task ---------------------------------------------------------------------------
 
@@ -176,15 +182,16 @@ class SharedPoller:
         answers: Answers = {}
         try:
             await scan_listed(hook, wanted, answers)
-            self._deliver(served, answers)
+            await self._deliver(served, answers)
             await scan_by_id(hook, [i for i in wanted if i not in answers], answers)
-            self._deliver(served, answers)
+            await self._deliver(served, answers)
         except Exception as exc:  # a bug, or no such connection: the triggers' own polls would have raised it
             for request in served:
                 request.settle(exc)
 
     @staticmethod
-    def _deliver(served: list[_Request], answers: Answers) -> None:
+    async def _deliver(served: list[_Request], answers: Answers) -> None:
+        settled = 0
         for request in served:
             if request.done.done():
                 continue
@@ -194,6 +201,11 @@ class SharedPoller:
             request.unanswered.difference_update(answered)
             if not request.unanswered:
                 request.settle()
+                settled += 1
+                if settled % DELIVER_AT_ONCE == 0:
+                    # Each settled request wakes its trigger on the next loop iteration: a thousand of
+                    # them in one iteration would hold up every other task of the loop for tens of ms.
+                    await asyncio.sleep(0)
 
 
 _POLLERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, SharedPoller]] = (

@@ -401,8 +401,19 @@ class AirflowStack:
         resp.raise_for_status()
         return {ti["task_id"]: ti for ti in resp.json()["task_instances"]}
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        resp = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
+    def mapped_task_instances(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
+        """The task instances of a mapped task, by map index."""
+        resp = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/listMapped")
+        resp.raise_for_status()
+        return sorted(resp.json()["task_instances"], key=lambda ti: ti["map_index"])
+
+    def xcom(
+        self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int | None = None
+    ) -> Any:
+        params = {} if map_index is None else {"map_index": map_index}
+        resp = self._call(
+            "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}", params=params
+        )
         resp.raise_for_status()
         return resp.json()["value"]
 
