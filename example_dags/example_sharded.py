@@ -75,7 +75,9 @@ with DAG(
         target.parent.mkdir(parents=True, exist_ok=True)
         folder = ObjectStoragePath(INVOICES)
         with target.open("w", encoding="utf-8") as out:
-            for path in sorted((p for p in folder.iterdir() if p.name.endswith(".txt")), key=lambda p: p.name):
+            for path in sorted(
+                (p for p in folder.iterdir() if p.name.endswith(".txt")), key=lambda p: p.name
+            ):
                 document = {"id": path.stem, "file": path.name, "text": path.read_text(encoding="utf-8")}
                 out.write(json.dumps(document) + "\n")
         return str(target)

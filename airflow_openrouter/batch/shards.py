@@ -43,7 +43,7 @@ The rules:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -153,7 +153,11 @@ def merge_manifests(manifests: Iterable[Mapping[str, Any] | None]) -> dict[str, 
         "started_at": None,
         "finished_at": None,
     }
-    for shard, manifest in enumerate(manifests):
+    # By position when it has a length: Airflow's lazy sequence of a mapped task's values ends its plain
+    # iteration by asking for one past the end (an error line in the log).
+    shards = manifests if isinstance(manifests, Sequence) else list(manifests)
+    for shard in range(len(shards)):
+        manifest = shards[shard]
         merged["shards"] += 1
         if manifest is None:
             merged["missing_shards"] += 1
@@ -208,7 +212,8 @@ def read_rows(manifests: Iterable[Mapping[str, Any] | None] | Mapping[str, Any])
     if isinstance(manifests, Mapping):
         uris = list(manifests.get("output_uris") or [manifests["output_uri"]])
     else:
-        uris = [m["output_uri"] for m in manifests if m is not None]
+        shards = manifests if isinstance(manifests, Sequence) else list(manifests)
+        uris = [m["output_uri"] for m in (shards[k] for k in range(len(shards))) if m is not None]
     for uri in uris:
         with ObjectStoragePath(uri).open("r", encoding="utf-8") as lines:
             for line in lines:

@@ -259,7 +259,8 @@ class AirflowStack:
                 "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                "AIRFLOW__CORE__PARALLELISM": "4",
+                # Room for the four shards of the sharded example at once, beside a task still finishing.
+                "AIRFLOW__CORE__PARALLELISM": "8",
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 # Paused until a test unpauses it: the scheduled examples must not run by themselves.
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
