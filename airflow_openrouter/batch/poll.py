@@ -23,7 +23,6 @@ import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from airflow_openrouter._transport.calls import CALL_LOG_LEVEL
 from airflow_openrouter.exceptions import OpenRouterError
 
 if TYPE_CHECKING:
@@ -182,6 +181,8 @@ async def poll_round(hook: AsyncBatchReader, watch: BatchWatch, log: Any) -> Non
 def poll_once(hook: Any, watch: BatchWatch, log: Any) -> None:
     """:func:`poll_round` from synchronous code (a worker): on an event loop of its own, whose pooled
     client is closed after."""
+
+    from airflow_openrouter._transport.calls import CALL_LOG_LEVEL
 
     async def once() -> None:
         CALL_LOG_LEVEL.set(logging.DEBUG)  # this task's own context

@@ -36,7 +36,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_openrouter._transport.calls import CALL_LOG_LEVEL
 from airflow_openrouter.batch.poll import Answers, scan_by_id, scan_listed, watch_round
 
 if TYPE_CHECKING:
@@ -154,7 +153,9 @@ class SharedPoller:
             raise
 
     async def _serve(self) -> None:
-        CALL_LOG_LEVEL.set(logging.DEBUG)
+        from airflow_openrouter._transport.calls import CALL_LOG_LEVEL
+
+        CALL_LOG_LEVEL.set(logging.DEBUG)  # this task's own context: every poll's calls at DEBUG
         loop = asyncio.get_running_loop()
         async with self._hook_factory(self.conn_id) as hook:
             while self._users:
