@@ -23,16 +23,18 @@ completion window plus the grace.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_openrouter._transport.calls import calls_logged_at
 from airflow_openrouter.batch.budget import Plan, bitmap, dry_run_manifest, estimate_lines, plan, price_info
 from airflow_openrouter.batch.cached import BulkCache, ItemKeys
 from airflow_openrouter.batch.checkpoint import Checkpoint
 from airflow_openrouter.batch.failures import RunSummary, Verdict, judge
 from airflow_openrouter.batch.poll import poll_once
+from airflow_openrouter.batch.progress import Progress
 from airflow_openrouter.batch.results import ResultsWriter, build_manifest, result_row
 from airflow_openrouter.batch.state import reattach_or_start, run_tag
 from airflow_openrouter.batch.submit import submit_todo
@@ -215,7 +217,10 @@ def fetch(
     started_at = min((b.created_at for b in record.batches if b.created_at), default=None)
     checkpoint = Checkpoint(job.results_file, record.fingerprint, job.identity.key)
     cache = BulkCache(job, log) if job.result_cache is not None else None
+    progress = Progress("rows", len(ids), log, in_flight=False)
     with contextlib.ExitStack() as stack:
+        # A results page per few hundred rows: their per-call lines are DEBUG, the progress lines INFO.
+        stack.enter_context(calls_logged_at(logging.DEBUG))
         # Step: new answers go to the result cache as they are written (by the keys of the submission).
         keys = ItemKeys.load(checkpoint.directory, record.total_items) if cache is not None else None
         if cache is not None and keys is None:
@@ -223,13 +228,16 @@ def fetch(
                 "No cache keys were recorded when these batches were submitted: their answers are not cached."
             )
         add_to_cache = stack.enter_context(cache.writer(keys)) if cache is not None else None
-        writer = stack.enter_context(job.endpoint.writer(job.results_file, ids, on_written=add_to_cache))
+        writer = stack.enter_context(
+            job.endpoint.writer(job.results_file, ids, on_written=add_to_cache, progress=progress)
+        )
         for batch in reversed(record.batches):
             if event.status_of(batch.id) == "completed":
                 record.billed[batch.id] = _write_batch_results(hook, batch.id, writer, job, tag, log)
         for row in checkpoint.rows_newest_first():  # the rows answered from the result cache
             writer.write(row)
         writer.write_unwritten(lambda custom_id, index: _unfinished_row(record, event, custom_id, index))
+    progress.summary()
     summary = RunSummary(
         total=writer.tally.total,
         unsuccessful=writer.tally.unsuccessful,
@@ -266,14 +274,13 @@ def _write_batch_results(
     hook: OpenRouterHook, batch_id: str, writer: ResultsWriter, job: JobOptions, tag: str, log: Any
 ) -> float:
     """Write the batch's rows; returns what the batch was billed (every row, written or not)."""
-    indexes: Mapping[str, int] = writer.ids.indexes
     suffix = f"~{tag}"
     billed = 0.0
     try:
         for result in hook.iter_batch_results(batch_id):
             # A batch recorded before run tags existed carries the bare custom id.
             custom_id = result.custom_id.removesuffix(suffix)
-            index = indexes.get(custom_id)
+            index = writer.ids.index_of(custom_id)
             if index is None:
                 log.warning("Batch %s returned unknown custom_id %r; ignored.", batch_id, result.custom_id)
                 continue
