@@ -22,6 +22,7 @@ from bench import (
     emulator_capacity,
     parse_cost,
     results_memory,
+    sharded,
     transport,
     triggerer,
 )
@@ -38,6 +39,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "concurrent": concurrent.run,
     "results_memory": results_memory.run,
     "triggerer": triggerer.run,
+    "sharded": sharded.run,
     "emulator_capacity": emulator_capacity.run,
     "embeddings_write": embeddings_write.run,
     "cache_hits": cache_hits.run,

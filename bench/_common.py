@@ -192,14 +192,18 @@ def run_worker(
     environment plus ``env``, with the repository on ``PYTHONPATH`` so ``bench`` imports anywhere.
     """
     spec = f"{target.__module__}:{target.__qualname__}"
-    process = subprocess.run(
-        [str(python), "-m", "bench._worker", spec, json.dumps(kwargs)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
-        timeout=timeout,
-    )
+    try:
+        process = subprocess.run(
+            [str(python), "-m", "bench._worker", spec, json.dumps(kwargs)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        # Not the exception's own text: it quotes the whole command line, arguments and all.
+        raise RuntimeError(f"{spec} did not finish within {timeout:g} s") from None
     for line in reversed(process.stdout.splitlines()):
         if line.startswith(RESULT_MARKER):
             return json.loads(line[len(RESULT_MARKER) :])

@@ -1,6 +1,8 @@
 """1. Parse cost: what importing each of our operator, sensor and trigger modules adds on top of
 ``import airflow.sdk`` (which every DAG file pays anyway), paid as the DAG processor pays it: in a
-fresh process. Median over repeated processes; the modules take turns, so drift hits all alike.
+fresh process. Median over repeated processes; the modules take turns, so drift hits all alike. The
+operator and sensor modules have a goal; the trigger module's cost is reported (the DAG processor
+never imports it).
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ OURS = {
     "operators.embedding": "airflow_openrouter.operators.embedding",
     "sensors.batch": "airflow_openrouter.sensors.batch",
     "triggers.batch": "airflow_openrouter.triggers.batch",
+}
+# Reported, not a goal: the DAG processor never imports the trigger module (the triggerer does, once).
+REPORTED = {
+    "triggers.batch": "reported: the DAG processor never imports it (operators and sensors import it in "
+    "execute); most of it is Airflow's own airflow.triggers.base",
 }
 # The figures the issue quotes for the same machine: about 360, 275 and 780 ms.
 PEERS = {
@@ -71,6 +78,7 @@ def measure(modules: Mapping[str, str], python: str | Path, repeats: int) -> lis
             continue
         sdk_ms = median([s for s, _ in samples[name]]) * 1000
         extra_ms = median([e for _, e in samples[name]]) * 1000
+        reported = name in REPORTED
         rows.append(
             Row(
                 BENCHMARK,
@@ -80,7 +88,8 @@ def measure(modules: Mapping[str, str], python: str | Path, repeats: int) -> lis
                 baseline=sdk_ms,
                 baseline_label="import airflow.sdk",
                 ratio=ratio(extra_ms, sdk_ms),
-                goal=GOAL,
+                goal=None if reported else GOAL,
+                note=REPORTED.get(name, ""),
                 details={"repeats": repeats, "module": modules[name]},
             )
         )

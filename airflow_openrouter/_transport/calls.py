@@ -8,10 +8,12 @@ of each endpoint are declared once, as a ``TypedDict`` that both twins take as `
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypedDict, TypeVar
 
@@ -32,12 +34,14 @@ from airflow_openrouter.types import (
 )
 
 __all__ = [
+    "CALL_LOG_LEVEL",
     "CHAT_ENDPOINT",
     "EMBEDDINGS_ENDPOINT",
     "Call",
     "CreateBatchOptions",
     "EmbedOptions",
     "ListBatchesOptions",
+    "calls_logged_at",
     "chat_body",
     "drop_none",
 ]
@@ -51,6 +55,23 @@ EMBEDDINGS_ENDPOINT = "/v1/embeddings"
 Headers = tuple[tuple[str, str], ...]
 _JSON_HEADERS: Headers = (("Content-Type", "application/json"),)
 _STREAM_HEADERS: Headers = (*_JSON_HEADERS, ("Accept", "text/event-stream"))
+#: The level of the per-call line of calls made in this context: INFO (one chat call per task matters to
+#: a reader); bulk engines and batch polls set DEBUG in the tasks they own, where one line per call
+#: would be thousands of lines (see :func:`calls_logged_at`).
+CALL_LOG_LEVEL: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "openrouter_call_log_level", default=logging.INFO
+)
+
+
+@contextlib.contextmanager
+def calls_logged_at(level: int) -> Iterator[None]:
+    """Log the per-call line of the calls made inside the block at *level* (synchronous code; an
+    asyncio task sets :data:`CALL_LOG_LEVEL` itself, in its own context)."""
+    token = CALL_LOG_LEVEL.set(level)
+    try:
+        yield
+    finally:
+        CALL_LOG_LEVEL.reset(token)
 
 
 @dataclass
@@ -74,7 +95,8 @@ class Call(Generic[T]):
     billed: bool = False
     stream: bool = False
     model: str | None = None  # for the log line only
-    log_level: int = logging.INFO
+    # The level of this call's line; None: the level of the calling context (:data:`CALL_LOG_LEVEL`).
+    log_level: int | None = None
 
     @functools.cached_property
     def content(self) -> bytes | None:
@@ -89,9 +111,10 @@ class Call(Generic[T]):
         return _JSON_HEADERS if self.body is not None else ()
 
     def log_answer(self, status: int, started: float, result: Any) -> None:
-        """The one line per answered call (at ``log_level``): route, status, time, model, generation,
-        tokens, cost."""
-        if not log.isEnabledFor(self.log_level):
+        """The one line per answered call (INFO, or :data:`CALL_LOG_LEVEL`): route, status, time, model,
+        generation, tokens, cost."""
+        level = CALL_LOG_LEVEL.get() if self.log_level is None else self.log_level
+        if not log.isEnabledFor(level):
             return
         parts = [f"OpenRouter {self.method} {self.path} -> {status} in {time.perf_counter() - started:.3f}s"]
         model = getattr(result, "model", None) or self.model
@@ -104,7 +127,7 @@ class Call(Generic[T]):
             parts.append(f"tokens={usage.prompt_tokens}+{usage.completion_tokens}")
             if usage.cost is not None:
                 parts.append(f"cost=${usage.cost:.6f}")
-        log.log(self.log_level, " ".join(parts))
+        log.log(level, " ".join(parts))
         if log.isEnabledFor(logging.DEBUG):
             # Prompts and completions may hold personal data: only at DEBUG, never at INFO.
             body = excerpt(self.content.decode("utf-8", "replace"), 2000) if self.content else "-"
@@ -137,7 +160,7 @@ def chat_call(
     *,
     conn_id: str,
     stream: bool = False,
-    log_level: int = logging.INFO,
+    log_level: int | None = None,
 ) -> Call[ChatCompletion]:
     """``POST /chat/completions``. A streamed one is not ``billed`` in the retry sense: dropping its
     connection stops the generation (and the billing) on providers that support cancellation, and it is

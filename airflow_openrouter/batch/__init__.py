@@ -19,13 +19,18 @@ One module, one job; read them in the order a run uses them:
 * :mod:`.submit`     -- submit what the record still has to do; prove whose a lost POST's batch is;
 * :mod:`.batch_api`  -- the ``batch`` engine: start (re-attach, submit), deadline, fetch;
 * :mod:`.watch`      -- the poll decision shared by the trigger, the operator and the sensor, and the
-  one event it produces; :mod:`.poll` -- the one poll round they all run;
+  one event it produces; :mod:`.poll` -- the one poll round they all run; :mod:`.poller` -- the poll
+  loop the triggers of one connection share in the triggerer;
 * :mod:`.results`    -- result rows (shared by both engines), the streaming JSONL writer, the manifest;
+  :mod:`.ids` -- the per-item bookkeeping kept for the whole run, in compact form; :mod:`.progress`
+  -- the engines' progress and summary lines;
 * :mod:`.failures`   -- why items failed (cause, transient), and the verdict on a run;
 * :mod:`.concurrent` -- the ``concurrent`` engine: requests from the worker, with rate limits,
   and its :mod:`.checkpoint` of rows saved as they arrive;
 * :mod:`.embeddings` -- the embeddings endpoint (text per item, grouped requests, vector rows), and
-  :mod:`.vectors`, its Parquet and JSONL writers.
+  :mod:`.vectors`, its Parquet and JSONL writers;
+* :mod:`.shards`     -- for users: split a JSONL input into shards for a mapped task, merge the shards'
+  manifests.
 
 ``vocabulary`` and ``failures`` import none of the others; only the two engines import many of them.
 Nothing here is imported when a DAG file is parsed: the operator imports these modules in ``execute``.

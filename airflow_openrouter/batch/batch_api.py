@@ -26,17 +26,20 @@ completion window plus the grace.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_openrouter._transport.calls import calls_logged_at
 from airflow_openrouter.batch.budget import Plan, bitmap, dry_run_manifest, estimate_lines, plan, price_info
 from airflow_openrouter.batch.cached import BulkCache, ItemKeys
 from airflow_openrouter.batch.checkpoint import Checkpoint
 from airflow_openrouter.batch.failures import RunSummary, Verdict, judge
 from airflow_openrouter.batch.followup import PassSpool, load_pass, previous_rows, write_pass
 from airflow_openrouter.batch.poll import poll_once
+from airflow_openrouter.batch.progress import Progress
 from airflow_openrouter.batch.recovery import (
     RecoveryTally,
     candidates,
@@ -334,6 +337,7 @@ def _write_rows(
     newest batch first; a follow-up batch's rows with their history), then the cached rows, then a
     row for every item left. Returns the writer, the recovery tally and the rows a pass could take."""
     cache = BulkCache(job, log) if job.result_cache is not None else None
+    progress = Progress("rows", len(ids), log, in_flight=False)
     recovery = RecoveryTally(job.recovery.max_row_attempts)
     due: list[dict[str, Any]] = []
 
@@ -345,6 +349,8 @@ def _write_rows(
             add_to_cache(row)
 
     with contextlib.ExitStack() as stack:
+        # A results page per few hundred rows: their per-call lines are DEBUG, the progress lines INFO.
+        stack.enter_context(calls_logged_at(logging.DEBUG))
         # Step: new answers go to the result cache as they are written (by the keys of the submission).
         keys = ItemKeys.load(checkpoint.directory, record.total_items) if cache is not None else None
         if cache is not None and keys is None:
@@ -352,7 +358,9 @@ def _write_rows(
                 "No cache keys were recorded when these batches were submitted: their answers are not cached."
             )
         add_to_cache = stack.enter_context(cache.writer(keys)) if cache is not None else None
-        writer = stack.enter_context(job.endpoint.writer(job.results_file, ids, on_written=on_written))
+        writer = stack.enter_context(
+            job.endpoint.writer(job.results_file, ids, on_written=on_written, progress=progress)
+        )
         rows = list(checkpoint.rows_newest_first())
         for row in rows:  # rows a recovery pass sent from the worker win over the batches' rows
             if (row.get("attempts") or 1) > 1:
@@ -367,6 +375,7 @@ def _write_rows(
         for row in rows:  # the rows answered from the result cache
             writer.write(row)
         writer.write_unwritten(lambda custom_id, index: _unfinished_row(record, event, custom_id, index))
+    progress.summary()
     return writer, recovery, due
 
 
@@ -440,7 +449,6 @@ def _write_batch_results(
 ) -> float:
     """Write the batch's rows; returns what the batch was billed (every row, written or not).
     *entries*: for a follow-up batch, its recovery file's entries (the previous rows) by index."""
-    indexes: Mapping[str, int] = writer.ids.indexes
     suffix = f"~{run_tag(job.identity.key, fingerprint, batch.attempt)}"
     batch_id = batch.id
     billed = 0.0
@@ -448,7 +456,7 @@ def _write_batch_results(
         for result in hook.iter_batch_results(batch_id):
             # A batch recorded before run tags existed carries the bare custom id.
             custom_id = result.custom_id.removesuffix(suffix)
-            index = indexes.get(custom_id)
+            index = writer.ids.index_of(custom_id)
             if index is None:
                 log.warning("Batch %s returned unknown custom_id %r; ignored.", batch_id, result.custom_id)
                 continue

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
+from airflow_openrouter.batch.ids import IndexBits
 from airflow_openrouter.batch.vocabulary import ANSWERED_ROW_STATUSES
 
 if TYPE_CHECKING:
@@ -42,11 +43,13 @@ class Checkpoint:
         self._parts_root = parts
         self._run_prefix = f"{run_key[:16]}-"
         self.directory = parts / f"{self._run_prefix}{fingerprint[:32]}"
-        self.done: set[str] = set()
+        #: The indexes of the items an earlier try got an answer for (a bit each: 1,000,000 items fit in
+        #: 125 KB).
+        self.done = IndexBits()
         self.spent_usd = 0.0
         for row in self._rows(newest_first=False):
             if row["status"] in ANSWERED_ROW_STATUSES:
-                self.done.add(row["custom_id"])
+                self.done.add(row["index"])
                 self.spent_usd += (row.get("usage") or {}).get("cost") or 0.0
 
     @property

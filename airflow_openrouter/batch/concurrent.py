@@ -46,6 +46,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_openrouter._transport.calls import CALL_LOG_LEVEL
 from airflow_openrouter.exceptions import CostCapReached, OpenRouterAPIError, OpenRouterError
 
 if TYPE_CHECKING:
@@ -265,6 +266,7 @@ async def _aiter(requests: Iterable[Request] | AsyncIterable[Request]) -> AsyncI
 
 
 async def _complete(hook: OpenRouterHook, send: Send, custom_id: str, body: Mapping[str, Any]) -> Outcome:
+    CALL_LOG_LEVEL.set(logging.DEBUG)  # this request's task: one line per item only at DEBUG
     started = time.perf_counter()
     try:
         completion = await send(hook, body)
@@ -318,6 +320,7 @@ def run_job(
     from airflow_openrouter.batch.cached import BulkCache
     from airflow_openrouter.batch.checkpoint import Checkpoint
     from airflow_openrouter.batch.failures import RunSummary, judge
+    from airflow_openrouter.batch.progress import Progress
     from airflow_openrouter.batch.recovery import RecoveryTally
     from airflow_openrouter.batch.results import build_manifest, result_row
 
@@ -335,8 +338,8 @@ def run_job(
     prices = price_info(hook, job, "concurrent", log)
     cache = BulkCache(job, log) if job.result_cache is not None else None
     keys = cache.keys(spool) if cache is not None else None
-    done = checkpoint.done  # custom ids; the spool is in item order, so line i is item i
-    pending = bytearray(1 if line["custom_id"] not in done else 0 for line in spool)
+    # The spool holds the items in index order: line i is item i.
+    pending = bytearray(0 if index in checkpoint.done else 1 for index in range(len(ids)))
     # The requests started and not yet settled, by key (a request may carry several items).
     unsettled: dict[str, ConcurrentRequest] = {}
     spent_now = 0.0  # billed by this try
@@ -345,6 +348,9 @@ def run_job(
         lines = (line for i, line in enumerate(spool) if pending[i])
         for request in endpoint.concurrent_requests(job, lines):
             unsettled[request.key] = request
+            # The engine pulls a request only when it starts it (or gives up on it): in flight now.
+            for _ in request.custom_ids:
+                progress.started()
             # The attribution goes on the wire only: never into the fingerprint or a cache key.
             body = job.attribution.applied(request.body) if job.attribution is not None else request.body
             yield request.key, body
@@ -355,6 +361,9 @@ def run_job(
         spent_now += outcome.cost_usd
         for row in item_rows(outcome, request, [ids.indexes[c] for c in request.custom_ids], job):
             parts.write(row)
+            progress.settled(
+                ok=row["status"] == "succeeded", cost_usd=(row.get("usage") or {}).get("cost") or 0.0
+            )
 
     with checkpoint.writer(try_number) as parts:
         # Step: cache lookup, estimate and cap, before anything is sent (nothing written in a dry run).
@@ -375,6 +384,7 @@ def run_job(
             return dry_run_manifest(job, "concurrent", len(ids), decided), None
         for index in decided.cached:
             pending[index] = 0
+        progress = Progress("items", sum(pending), log)
         systemic = run_concurrently_sync(
             hook,
             todo(),
@@ -389,6 +399,7 @@ def run_job(
             spent_now += _recover(
                 hook, spool, job, ids, checkpoint, parts, prices.price, earlier_usd + spent_now, log
             )
+    progress.summary()
     # Newest rows first: an item retried by this try keeps this try's row. New answers go to the cache.
     missing = "No outcome was recorded for this item."
     recovery = RecoveryTally(job.recovery.max_row_attempts)

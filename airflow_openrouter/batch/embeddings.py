@@ -54,8 +54,9 @@ from airflow_openrouter.types import Usage
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_openrouter.batch.items import ItemIds
+    from airflow_openrouter.batch.ids import ItemIds
     from airflow_openrouter.batch.options import JobOptions
+    from airflow_openrouter.batch.progress import Progress
     from airflow_openrouter.batch.results import ResultsWriter
     from airflow_openrouter.exceptions import OpenRouterAPIError
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
@@ -251,10 +252,11 @@ class EmbeddingsEndpoint:
         path: ObjectStoragePath,
         ids: ItemIds,
         on_written: Callable[[dict[str, Any]], None] | None = None,
+        progress: Progress | None = None,
     ) -> ResultsWriter:
         from airflow_openrouter.batch.vectors import vector_writer
 
-        return vector_writer(path, ids, on_written)
+        return vector_writer(path, ids, on_written, progress)
 
     @staticmethod
     def cache_key(model: str, body: Mapping[str, Any]) -> str:

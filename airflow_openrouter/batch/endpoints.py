@@ -38,8 +38,9 @@ from airflow_openrouter._transport.calls import CHAT_ENDPOINT
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_openrouter.batch.items import ItemIds
+    from airflow_openrouter.batch.ids import ItemIds
     from airflow_openrouter.batch.options import JobOptions
+    from airflow_openrouter.batch.progress import Progress
     from airflow_openrouter.batch.results import ResultsWriter
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_openrouter.types import BatchResult, Model
@@ -114,8 +115,10 @@ class Endpoint(Protocol):
         path: ObjectStoragePath,
         ids: ItemIds,
         on_written: Callable[[dict[str, Any]], None] | None = None,
+        progress: Progress | None = None,
     ) -> ResultsWriter:
-        """The writer of the results file at *path*; *on_written* sees every row written."""
+        """The writer of the results file at *path*; *on_written* sees every row written, *progress*
+        counts it."""
         ...
 
 
@@ -169,10 +172,11 @@ class ChatEndpoint:
         path: ObjectStoragePath,
         ids: ItemIds,
         on_written: Callable[[dict[str, Any]], None] | None = None,
+        progress: Progress | None = None,
     ) -> ResultsWriter:
         from airflow_openrouter.batch.results import ResultsWriter
 
-        return ResultsWriter(path, ids, on_written)
+        return ResultsWriter(path, ids, on_written, progress)
 
 
 #: The chat endpoint: what every job runs unless its options name another.

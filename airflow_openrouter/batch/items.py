@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_openrouter.batch.ids import ItemIds
 from airflow_openrouter.exceptions import BatchInputError
 
 if TYPE_CHECKING:
@@ -97,41 +98,19 @@ def custom_id_of(item: Any, index: int, id_field: str | None, max_length: int | 
     return custom_id
 
 
-@dataclass(frozen=True)
-class ItemIds:
-    """``custom_id -> index`` of every item, and the id value each row reports as ``id``.
-
-    This (not the items, nor their requests) is what the results writer keeps in memory.
-    """
-
-    indexes: Mapping[str, int]
-    id_field: str | None = None
-    int_ids: frozenset[int] = frozenset()  # indexes whose id_field value was an integer
-
-    def original(self, custom_id: str, index: int) -> Any:
-        """The item's id as the user gave it: the id_field value (an int stays an int), or the index."""
-        if self.id_field is None:
-            return index
-        return int(custom_id) if index in self.int_ids else custom_id
-
-    def __len__(self) -> int:
-        return len(self.indexes)
-
-
 def index_custom_ids(items: Any, id_field: str | None, max_length: int | None = None) -> ItemIds:
-    """The :class:`ItemIds` of every item, checking that the custom ids are valid and unique."""
-    indexes: dict[str, int] = {}
-    int_ids: set[int] = set()
+    """The :class:`~.ids.ItemIds` of every item, checking that the custom ids are valid and unique."""
+
+    def custom_ids() -> Iterator[str]:
+        for index, item in enumerate(iter_items(items)):
+            yield custom_id_of(item, index, id_field, max_length)
+
+    ids = ItemIds(id_field=id_field)
     for index, item in enumerate(iter_items(items)):
         custom_id = custom_id_of(item, index, id_field, max_length)
-        if (first := indexes.setdefault(custom_id, index)) != index:
-            raise BatchInputError(
-                f"Items {first} and {index} have the same {id_field!r} value {custom_id!r}; "
-                "custom ids must be unique."
-            )
-        if id_field is not None and isinstance(item[id_field], int):
-            int_ids.add(index)
-    return ItemIds(indexes, id_field, frozenset(int_ids))
+        ids.add(custom_id, int_id=id_field is not None and isinstance(item[id_field], int))
+    ids.seal(custom_ids)
+    return ids
 
 
 _RUN_TAG = re.compile(r"~[0-9a-f]{10}$")

@@ -16,14 +16,16 @@ succeed (``transient``; see :mod:`.failures`). An ``invalid_output`` row keeps t
 (:mod:`airflow_openrouter.cost.ledger`); a row served from the result cache has ``cached: true``.
 ``attempts`` counts the requests made for the item (recovery passes included, see :mod:`.recovery`) and
 ``history`` lists each earlier attempt's ``status``, ``error``, ``cause``, ``model`` and ``cost``: the
-row itself is the last attempt's. Rows are written as they are produced and never held: the writer keeps a set of the
-indexes it has written, so memory stays flat as batches grow.
+row itself is the last attempt's.
+Rows are written as they are produced and never held: the writer keeps one bit per item (written or
+not) beside the items' compact :class:`~.ids.ItemIds`, so memory stays flat as batches grow.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,13 +33,15 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TextIO
 
 from airflow_openrouter.batch.failures import cause_of, item_error_cause
+from airflow_openrouter.batch.ids import IndexBits
 from airflow_openrouter.batch.vocabulary import ROW_STATUSES
 from airflow_openrouter.cost.ledger import Ledger, answer_fields, row_usage
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_openrouter.batch.items import ItemIds
+    from airflow_openrouter.batch.ids import ItemIds
+    from airflow_openrouter.batch.progress import Progress
     from airflow_openrouter.batch.vocabulary import Engine, ManifestStatus, RowStatus
     from airflow_openrouter.cost.prices import ModelPrice
     from airflow_openrouter.schemas import OutputSpec
@@ -157,7 +161,7 @@ class Tally:
     providers: Counter[str] = field(default_factory=Counter)
     causes: Counter[str] = field(default_factory=Counter)
     #: Indexes of unsuccessful items whose failure may pass: what a retry would send again.
-    retry_indexes: list[int] = field(default_factory=list)
+    retry_indexes: array[int] = field(default_factory=lambda: array("q"))
     #: Cost fields of the manifest (cached rows, cost by status, list price).
     ledger: Ledger = field(default_factory=Ledger)
 
@@ -197,6 +201,7 @@ class ResultsWriter:
     :param path: the JSONL file (local or remote; written in one pass, so ``s3://`` works).
     :param ids: the items' ids (:func:`~.items.index_custom_ids`).
     :param on_written: called with every row written (e.g. to add new answers to the result cache).
+    :param progress: counts each row written, for the progress lines of a long fetch.
     """
 
     def __init__(
@@ -204,12 +209,14 @@ class ResultsWriter:
         path: ObjectStoragePath,
         ids: ItemIds,
         on_written: Callable[[dict[str, Any]], None] | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.path = path
         self.ids = ids
         self._on_written = on_written
+        self.progress = progress
         self.tally = Tally()
-        self._written: set[int] = set()
+        self._written = IndexBits(len(ids))
         self._file: TextIO | None = None
 
     def __enter__(self) -> ResultsWriter:
@@ -232,6 +239,10 @@ class ResultsWriter:
         self.tally.add(row)
         if self._on_written is not None:
             self._on_written(row)
+        if self.progress is not None:
+            self.progress.settled(
+                ok=row["status"] == "succeeded", cost_usd=(row.get("usage") or {}).get("cost") or 0.0
+            )
         return True
 
     def _emit(self, row: dict[str, Any]) -> None:
@@ -245,7 +256,9 @@ class ResultsWriter:
 
     def write_unwritten(self, row_for: Callable[[str, int], dict[str, Any]]) -> None:
         """A row for every item without one yet: ``row_for(custom_id, index)``."""
-        for custom_id, index in self.ids.indexes.items():
+        if len(self._written) >= len(self.ids):
+            return  # (the custom ids are read again from the items only when some item has no row)
+        for custom_id, index in self.ids.items():
             if index not in self._written:
                 self.write(row_for(custom_id, index))
 

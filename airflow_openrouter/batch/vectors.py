@@ -36,7 +36,8 @@ from airflow_openrouter.exceptions import OpenRouterError
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_openrouter.batch.items import ItemIds
+    from airflow_openrouter.batch.ids import ItemIds
+    from airflow_openrouter.batch.progress import Progress
 
 __all__ = [
     "COLUMNS",
@@ -69,12 +70,15 @@ def parquet_available() -> bool:
 
 
 def vector_writer(
-    path: ObjectStoragePath, ids: ItemIds, on_written: Callable[[dict[str, Any]], None] | None = None
+    path: ObjectStoragePath,
+    ids: ItemIds,
+    on_written: Callable[[dict[str, Any]], None] | None = None,
+    progress: Progress | None = None,
 ) -> ResultsWriter:
     """The writer for a results file: Parquet when it ends in ``.parquet``, else JSONL."""
     if path.name.endswith(".parquet"):
-        return ParquetVectorWriter(path, ids, on_written)
-    return JsonlVectorWriter(path, ids, on_written)
+        return ParquetVectorWriter(path, ids, on_written, progress)
+    return JsonlVectorWriter(path, ids, on_written, progress)
 
 
 class _VectorColumns:
@@ -123,9 +127,10 @@ class ParquetVectorWriter(_VectorColumns, ResultsWriter):
         path: ObjectStoragePath,
         ids: ItemIds,
         on_written: Callable[[dict[str, Any]], None] | None = None,
+        progress: Progress | None = None,
     ) -> None:
-        super().__init__(path, ids, on_written)
-        self._int_ids = ids.id_field is None or len(ids.int_ids) == len(ids)
+        super().__init__(path, ids, on_written, progress)
+        self._int_ids = ids.all_int
         self._binary: BinaryIO | None = None
         self._writer: Any = None  # pyarrow.parquet.ParquetWriter, once the vector size is known
         self._rows: list[dict[str, Any]] = []

@@ -33,6 +33,7 @@ __all__ = [
     "EVENT_STATUSES",
     "ROW_STATUSES",
     "TERMINAL_BATCH_STATUSES",
+    "WORST_MANIFEST_STATUS_FIRST",
     "BatchStatus",
     "Engine",
     "EventStatus",
@@ -53,5 +54,14 @@ EVENT_STATUSES: frozenset[EventStatus] = frozenset(get_args(EventStatus))
 ROW_STATUSES: tuple[RowStatus, ...] = get_args(RowStatus)
 #: Finished without results to fetch, worst first: a later try submits such a batch's items again.
 BATCH_ENDED_WITHOUT_RESULTS: tuple[EventStatus, ...] = ("failed", "not_found", "expired", "cancelled")
+#: Every manifest status, worst first: how the shards of one job add up (:mod:`.shards`).
+WORST_MANIFEST_STATUS_FIRST: tuple[ManifestStatus, ...] = (
+    "failed",
+    "not_found",
+    "expired",
+    "cancelled",
+    "completed_with_failures",
+    "completed",
+)
 #: Rows that were answered, and billed: never sent again.
 ANSWERED_ROW_STATUSES: frozenset[RowStatus] = frozenset({"succeeded", "invalid_output"})

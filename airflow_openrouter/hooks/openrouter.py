@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -296,7 +295,7 @@ class OpenRouterHook(BaseHook):
         model: str | None,
         params: Mapping[str, Any],
         stream: bool = False,
-        log_level: int = logging.INFO,
+        log_level: int | None = None,
     ) -> Call[ChatCompletion]:
         if model is None and settings.default_model is None:
             self.log.info(
@@ -318,7 +317,7 @@ class OpenRouterHook(BaseHook):
         *,
         messages: Sequence[Mapping[str, Any]],
         model: str | None = None,
-        log_level: int = logging.INFO,
+        log_level: int | None = None,
         **params: Any,
     ) -> ChatCompletion:
         """``POST /chat/completions``. ``params`` are body fields (``seed``, ``max_tokens``,
@@ -326,7 +325,8 @@ class OpenRouterHook(BaseHook):
         ``extra_body`` is merged into the body as is, for fields newer than this provider.
 
         ``log_level``: of the one line logged per answer (route, status, time, model, generation,
-        tokens, cost). Bulk callers pass ``logging.DEBUG``, and log their progress instead.
+        tokens, cost); by default INFO, or the level the calling context set (the bulk engines and batch
+        polls log their calls at DEBUG, and their progress instead).
 
         Not sent again once the request was sent without an answer (a read timeout, a dropped
         connection): the generation may have been billed. Use :meth:`stream_chat_completion` for long
@@ -338,7 +338,7 @@ class OpenRouterHook(BaseHook):
         *,
         messages: Sequence[Mapping[str, Any]],
         model: str | None = None,
-        log_level: int = logging.INFO,
+        log_level: int | None = None,
         **params: Any,
     ) -> ChatCompletion:
         settings = self._settings or await self.asettings()

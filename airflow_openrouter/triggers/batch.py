@@ -1,10 +1,12 @@
 """OpenRouterBatchTrigger: waits in the triggerer until a set of OpenRouter batches has finished.
 
-Async only: the hook's async methods and an async connection lookup, so hundreds of waiting batches
-share the triggerer's event loop. It polls with :func:`~airflow_openrouter.batch.poll.poll_round`
-(the list endpoint, whose batch objects carry no results, for batches of known creation time), never
-downloads results (the worker fetches them), bounds every poll by the time left to its deadline, and
-yields exactly one event: a :class:`~airflow_openrouter.batch.watch.BatchEvent` payload.
+Async only: the hook's async methods and an async connection lookup, so thousands of waiting batches
+share the triggerer's event loop. The triggers of one connection poll through one shared poller
+(:mod:`airflow_openrouter.batch.poller`): the batches of every trigger that is due are read with one
+scan of the list endpoint, whose batch objects carry no results. A trigger never downloads results
+(the worker fetches them), bounds every poll by the time left to its deadline, and yields exactly one
+event: a :class:`~airflow_openrouter.batch.watch.BatchEvent` payload. It serializes only ids and plain
+values; the poller lives in the triggerer's memory and is made again after a restart.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_openrouter import DEFAULT_CONN_ID
 from airflow_openrouter.batch import watch as _watch
 from airflow_openrouter.batch.options import check_poll_interval
-from airflow_openrouter.batch.poll import poll_round
+from airflow_openrouter.batch.poller import shared_poller
 
 __all__ = ["OpenRouterBatchTrigger"]
 
@@ -69,8 +71,6 @@ class OpenRouterBatchTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_openrouter.hooks.openrouter import OpenRouterHook
-
         watch = _watch.BatchWatch(
             self.batch_ids,
             deadline=self.deadline,
@@ -79,14 +79,15 @@ class OpenRouterBatchTrigger(BaseTrigger):
             not_found_grace_s=_watch.NOT_FOUND_GRACE_S,
         )
         self.log.info("Waiting for OpenRouter batch(es) %s.", ", ".join(self.batch_ids))
-        async with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id) as hook:
+        loop = asyncio.get_running_loop()
+        async with shared_poller(self.openrouter_conn_id) as poller:
+            due = loop.time()
             while (event := watch.outcome()) is None:
-                await poll_round(hook, watch, self.log)
-                if watch.outcome() is None:
-                    # +-10 % jitter: triggers deferred together would otherwise poll in lockstep, all
-                    # on the same tick of the triggerer's loop.
-                    pause = self.poll_interval * random.uniform(0.9, 1.1)
-                    await asyncio.sleep(max(0.0, min(pause, watch.seconds_left())))
+                await poller.poll(watch, self.log, due=due, interval=self.poll_interval)
+                # +-10 % jitter: the poller serves the triggers due at about the same time in one round;
+                # jitter keeps triggers deferred together from piling into one every time.
+                pause = self.poll_interval * random.uniform(0.9, 1.1)
+                due = loop.time() + max(0.0, min(pause, watch.seconds_left()))
         self.log.info("Batch(es) %s: %s", ", ".join(self.batch_ids), event.reason or f"{event.status}.")
         yield TriggerEvent(event.to_payload())
 

@@ -17,6 +17,7 @@ E2E_DAG_IDS = (
     "e2e_kill_batch",
     "example_openrouter_batch_extraction",
     "example_openrouter_batch_sensor",
+    "example_openrouter_sharded",
 )
 
 

@@ -259,7 +259,8 @@ class AirflowStack:
                 "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                "AIRFLOW__CORE__PARALLELISM": "4",
+                # Room for the four shards of the sharded example at once, beside a task still finishing.
+                "AIRFLOW__CORE__PARALLELISM": "8",
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 # Paused until a test unpauses it: the scheduled examples must not run by themselves.
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
@@ -401,8 +402,19 @@ class AirflowStack:
         resp.raise_for_status()
         return {ti["task_id"]: ti for ti in resp.json()["task_instances"]}
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        resp = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
+    def mapped_task_instances(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
+        """The task instances of a mapped task, by map index."""
+        resp = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/listMapped")
+        resp.raise_for_status()
+        return sorted(resp.json()["task_instances"], key=lambda ti: ti["map_index"])
+
+    def xcom(
+        self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int | None = None
+    ) -> Any:
+        params = {} if map_index is None else {"map_index": map_index}
+        resp = self._call(
+            "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}", params=params
+        )
         resp.raise_for_status()
         return resp.json()["value"]
 

@@ -112,3 +112,31 @@ def test_marking_a_deferred_batch_task_failed_runs_the_triggers_on_kill(airflow_
         "validating",
         "in_progress",
     )
+
+
+def test_sharded_example_runs_its_shards_at_once_on_the_local_executor(airflow_stack: AirflowStack) -> None:
+    """Example 7 on LocalExecutor (parallelism 4): the four mapped shards run at the same time, each
+    writing its own results file, and the report adds them up."""
+    from datetime import datetime
+
+    dag_id = "example_openrouter_sharded"
+    run_id = airflow_stack.trigger(dag_id)
+
+    run = airflow_stack.wait_for_run(dag_id, run_id, timeout=180)
+    assert run["state"] == "success", run
+    shards = airflow_stack.mapped_task_instances(dag_id, run_id, "extract_fields")
+    assert [ti["map_index"] for ti in shards] == [0, 1, 2, 3]
+    assert {ti["state"] for ti in shards} == {"success"}
+
+    # Overlapping runs: every shard started before any shard ended -- at that moment all four ran.
+    def moment(text: str) -> datetime:  # Python 3.10 reads no "Z"
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    starts = [moment(ti["start_date"]) for ti in shards]
+    ends = [moment(ti["end_date"]) for ti in shards]
+    assert max(starts) < min(ends), [(ti["map_index"], ti["start_date"], ti["end_date"]) for ti in shards]
+    manifests = [airflow_stack.xcom(dag_id, run_id, "extract_fields", map_index=k) for k in range(4)]
+    assert len({m["output_uri"] for m in manifests}) == 4
+    assert [len(rows_at(m["output_uri"])) for m in manifests] == [6, 6, 6, 6]
+    report = airflow_stack.xcom(dag_id, run_id, "report")
+    assert report["shards"] == 4 and report["counts"]["succeeded"] == report["total"] == 24

@@ -27,6 +27,7 @@ EXAMPLES = {
     "example_concurrent.py": "example_openrouter_concurrent",
     "example_embeddings.py": "example_openrouter_embeddings",
     "example_nightly_incremental.py": "example_openrouter_nightly_incremental",
+    "example_sharded.py": "example_openrouter_sharded",
 }
 INVOICES = sorted(p.stem for p in (EXAMPLE_DAGS / "data" / "invoices").glob("*.txt"))
 TICKETS = sorted(p.stem.removeprefix("ticket_") for p in (EXAMPLE_DAGS / "data" / "tickets").glob("*.md"))
@@ -324,3 +325,39 @@ def test_nightly_incremental_pays_only_for_the_tickets_that_changed(airflow_db, 
         and metadata["task_id"] == "triage_tickets"
     )
     assert metadata["run_id"] == second.run_id
+
+
+def test_sharded_run_spreads_the_invoices_over_mapped_tasks_and_merges_them(airflow_db, emulator):
+    example = load_example("example_sharded.py")
+
+    dag_run = example.dag.test()
+
+    assert dag_run.state == "success"
+    shards = xcom_value(dag_run, "split")
+    assert [uri.rsplit("/", 1)[-1] for uri in shards] == [f"part-{k:05d}-of-00004.jsonl" for k in range(4)]
+    manifests = [xcom_value(dag_run, "extract_fields", map_index=k) for k in range(4)]
+    # Each shard wrote its own results file (the map index before .jsonl), with its own items.
+    uris = [m["output_uri"] for m in manifests]
+    assert [uri.rsplit(".", 2)[-2] for uri in uris] == ["0", "1", "2", "3"] and len(set(uris)) == 4
+    rows_by_shard = [sorted(read_rows(uri), key=lambda row: row["index"]) for uri in uris]
+    assert [len(rows) for rows in rows_by_shard] == [6, 6, 6, 6]
+    assert [row["custom_id"] for row in rows_by_shard[1]] == INVOICES[1::4]  # round-robin: item j*4 + 1
+    assert sorted(row["custom_id"] for rows in rows_by_shard for row in rows) == INVOICES
+    for rows in rows_by_shard:
+        for row in rows:
+            assert row["status"] == "succeeded"
+            example.InvoiceFields.model_validate(row["output"])
+    # Exactly one request per invoice over all the shards: nothing sent twice.
+    posts = emulator.requests_to("/chat/completions", method="POST")
+    assert len(posts) == 24
+    assert sorted(p.body["messages"][-1]["content"].split("(", 1)[1].split(")", 1)[0] for p in posts) == [
+        f"{name}.txt" for name in INVOICES
+    ]
+    report = xcom_value(dag_run, "report")
+    assert report["shards"] == 4 and report["missing_shards"] == 0
+    assert report["total"] == report["counts"]["succeeded"] == 24
+    assert report["output_uris"] == uris
+    assert report["cost_usd"] == pytest.approx(sum(m["cost_usd"] for m in manifests))
+    assert sum(report["totals_by_currency"].values()) == pytest.approx(
+        sum(row["output"]["total"] for rows in rows_by_shard for row in rows)
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import time
 from typing import Any
 
@@ -206,3 +207,126 @@ def test_on_kill_says_loudly_that_the_batches_keep_running(capsys):
 
     out = capsys.readouterr().out
     assert "batch_9 keep running" in out and "billed" in out
+
+
+# --- many triggers in one loop: the shared poller ----------------------------------------------------
+
+
+async def _run_together(triggers: list[OpenRouterBatchTrigger], until: Any = None) -> list[Any]:
+    """Run the triggers as the triggerer does, each in its own task of one loop; their events."""
+
+    async def first(trigger: OpenRouterBatchTrigger) -> Any:
+        async for event in trigger.run():
+            return event.payload
+        return None
+
+    return await asyncio.gather(*(first(t) for t in triggers))
+
+
+def test_the_triggers_of_one_connection_share_their_list_requests(paused_emu):
+    batches = submit_batches(12)
+    deadline = time.time() + 60
+    triggers = [
+        OpenRouterBatchTrigger(
+            batch_ids=[b.id], poll_interval=0.5, deadline=deadline, created_at={b.id: b.created_at}
+        )
+        for b in batches
+    ]
+
+    async def main() -> list[Any]:
+        async def finish_later() -> None:
+            await asyncio.sleep(1.6)  # three or four polls of each trigger, then the batches complete
+            paused_emu.advance(3600)
+
+        events, _ = await asyncio.gather(_run_together(triggers), finish_later())
+        return events
+
+    events = asyncio.run(main())
+
+    assert [e["status"] for e in events] == ["completed"] * 12
+    assert [e["batches"][0]["id"] for e in events] == [b.id for b in batches]  # each its own batch
+    lists = paused_emu.requests_to("/batches", method="GET")
+    # On their own, 12 triggers polling 4-5 times would send 48-60 requests; together about one a round.
+    assert 4 <= len(lists) <= 12, len(lists)
+    assert paused_emu.requests_to("/batches/{id}", method="GET") == []
+
+
+def test_triggers_sharing_the_poller_each_end_on_their_own_terms(batch_emu):
+    batch_emu.batch_outcome_next(status="failed", reason="upstream trouble")
+    failed, completed = submit_batches(2)
+    (slow,) = submit_batches()
+    batch_emu.batch_not_found_for(3600)  # the next batch answers 404 for an hour...
+    (vanished,) = submit_batches()
+    created = {b.id: b.created_at for b in (failed, completed, slow, vanished)}
+
+    def trigger(batch_id: str, deadline_s: float, **kwargs: Any) -> OpenRouterBatchTrigger:
+        return OpenRouterBatchTrigger(
+            batch_ids=[batch_id], poll_interval=0.05, deadline=time.time() + deadline_s, **kwargs
+        )
+
+    events = asyncio.run(
+        _run_together(
+            [
+                trigger(failed.id, 30, created_at={failed.id: created[failed.id]}),
+                trigger(completed.id, 30, created_at={completed.id: created[completed.id]}),
+                # ... and this one waits for it, with a deadline of its own that passes first.
+                trigger(vanished.id, 1.0),
+            ]
+        )
+    )
+
+    assert [e["status"] for e in events] == ["failed", "completed", "timeout"]
+    assert "upstream trouble" in events[0]["reason"] and vanished.id in events[2]["reason"]
+
+
+def test_cancelling_one_trigger_leaves_the_others_waiting(paused_emu):
+    a, b = submit_batches(2)
+
+    async def main() -> Any:
+        deadline = time.time() + 60
+        first = asyncio.create_task(
+            _run_together([OpenRouterBatchTrigger(batch_ids=[a.id], poll_interval=0.05, deadline=deadline)])
+        )
+        second = asyncio.create_task(
+            _run_together([OpenRouterBatchTrigger(batch_ids=[b.id], poll_interval=0.05, deadline=deadline)])
+        )
+        await asyncio.sleep(0.3)
+        first.cancel()  # e.g. "Mark failed" on one deferred task
+        await asyncio.sleep(0.3)
+        polls_before = batch_polls(paused_emu)
+        await asyncio.sleep(0.3)
+        assert batch_polls(paused_emu) > polls_before  # the other one still polls
+        paused_emu.advance(3600)
+        return await second
+
+    ((event,),) = [asyncio.run(main())]
+    assert event["status"] == "completed" and event["batches"][0]["id"] == b.id
+
+
+def test_a_waiting_batch_logs_info_only_when_it_moves(paused_emu, caplog, capsys):
+    """Issue 11.10: no INFO line per poll, neither the batch's nor the request's."""
+    (batch,) = submit_batches()
+
+    async def main() -> Any:
+        trigger = OpenRouterBatchTrigger(batch_ids=[batch.id], poll_interval=0.05, deadline=time.time() + 60)
+
+        async def finish_later() -> None:
+            await asyncio.sleep(0.8)  # a dozen polls of an unchanged batch
+            paused_emu.advance(3600)
+
+        events, _ = await asyncio.gather(_run_together([trigger]), finish_later())
+        return events
+
+    with caplog.at_level(logging.DEBUG):
+        (event,) = asyncio.run(main())
+
+    assert event["status"] == "completed"
+    # The trigger's own lines (Airflow's structured logger, at INFO): one per change of the batch.
+    lines = capsys.readouterr().out.splitlines()
+    moves = [line for line in lines if f"Batch {batch.id}:" in line]
+    assert len(moves) == 2 and "validating" in moves[0] and "completed" in moves[1]
+    assert all("[info" in line for line in moves)
+    # The requests' per-call lines (the transport's logger): DEBUG, one per poll.
+    calls = [r for r in caplog.records if r.getMessage().startswith("OpenRouter GET /batches")]
+    assert len(calls) >= 5 and {r.levelno for r in calls} == {logging.DEBUG}
+    assert not [line for line in lines if "OpenRouter GET" in line]
