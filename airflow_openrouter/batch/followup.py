@@ -2,7 +2,7 @@
 
 A pass is written down before anything of it is submitted, in this order:
 
-1. its *recovery file*, ``recovery-{attempt}.jsonl`` in the run's checkpoint directory: one line per
+1. its *recovery file*, ``recovery/{attempt}.jsonl`` in the run's checkpoint directory: one line per
    item of the pass, ``{"index", "model", "line", "previous"}`` (the request line of this attempt -- the
    same request, or the repair turn -- and the item's previous row, which becomes its ``history``);
    written to a ``.partial`` file, then renamed;
@@ -39,13 +39,14 @@ _ENVELOPE_BYTES = 64 * 1024
 
 
 def _file(directory: ObjectStoragePath, attempt: int) -> ObjectStoragePath:
-    return directory / f"recovery-{attempt}.jsonl"
+    # In a folder of its own: the checkpoint reads every ``*.jsonl`` file of *directory* as rows.
+    return directory / "recovery" / f"{attempt}.jsonl"
 
 
 def write_pass(directory: ObjectStoragePath, attempt: int, todo: Iterable[Candidate]) -> None:
     """Step 1 of the module docstring: the pass's recovery file, whole or not at all."""
-    directory.mkdir(parents=True, exist_ok=True)
     final = _file(directory, attempt)
+    final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.parent / f"{final.name}.partial"
     with partial.open("w", encoding="utf-8") as out:
         for c in todo:

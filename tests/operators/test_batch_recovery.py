@@ -9,16 +9,21 @@ from typing import Any
 
 import pytest
 
-from airflow_openrouter._compat import AirflowFailException
+from airflow_openrouter._compat import AirflowFailException, TaskDeferred
+from airflow_openrouter.batch.items import item_custom_id
 from airflow_openrouter.exceptions import OpenRouterError
+from airflow_openrouter.hooks.openrouter import OpenRouterHook
 from airflow_openrouter.operators.batch import OpenRouterBatchOperator
 from tests.batch.support import (  # noqa: F401  (fixtures)
     MODEL,
     Summary,
     batch_emu,
     batch_emulator,
+    batch_posts,
     context,
+    first_event,
     read_rows,
+    wait_until_finished,
 )
 
 FALLBACK = "anthropic/claude-3.5-haiku"
@@ -123,3 +128,146 @@ def test_concurrent_fallback_models_move_a_provider_error_to_the_next_model(no_h
     moved = [r for r in read_rows(manifest["output_uri"]).values() if r["attempts"] == 2]
     assert len(moved) == 1 and moved[0]["model"].startswith(FALLBACK)
     assert moved[0]["history"][0]["cause"] == "502 server_error"
+
+
+# --- the batch engine ------------------------------------------------------------------------------
+
+ERRORS = [f"doc-{i}" for i in range(0, 1000, 20)]  # 5 % of 1,000: "provider_unavailable", transient
+INVALID = [f"doc-{i}" for i in range(10, 600, 20)]  # 3 %: replies that violate the schema
+
+
+def run_to_the_end(operator: OpenRouterBatchOperator, context: dict[str, Any]) -> Any:
+    """execute(), then every deferral's trigger and execute_complete(), until the task returns."""
+    try:
+        return operator.execute(context)
+    except TaskDeferred as deferred:
+        pending = deferred
+    while True:
+        try:
+            return operator.execute_complete(context, first_event(pending.trigger))
+        except TaskDeferred as deferred:
+            pending = deferred
+
+
+def batch_extract(n: int, **kwargs: Any) -> OpenRouterBatchOperator:
+    return extract(n, engine="batch", deferrable=True, **kwargs)
+
+
+def test_batch_recovery_submits_one_follow_up_batch_holding_exactly_the_failed_and_invalid_rows(
+    batch_emu, context
+):
+    batch_emu.batch_item_errors_next(custom_ids=ERRORS)
+    batch_emu.batch_invalid_output_next(custom_ids=INVALID)
+
+    manifest = run_to_the_end(batch_extract(1000), context)
+
+    rows = read_rows(manifest["output_uri"])
+    assert manifest["status"] == "completed" and {r["status"] for r in rows.values()} == {"succeeded"}
+    first, follow_up = batch_posts(batch_emu)
+    assert len(first["requests"]) == 1000
+    assert sorted(item_custom_id(r["custom_id"]) for r in follow_up["requests"]) == sorted(ERRORS + INVALID)
+    # Its own run tag: a lost POST of the follow-up is proven by its own custom ids.
+    assert {r["custom_id"].rpartition("~")[2] for r in follow_up["requests"]} != {
+        r["custom_id"].rpartition("~")[2] for r in first["requests"]
+    }
+    repairs = {item_custom_id(r["custom_id"]): r["body"] for r in follow_up["requests"]}
+    for custom_id in INVALID:
+        user, reply, errors = repairs[custom_id]["messages"]
+        assert reply["role"] == "assistant" and reply["content"]
+        assert errors["content"].startswith(REPAIR_PROMPT) and user["content"].startswith("Summarise:")
+    assert all(len(repairs[c]["messages"]) == 1 for c in ERRORS)
+    assert {c for c, r in rows.items() if r["attempts"] == 2} == set(ERRORS + INVALID)
+    assert {rows[c]["history"][0]["cause"] for c in INVALID} == {"invalid output"}
+    assert {rows[c]["history"][0]["cause"] for c in ERRORS} == {"provider_unavailable"}
+    recovery = manifest["recovery"]
+    assert recovery["rows"] == 80 and recovery["recovered"] == 80
+    assert manifest["batch_count"] == 2 and len(batch_emu.requests_to("/chat/completions")) == 0
+    assert manifest["cost_usd"] == pytest.approx(batch_emu.billed_usd)
+
+
+def test_a_task_killed_after_the_follow_up_was_submitted_re_attaches_on_retry(batch_emu, context):
+    batch_emu.batch_item_errors_next(custom_ids=ERRORS[:10])
+    operator = batch_extract(200, recovery_engine="batch")
+    with pytest.raises(TaskDeferred) as first_wait:
+        operator.execute(context)
+    with pytest.raises(TaskDeferred):  # the follow-up batch is submitted and waited for...
+        operator.execute_complete(context, first_event(first_wait.value.trigger))
+    assert len(batch_posts(batch_emu)) == 2  # ...when the worker dies
+
+    context["ti"].try_number = 2  # a retry (or a clear) of the task
+    manifest = run_to_the_end(batch_extract(200, recovery_engine="batch"), context)
+
+    assert len(batch_posts(batch_emu)) == 2  # one POST for the follow-up, in all
+    rows = read_rows(manifest["output_uri"])
+    assert manifest["status"] == "completed" and {r["status"] for r in rows.values()} == {"succeeded"}
+    assert {c for c, r in rows.items() if r["attempts"] == 2} == set(ERRORS[:10])
+
+
+def test_a_lost_answer_to_the_follow_up_post_is_adopted_by_the_retry(batch_emu, context):
+    batch_emu.batch_item_errors_next(custom_ids=ERRORS[:5])
+    operator = batch_extract(100, recovery_engine="batch")
+    with pytest.raises(TaskDeferred) as first_wait:
+        operator.execute(context)
+    batch_emu.drop_answer_next("/batches")  # the follow-up is created, its answer never arrives
+    with pytest.raises(OpenRouterError, match="may be the one it created"):
+        operator.execute_complete(context, first_event(first_wait.value.trigger))
+    (_, lost) = batch_posts(batch_emu)
+    wait_until_finished([b.id for b in OpenRouterHook().list_batches(limit=10).data])
+
+    context["ti"].try_number = 2
+    manifest = run_to_the_end(batch_extract(100, recovery_engine="batch"), context)
+
+    assert len(batch_posts(batch_emu)) == 2 and len(lost["requests"]) == 5
+    assert manifest["status"] == "completed" and manifest["counts"]["succeeded"] == 100
+
+
+def test_batch_max_row_attempts_1_keeps_todays_behaviour(batch_emu, context):
+    batch_emu.batch_item_errors_next(custom_ids=ERRORS[:3])
+
+    with pytest.raises(OpenRouterError, match="3 of 60 items did not succeed"):
+        run_to_the_end(batch_extract(60, max_row_attempts=1), context)
+
+    assert len(batch_posts(batch_emu)) == 1 and not batch_emu.requests_to("/chat/completions")
+    assert context["ti"].xcoms["return_value"]["recovery"]["rows"] == 0
+
+
+def test_batch_auto_recovers_a_few_rows_from_the_worker_without_another_batch(batch_emu, context):
+    batch_emu.batch_item_errors_next(custom_ids=ERRORS[:2])
+    batch_emu.batch_invalid_output_next(custom_ids=INVALID[:1])
+
+    manifest = run_to_the_end(batch_extract(60), context)
+
+    assert manifest["status"] == "completed" and manifest["counts"]["succeeded"] == 60
+    assert len(batch_posts(batch_emu)) == 1
+    sent = [p.body for p in chat_posts(batch_emu)]
+    assert len(sent) == 3 and sum(len(b["messages"]) == 3 for b in sent) == 1  # one repair turn
+    rows = read_rows(manifest["output_uri"])
+    assert {c for c, r in rows.items() if r["attempts"] == 2} == {*ERRORS[:2], INVALID[0]}
+    assert manifest["recovery"]["recovered"] == 3
+    assert manifest["cost_usd"] == pytest.approx(batch_emu.billed_usd)
+
+
+def test_batch_recovery_engine_concurrent_sends_every_recovered_row_from_the_worker(batch_emu, context):
+    batch_emu.batch_item_errors_next(custom_ids=ERRORS)
+
+    manifest = run_to_the_end(batch_extract(1000, recovery_engine="concurrent"), context)
+
+    assert manifest["counts"]["succeeded"] == 1000 and len(batch_posts(batch_emu)) == 1
+    assert len(chat_posts(batch_emu)) == 50
+
+
+def test_batch_fallback_models_send_a_provider_error_to_the_next_model_in_a_batch_of_its_own(
+    batch_emu, context
+):
+    batch_emu.batch_item_errors_next(custom_ids=ERRORS[:4])
+
+    manifest = run_to_the_end(
+        batch_extract(80, recovery_engine="batch", fallback_models=[FALLBACK]), context
+    )
+
+    first, follow_up = batch_posts(batch_emu)
+    assert first["model"] == MODEL and follow_up["model"] == FALLBACK
+    assert sorted(item_custom_id(r["custom_id"]) for r in follow_up["requests"]) == sorted(ERRORS[:4])
+    rows = read_rows(manifest["output_uri"])
+    assert all(rows[c]["model"].startswith(FALLBACK) for c in ERRORS[:4])
+    assert manifest["status"] == "completed"
