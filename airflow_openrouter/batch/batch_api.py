@@ -42,6 +42,7 @@ from airflow_openrouter.batch.poll import poll_once
 from airflow_openrouter.batch.progress import Progress
 from airflow_openrouter.batch.recovery import (
     RecoveryTally,
+    add_pass_estimate,
     candidates,
     kind_of,
     next_attempt,
@@ -276,13 +277,14 @@ def fetch(
             break
         attempt = max(c.previous.get("attempts") or 1 for c in todo) + 1
         price = ModelPrice.from_json(record.price)
-        if _engine_of_pass(job, len(todo)) == "batch":
-            if pass_affordable(todo, job, price, "batch", record.committed_usd(), attempt, log) is None:
-                break
-            return _follow_up(hook, job, record, store, checkpoint, todo, attempt, log)
-        spent = record.committed_usd() + checkpoint.spent_usd
-        if pass_affordable(todo, job, price, "concurrent", spent, attempt, log) is None:
+        engine = _engine_of_pass(job, len(todo))
+        spent = record.committed_usd() + (checkpoint.spent_usd if engine == "concurrent" else 0.0)
+        pass_estimate = pass_affordable(todo, job, price, engine, spent, attempt, log)
+        if pass_estimate is None:
             break
+        record.estimate = add_pass_estimate(record.estimate, pass_estimate, price)
+        if engine == "batch":
+            return _follow_up(hook, job, record, store, checkpoint, todo, attempt, log)
         log.info("Recovery pass %d: sending %d rows from the worker.", attempt - 1, len(todo))
         with checkpoint.writer(job.try_number) as parts:
             run_concurrent_pass(hook, job, ids, todo, parts.write, spent_usd=spent, log=log)
@@ -318,7 +320,7 @@ def fetch(
         estimate=record.estimate,
     )
     manifest.update(writer.manifest_fields())
-    manifest.update(recovery.manifest_fields())
+    manifest.update(recovery.manifest_fields(record.estimate))
     # The batches' billed totals do not include the rows a recovery pass sent from the worker.
     manifest["cost_usd"] = round(manifest["cost_usd"] + _worker_recovery_cost(checkpoint), 10)
     return manifest, verdict

@@ -122,6 +122,9 @@ class PartWriter:
         self._seq += 1
         self._directory.mkdir(parents=True, exist_ok=True)
         path = self._directory / f"{self._prefix}-{self._seq:05d}.jsonl"
+        while path.exists():  # another writer of this try came first (e.g. a recovery pass after the cache)
+            self._seq += 1
+            path = self._directory / f"{self._prefix}-{self._seq:05d}.jsonl"
         self._file = path.open("w", encoding="utf-8")
         self._rows_in_part, self._opened_at = 0, time.monotonic()
 

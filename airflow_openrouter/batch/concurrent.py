@@ -395,10 +395,12 @@ def run_job(
             spent_usd=earlier_usd,
             send=endpoint.send,
         )
+        estimate = decided.estimate.summary()
         if systemic is None:
-            spent_now += _recover(
-                hook, spool, job, ids, checkpoint, parts, prices.price, earlier_usd + spent_now, log
+            billed, estimate = _recover(
+                hook, spool, job, ids, checkpoint, parts, prices.price, earlier_usd + spent_now, estimate, log
             )
+            spent_now += billed
     progress.summary()
     # Newest rows first: an item retried by this try keeps this try's row. New answers go to the cache.
     missing = "No outcome was recorded for this item."
@@ -434,10 +436,10 @@ def run_job(
         status=verdict.status,
         started_at=started_at,
         price=prices.price,
-        estimate=decided.estimate.summary(),
+        estimate=estimate,
     )
     manifest.update(writer.manifest_fields())
-    manifest.update(recovery.manifest_fields())
+    manifest.update(recovery.manifest_fields(estimate))
     # The rows' usage is their last attempt's: what the earlier attempts were billed is added.
     manifest["cost_usd"] = round(manifest["cost_usd"] + recovery.earlier_cost, 10)
     return manifest, verdict
@@ -465,22 +467,30 @@ def _recover(
     parts: Any,
     price: Any,
     spent_usd: float,
+    estimate: dict[str, Any],
     log: Any,
-) -> float:
+) -> tuple[float, dict[str, Any]]:
     """The recovery passes (:mod:`.recovery`), each from the latest row of every item in the
-    checkpoint, their rows to the checkpoint too (a retry resumes mid-recovery); returns their cost."""
-    from airflow_openrouter.batch.recovery import candidates, pass_affordable, run_concurrent_pass
+    checkpoint, their rows to the checkpoint too (a retry resumes mid-recovery); returns their cost
+    and the run's estimate fields with theirs added."""
+    from airflow_openrouter.batch.recovery import (
+        add_pass_estimate,
+        candidates,
+        pass_affordable,
+        run_concurrent_pass,
+    )
 
     billed = 0.0
     for attempt in range(2, job.recovery.max_row_attempts + 1):
         # A new part file: a part's rows are read in order, and the newest row of an item must win.
         parts.close()
         todo = candidates(checkpoint.latest_rows(len(ids)), spool, job)
-        if (
-            not todo
-            or pass_affordable(todo, job, price, "concurrent", spent_usd + billed, attempt, log) is None
-        ):
+        if not todo:
             break
+        pass_estimate = pass_affordable(todo, job, price, "concurrent", spent_usd + billed, attempt, log)
+        if pass_estimate is None:
+            break
+        estimate = add_pass_estimate(estimate, pass_estimate, price)
         log.info(
             "Recovery pass %d: %d rows failed in a way that may pass, or were invalid.",
             attempt - 1,
@@ -490,7 +500,7 @@ def _recover(
             hook, job, ids, todo, parts.write, spent_usd=spent_usd + billed, log=log
         )
     parts.close()
-    return billed
+    return billed, estimate
 
 
 def item_rows(

@@ -192,6 +192,20 @@ def pass_affordable(
     return estimate
 
 
+def add_pass_estimate(
+    summary: Mapping[str, Any] | None, estimate: Any, price: ModelPrice | None
+) -> dict[str, Any]:
+    """The manifest's estimate fields (*summary*) with a recovery pass added: ``estimated_cost_usd``
+    includes its upper bound (when known), and ``recovery_passes`` lists each pass's bound and basis."""
+    out = dict(summary or {})
+    cost = float(estimate.cost(price)) if price is not None and not estimate.unbounded else None
+    total = out.get("estimated_cost_usd")
+    out["estimated_cost_usd"] = None if total is None or cost is None else float(f"{total + cost:.10g}")
+    passes = [*out.get("recovery_passes", ()), {"estimated_cost_usd": cost, "basis": estimate.describe()}]
+    out["recovery_passes"] = passes
+    return out
+
+
 # --- a pass from the worker (both engines) ---------------------------------------------------------
 
 
@@ -289,7 +303,9 @@ class RecoveryTally:
             self.cost[attempts] += (row.get("usage") or {}).get("cost") or 0.0
             self.recovered[attempts] += row["status"] == "succeeded"
 
-    def manifest_fields(self) -> dict[str, Any]:
+    def manifest_fields(self, estimate: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The manifest's ``recovery``; *estimate*: the run's estimate fields (see
+        :func:`add_pass_estimate`), whose ``recovery_passes`` it lists."""
         passes = [
             {
                 "attempt": attempt,
@@ -306,5 +322,6 @@ class RecoveryTally:
                 "recovered": sum(p["recovered"] for p in passes),
                 "cost_usd": round(sum(self.cost.values()), 10),
                 "passes": passes,
+                "estimates": list((estimate or {}).get("recovery_passes", ())),
             }
         }

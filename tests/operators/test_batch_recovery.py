@@ -130,6 +130,32 @@ def test_concurrent_fallback_models_move_a_provider_error_to_the_next_model(no_h
     assert moved[0]["history"][0]["cause"] == "502 server_error"
 
 
+def test_the_estimate_includes_the_recovery_pass(no_http_retries, context):
+    first_pass = extract(20, dry_run=True, max_tokens=50).execute(context)["estimated_cost_usd"]
+    no_http_retries.fail_next(route="/chat/completions", status=503, times=4)
+
+    manifest = extract(20, max_tokens=50).execute(context)
+
+    (estimate,) = manifest["recovery"]["estimates"]
+    assert estimate["basis"].startswith("recovery pass 1: 4 items") and estimate["estimated_cost_usd"] > 0
+    assert manifest["estimated_cost_usd"] == pytest.approx(first_pass + estimate["estimated_cost_usd"])
+
+
+def test_a_recovery_pass_that_would_exceed_max_cost_usd_is_not_sent(no_http_retries, context):
+    # The first pass's upper bound is the cap: its invalid replies were billed, so their repairs
+    # (longer prompts than the first requests) cannot fit under it.
+    cap = extract(10, dry_run=True, max_tokens=50).execute(context)["estimated_cost_usd"]
+    no_http_retries.invalid_output_next(times=10)
+
+    with pytest.raises(AirflowFailException, match="10 of 10 items did not succeed"):
+        extract(10, max_tokens=50, max_cost_usd=cap).execute(context)
+
+    assert len(chat_posts(no_http_retries)) == 10
+    manifest = context["ti"].xcoms["return_value"]
+    assert manifest["counts"]["invalid_output"] == 10 and manifest["recovery"]["rows"] == 0
+    assert manifest["cost_usd"] <= cap
+
+
 # --- the batch engine ------------------------------------------------------------------------------
 
 ERRORS = [f"doc-{i}" for i in range(0, 1000, 20)]  # 5 % of 1,000: "provider_unavailable", transient
@@ -261,9 +287,7 @@ def test_batch_fallback_models_send_a_provider_error_to_the_next_model_in_a_batc
 ):
     batch_emu.batch_item_errors_next(custom_ids=ERRORS[:4])
 
-    manifest = run_to_the_end(
-        batch_extract(80, recovery_engine="batch", fallback_models=[FALLBACK]), context
-    )
+    manifest = run_to_the_end(batch_extract(80, recovery_engine="batch", fallback_models=[FALLBACK]), context)
 
     first, follow_up = batch_posts(batch_emu)
     assert first["model"] == MODEL and follow_up["model"] == FALLBACK
