@@ -295,3 +295,15 @@ def test_batch_fallback_models_send_a_provider_error_to_the_next_model_in_a_batc
     rows = read_rows(manifest["output_uri"])
     assert all(rows[c]["model"].startswith(FALLBACK) for c in ERRORS[:4])
     assert manifest["status"] == "completed"
+
+
+def test_batch_recovery_does_not_retry_a_permanent_item_error(batch_emu, context):
+    batch_emu.batch_item_errors_next(custom_ids=ERRORS[:1], error_type="invalid_prompt")
+
+    with pytest.raises(AirflowFailException, match="1 of 60 items did not succeed"):
+        run_to_the_end(batch_extract(60, recovery_engine="batch"), context)
+
+    assert len(batch_posts(batch_emu)) == 1 and not batch_emu.requests_to("/chat/completions")
+    rows = read_rows(context["ti"].xcoms["return_value"]["output_uri"])
+    assert rows[ERRORS[0]]["cause"] == "invalid_prompt" and rows[ERRORS[0]]["transient"] is False
+    assert rows[ERRORS[0]]["attempts"] == 1
