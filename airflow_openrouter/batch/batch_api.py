@@ -33,24 +33,32 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_openrouter._transport.calls import calls_logged_at
-from airflow_openrouter.batch.budget import Plan, bitmap, dry_run_manifest, estimate_lines, plan, price_info
+from airflow_openrouter.batch.budget import Plan, bitmap, dry_run_manifest, plan, price_info
 from airflow_openrouter.batch.cached import BulkCache, ItemKeys
 from airflow_openrouter.batch.checkpoint import Checkpoint
 from airflow_openrouter.batch.failures import RunSummary, Verdict, judge
-from airflow_openrouter.batch.followup import PassSpool, load_pass, previous_rows, write_pass
+from airflow_openrouter.batch.followup import (
+    chunk_cost,
+    engine_of_pass,
+    follow_up,
+    pass_todo,
+    previous_rows,
+    submit_pass,
+    worker_recovery_cost,
+)
+from airflow_openrouter.batch.ids import IndexBits
 from airflow_openrouter.batch.poll import poll_once
 from airflow_openrouter.batch.progress import Progress
 from airflow_openrouter.batch.recovery import (
     RecoveryTally,
     add_pass_estimate,
-    candidates,
     kind_of,
     next_attempt,
     pass_affordable,
     run_concurrent_pass,
 )
 from airflow_openrouter.batch.results import ResultsWriter, build_manifest, result_row
-from airflow_openrouter.batch.state import as_ranges, reattach_or_start, run_tag
+from airflow_openrouter.batch.state import reattach_or_start, run_tag
 from airflow_openrouter.batch.submit import submit_todo
 from airflow_openrouter.batch.watch import LATE_LOOK_S, BatchEvent, BatchWatch
 from airflow_openrouter.cost.prices import ModelPrice
@@ -59,9 +67,8 @@ from airflow_openrouter.exceptions import OpenRouterPaymentRequiredError
 if TYPE_CHECKING:
     from airflow_openrouter.batch.items import ItemIds
     from airflow_openrouter.batch.options import JobOptions
-    from airflow_openrouter.batch.recovery import Candidate
     from airflow_openrouter.batch.spool import RequestSpool
-    from airflow_openrouter.batch.state import BatchRecord, Ranges, RecordStore, SubmittedBatch
+    from airflow_openrouter.batch.state import BatchRecord, RecordStore, SubmittedBatch
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
 
 __all__ = ["FollowUp", "Started", "deadline", "fetch", "start"]
@@ -132,7 +139,7 @@ def start(
             watch.forget(ended)
     if record.recovering and not job.dry_run:
         # In the middle of a recovery pass: what is left of it comes from its recovery file.
-        submitted = _submit_pass(hook, job, record, store, log)
+        submitted = submit_pass(hook, job, record, store, log)
     else:
         decided = _plan(hook, spool, job, ids, record, log)
         if job.dry_run:
@@ -148,7 +155,7 @@ def start(
             endpoint=job.endpoint,
             log=log,
             attribution=job.attribution,
-            estimate_of=lambda ranges: _cost_of(spool, ranges, price),
+            estimate_of=lambda ranges: chunk_cost(spool, ranges, price),
         )
     if not submitted:
         store.save(record)  # e.g. every item came from the cache: the fetch finds the record
@@ -191,38 +198,6 @@ def _plan(
         record.estimate = decided.estimate.summary()
         record.price = decided.price.to_json() if decided.price is not None else None
     return decided
-
-
-def _cost_of(spool: RequestSpool | PassSpool, ranges: Ranges, price: ModelPrice | None) -> float | None:
-    """The upper bound of what one chunk's batch may cost (recorded with it, for the budget)."""
-    if price is None:
-        return None
-    from airflow_openrouter.batch.spool import Chunk
-
-    return float(estimate_lines(spool.read(Chunk(ranges)), price, "batch").cost(price))
-
-
-def _submit_pass(
-    hook: OpenRouterHook, job: JobOptions, record: BatchRecord, store: RecordStore, log: Any
-) -> list[SubmittedBatch]:
-    """Submit what is left of the recovery pass under way (the record's ``todo``), from its file."""
-    attempt = record.recovering
-    directory = Checkpoint(job.results_file, record.fingerprint, job.identity.key).directory
-    spool = PassSpool(load_pass(directory, attempt))
-    price = ModelPrice.from_json(record.price)
-    return submit_todo(
-        hook,
-        spool,
-        record,
-        store,
-        tag=run_tag(job.identity.key, record.fingerprint, attempt),
-        provider=job.endpoint.batch_provider(job),
-        endpoint=job.endpoint,
-        log=log,
-        attribution=job.attribution,
-        estimate_of=lambda ranges: _cost_of(spool, ranges, price),
-        attempt=attempt,
-    )
 
 
 def _created(record: BatchRecord) -> dict[str, int | None]:
@@ -270,21 +245,22 @@ def fetch(
     :param spool_of: renders the run's requests again (a context-managed spool), for a recovery pass.
     """
     checkpoint = Checkpoint(job.results_file, record.fingerprint, job.identity.key)
+    cached = IndexBits(len(ids))  # successes already added to the result cache (by an earlier write)
     for _ in range(job.recovery.max_row_attempts):
-        writer, recovery, due = _write_rows(hook, record, event, job, ids, checkpoint, log)
-        todo = _pass_todo(job, record, event, due, spool_of, log)
+        writer, recovery, due = _write_rows(hook, record, event, job, ids, checkpoint, cached, log)
+        todo = pass_todo(job, record, event, due, spool_of, log)
         if not todo:
             break
         attempt = max(c.previous.get("attempts") or 1 for c in todo) + 1
         price = ModelPrice.from_json(record.price)
-        engine = _engine_of_pass(job, len(todo))
+        engine = engine_of_pass(job, len(todo))
         spent = record.committed_usd() + (checkpoint.spent_usd if engine == "concurrent" else 0.0)
         pass_estimate = pass_affordable(todo, job, price, engine, spent, attempt, log)
         if pass_estimate is None:
             break
         record.estimate = add_pass_estimate(record.estimate, pass_estimate, price)
         if engine == "batch":
-            return _follow_up(hook, job, record, store, checkpoint, todo, attempt, log)
+            return FollowUp(record, follow_up(hook, job, record, store, checkpoint, todo, attempt, log))
         log.info("Recovery pass %d: sending %d rows from the worker.", attempt - 1, len(todo))
         with checkpoint.writer(job.try_number) as parts:
             run_concurrent_pass(hook, job, ids, todo, parts.write, spent_usd=spent, log=log)
@@ -322,7 +298,7 @@ def fetch(
     manifest.update(writer.manifest_fields())
     manifest.update(recovery.manifest_fields(record.estimate))
     # The batches' billed totals do not include the rows a recovery pass sent from the worker.
-    manifest["cost_usd"] = round(manifest["cost_usd"] + _worker_recovery_cost(checkpoint), 10)
+    manifest["cost_usd"] = round(manifest["cost_usd"] + worker_recovery_cost(checkpoint), 10)
     return manifest, verdict
 
 
@@ -333,6 +309,7 @@ def _write_rows(
     job: JobOptions,
     ids: ItemIds,
     checkpoint: Checkpoint,
+    cached: IndexBits,
     log: Any,
 ) -> tuple[ResultsWriter, RecoveryTally, list[dict[str, Any]]]:
     """Write the results file: rows recovered from the worker first, then the batches' rows (the
@@ -347,8 +324,10 @@ def _write_rows(
         recovery.add(row)
         if kind_of(row, job) is not None:
             due.append(row)
-        if add_to_cache is not None:
+        if add_to_cache is not None and row["index"] not in cached:
             add_to_cache(row)
+            if row["status"] == "succeeded":
+                cached.add(row["index"])
 
     with contextlib.ExitStack() as stack:
         # A results page per few hundred rows: their per-call lines are DEBUG, the progress lines INFO.
@@ -379,65 +358,6 @@ def _write_rows(
         writer.write_unwritten(lambda custom_id, index: _unfinished_row(record, event, custom_id, index))
     progress.summary()
     return writer, recovery, due
-
-
-def _pass_todo(
-    job: JobOptions,
-    record: BatchRecord,
-    event: BatchEvent,
-    due: list[dict[str, Any]],
-    spool_of: Callable[[], RequestSpool] | None,
-    log: Any,
-) -> list[Candidate]:
-    """The items of the next recovery pass: none unless every batch completed (a batch that ended
-    without results is resubmitted by a retry, see :func:`fetch`) and the inputs are unchanged."""
-    if not due or event.status != "completed" or spool_of is None:
-        return []
-    spool = spool_of()
-    if spool.fingerprint != record.fingerprint:
-        log.warning("The inputs changed since the batches were submitted: no recovery pass.")
-        return []
-    return candidates(due, spool, job)
-
-
-def _engine_of_pass(job: JobOptions, rows: int) -> str:
-    engine = job.recovery.engine
-    if engine == "auto":
-        return "concurrent" if rows < job.recovery.concurrent_below else "batch"
-    return engine
-
-
-def _follow_up(
-    hook: OpenRouterHook,
-    job: JobOptions,
-    record: BatchRecord,
-    store: RecordStore,
-    checkpoint: Checkpoint,
-    todo: list[Candidate],
-    attempt: int,
-    log: Any,
-) -> FollowUp:
-    """Record the recovery pass (its file, then the record), then submit its follow-up batches."""
-    write_pass(checkpoint.directory, attempt, todo)
-    record.recovering = attempt
-    record.todo = as_ranges(c.index for c in todo)
-    store.save(record)
-    log.info(
-        "Recovery pass %d: %d rows failed in a way that may pass, or were invalid: submitting a "
-        "follow-up batch for them.",
-        attempt - 1,
-        len(todo),
-    )
-    return FollowUp(record, _submit_pass(hook, job, record, store, log))
-
-
-def _worker_recovery_cost(checkpoint: Checkpoint) -> float:
-    """What the rows a recovery pass sent from the worker were billed."""
-    return sum(
-        (row.get("usage") or {}).get("cost") or 0.0
-        for row in checkpoint.rows_newest_first()
-        if (row.get("attempts") or 1) > 1
-    )
 
 
 def _write_batch_results(

@@ -20,19 +20,39 @@ follow-up batches and submits from the recovery file only what the record says i
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from airflow_openrouter.batch.budget import estimate_lines
+from airflow_openrouter.batch.checkpoint import Checkpoint
+from airflow_openrouter.batch.recovery import candidates
 from airflow_openrouter.batch.spool import MAX_BYTES_PER_BATCH, MAX_REQUESTS_PER_BATCH, Chunk
-from airflow_openrouter.batch.state import as_ranges
+from airflow_openrouter.batch.state import as_ranges, run_tag
+from airflow_openrouter.batch.submit import submit_todo
+from airflow_openrouter.cost.prices import ModelPrice
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
+    from airflow_openrouter.batch.options import JobOptions
     from airflow_openrouter.batch.recovery import Candidate
-    from airflow_openrouter.batch.state import BatchRecord, Ranges
+    from airflow_openrouter.batch.spool import RequestSpool
+    from airflow_openrouter.batch.state import BatchRecord, Ranges, RecordStore, SubmittedBatch
+    from airflow_openrouter.batch.watch import BatchEvent
+    from airflow_openrouter.hooks.openrouter import OpenRouterHook
 
-__all__ = ["PassSpool", "load_pass", "previous_rows", "write_pass"]
+__all__ = [
+    "PassSpool",
+    "chunk_cost",
+    "engine_of_pass",
+    "follow_up",
+    "load_pass",
+    "pass_todo",
+    "previous_rows",
+    "submit_pass",
+    "worker_recovery_cost",
+    "write_pass",
+]
 
 # Room for what surrounds the requests in the POST body (as in :mod:`.spool`).
 _ENVELOPE_BYTES = 64 * 1024
@@ -121,3 +141,95 @@ class PassSpool:
 
     def model_of(self, chunk: Chunk) -> str:
         return str(self._entries[chunk.first_index]["model"])
+
+
+# --- the pass, step by step ----------------------------------------------------------------------
+
+
+def chunk_cost(spool: RequestSpool | PassSpool, ranges: Ranges, price: ModelPrice | None) -> float | None:
+    """The upper bound of what one chunk's batch may cost (recorded with it, for the budget)."""
+    if price is None:
+        return None
+    return float(estimate_lines(spool.read(Chunk(ranges)), price, "batch").cost(price))
+
+
+def submit_pass(
+    hook: OpenRouterHook, job: JobOptions, record: BatchRecord, store: RecordStore, log: Any
+) -> list[SubmittedBatch]:
+    """Submit what is left of the recovery pass under way (the record's ``todo``), from its file."""
+    attempt = record.recovering
+    directory = Checkpoint(job.results_file, record.fingerprint, job.identity.key).directory
+    spool = PassSpool(load_pass(directory, attempt))
+    price = ModelPrice.from_json(record.price)
+    return submit_todo(
+        hook,
+        spool,
+        record,
+        store,
+        tag=run_tag(job.identity.key, record.fingerprint, attempt),
+        provider=job.endpoint.batch_provider(job),
+        endpoint=job.endpoint,
+        log=log,
+        attribution=job.attribution,
+        estimate_of=lambda ranges: chunk_cost(spool, ranges, price),
+        attempt=attempt,
+    )
+
+
+def pass_todo(
+    job: JobOptions,
+    record: BatchRecord,
+    event: BatchEvent,
+    due: list[dict[str, Any]],
+    spool_of: Callable[[], RequestSpool] | None,
+    log: Any,
+) -> list[Candidate]:
+    """The items of the next recovery pass: none unless every batch completed (a batch that ended
+    without results is resubmitted by a retry, see :func:`~.batch_api.fetch`) and the inputs are unchanged."""
+    if not due or event.status != "completed" or spool_of is None:
+        return []
+    spool = spool_of()
+    if spool.fingerprint != record.fingerprint:
+        log.warning("The inputs changed since the batches were submitted: no recovery pass.")
+        return []
+    return candidates(due, spool, job)
+
+
+def engine_of_pass(job: JobOptions, rows: int) -> str:
+    engine = job.recovery.engine
+    if engine == "auto":
+        return "concurrent" if rows < job.recovery.concurrent_below else "batch"
+    return engine
+
+
+def follow_up(
+    hook: OpenRouterHook,
+    job: JobOptions,
+    record: BatchRecord,
+    store: RecordStore,
+    checkpoint: Checkpoint,
+    todo: list[Candidate],
+    attempt: int,
+    log: Any,
+) -> list[SubmittedBatch]:
+    """Record the recovery pass (its file, then the record), then submit its follow-up batches."""
+    write_pass(checkpoint.directory, attempt, todo)
+    record.recovering = attempt
+    record.todo = as_ranges(c.index for c in todo)
+    store.save(record)
+    log.info(
+        "Recovery pass %d: %d rows failed in a way that may pass, or were invalid: submitting a "
+        "follow-up batch for them.",
+        attempt - 1,
+        len(todo),
+    )
+    return submit_pass(hook, job, record, store, log)
+
+
+def worker_recovery_cost(checkpoint: Checkpoint) -> float:
+    """What the rows a recovery pass sent from the worker were billed."""
+    return sum(
+        (row.get("usage") or {}).get("cost") or 0.0
+        for row in checkpoint.rows_newest_first()
+        if (row.get("attempts") or 1) > 1
+    )

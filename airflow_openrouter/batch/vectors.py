@@ -10,7 +10,9 @@ group is written as soon as it is full, so memory stays flat however many rows t
 ``fixed_size_list<float32>[dimensions]``, never null: Parquet readers before pyarrow 26 (pyarrow 25 is
 the newest for Python 3.10) cannot read a null fixed-size list (apache/arrow#35692), and a vector of
 NaNs cannot pass for a real one (filter on ``status``). ``id`` is ``int64`` when every item's id is an
-integer (or the rows are keyed by index), else ``string``; ``usage`` is ``struct<prompt_tokens: int64, cost: double>``.
+integer (or the rows are keyed by index), else ``string``; ``usage`` is ``struct<prompt_tokens: int64, cost: double>``;
+``attempts`` is ``int32`` and ``history`` a list of ``struct<attempt, status, error, cause, model,
+generation_id, cost>`` (the earlier attempts of a recovered row, see :mod:`.recovery`).
 A file without a single vector has ``vector`` as a variable-size ``list<float32>``.
 
 **JSONL** (a ``.jsonl`` results file): the same columns, ``vector`` as a JSON list of numbers, each the
@@ -59,6 +61,8 @@ COLUMNS = (
     "cause",
     "transient",
     "usage",
+    "attempts",
+    "history",
 )
 ROW_GROUP_BYTES = 16 * 1024 * 1024  # of vector data per Parquet row group
 _FLOAT32_BYTES = 4
@@ -89,6 +93,8 @@ class _VectorColumns:
 
     def _columns(self, row: dict[str, Any]) -> dict[str, Any]:
         columns = {name: row.get(name) for name in COLUMNS}
+        columns["attempts"] = columns["attempts"] or 1
+        columns["history"] = columns["history"] or []
         if columns["vector"] is not None:
             columns["vector"] = vector = decode_vector(columns["vector"])
             size = len(vector) // _FLOAT32_BYTES
@@ -223,8 +229,25 @@ class ParquetVectorWriter(_VectorColumns, ResultsWriter):
                 ("cause", pa.string()),
                 ("transient", pa.bool_()),
                 ("usage", pa.struct([("prompt_tokens", pa.int64()), ("cost", pa.float64())])),
+                ("attempts", pa.int32()),
+                ("history", pa.list_(_history_entry(pa))),
             ]
         )
+
+
+def _history_entry(pa: Any) -> Any:
+    """One earlier attempt of a row (see :func:`~.recovery.history_entry`)."""
+    return pa.struct(
+        [
+            ("attempt", pa.int32()),
+            ("status", pa.string()),
+            ("error", pa.string()),
+            ("cause", pa.string()),
+            ("model", pa.string()),
+            ("generation_id", pa.string()),
+            ("cost", pa.float64()),
+        ]
+    )
 
 
 @functools.cache

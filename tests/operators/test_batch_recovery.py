@@ -307,3 +307,48 @@ def test_batch_recovery_does_not_retry_a_permanent_item_error(batch_emu, context
     rows = read_rows(context["ti"].xcoms["return_value"]["output_uri"])
     assert rows[ERRORS[0]]["cause"] == "invalid_prompt" and rows[ERRORS[0]]["transient"] is False
     assert rows[ERRORS[0]]["attempts"] == 1
+
+
+def test_a_repaired_row_is_not_added_to_the_result_cache(no_http_retries, context, tmp_path):
+    cache = f"file://{tmp_path}/cache"
+    no_http_retries.invalid_output_next(times=1)
+    extract(5, result_cache=cache, max_concurrency=1).execute(context)
+    no_http_retries.clear_requests()
+
+    manifest = extract(5, result_cache=cache).execute({"ti": type(context["ti"])(run_id="tuesday")})
+
+    # The four rows answered at once come from the cache; the repaired one is asked again, unrepaired.
+    assert manifest["cached"] == 4 and len(chat_posts(no_http_retries)) == 1
+    assert len(chat_posts(no_http_retries)[0].body["messages"]) == 1
+
+
+def test_a_retry_after_a_crash_in_the_recovery_pass_sends_only_the_repairs_not_saved(
+    no_http_retries, context, monkeypatch
+):
+    from airflow_openrouter.batch.checkpoint import PartWriter
+
+    no_http_retries.invalid_output_next(times=4)
+    write = PartWriter.write
+    recovered: list[str] = []
+
+    def crash_on_the_second_repair(self: PartWriter, row: Any) -> None:
+        if row["attempts"] == 2 and recovered:
+            raise RuntimeError("worker lost")
+        write(self, row)
+        if row["attempts"] == 2:
+            recovered.append(row["custom_id"])
+
+    with monkeypatch.context() as patched, pytest.raises(RuntimeError, match="worker lost"):
+        patched.setattr(PartWriter, "write", crash_on_the_second_repair)
+        extract(20, max_concurrency=1).execute(context)
+    assert len(chat_posts(no_http_retries)) == 22  # 20, the saved repair, the one lost with the worker
+
+    context["ti"].try_number = 2
+    manifest = extract(20, max_concurrency=1).execute(context)
+
+    # The three repairs not saved are sent (one of them was answered, and billed, as the worker died:
+    # the checkpoint loses at most the rows in flight); the saved repair and every answer are not.
+    assert len(chat_posts(no_http_retries)) == 25
+    rows = read_rows(manifest["output_uri"])
+    assert manifest["status"] == "completed" and sum(r["attempts"] == 2 for r in rows.values()) == 4
+    assert rows[recovered[0]]["attempts"] == 2

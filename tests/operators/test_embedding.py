@@ -133,7 +133,8 @@ def test_a_jsonl_output_path_gets_the_same_vectors_as_json_numbers(batch_emu, co
     )
     assert [f32(rows[f"doc-{i}"]["vector"]) for i in range(6)] == expected
     assert set(rows["doc-0"]) == {
-        "custom_id", "id", "index", "status", "vector", "model", "dimensions", "error", "cause", "transient", "usage"
+        "custom_id", "id", "index", "status", "vector", "model", "dimensions", "error", "cause", "transient", "usage",
+        "attempts", "history",
     }  # fmt: skip
 
 
@@ -510,3 +511,21 @@ except Exception as exc:
     assert "pyarrow is not installed: writing the vectors as JSONL" in done.stdout
     assert batch_emulator.requests_to("/batches", method="POST") == []  # the Parquet task sent nothing
     assert refusal.startswith("OpenRouterConfigError") and "airflow-openrouter[parquet]" in refusal
+
+
+def test_rows_that_failed_transiently_are_recovered_inside_the_task_on_both_engines(batch_emu, context):
+    batch_emu.batch_item_errors_next(custom_ids=["doc-1", "doc-4"])
+    batch_manifest = run_operator(embed(), context)
+    batch_emu.fail_next("/embeddings", status=503, times=2)  # the hook's one retry: one request fails
+    concurrent_manifest = run_operator(
+        embed(engine="concurrent", items=documents(9), max_inputs_per_request=3, max_concurrency=1),
+        {"ti": type(context["ti"])(run_id="concurrent-recovery")},
+    )
+
+    for manifest, recovered in ((batch_manifest, 2), (concurrent_manifest, 3)):
+        assert manifest["status"] == "completed" and manifest["recovery"]["recovered"] == recovered
+        rows = read_rows(manifest["output_uri"])
+        again = [r for r in rows.values() if r["attempts"] == 2]
+        assert len(again) == recovered and all(r["dimensions"] for r in again)
+    # The batch's two failed rows went out again from the worker (fewer than 50: no second batch).
+    assert len(batch_posts(batch_emu)) == 1
