@@ -277,7 +277,9 @@ def fetch(
         batches_reason=event.reason,
     )
     verdict = judge(summary, job.limits.max_failed_fraction)
-    batch_ids = record.batch_ids  # before the ended batches are dropped: the manifest names them
+    # Before the ended batches are dropped: the manifest names them.
+    batch_ids = record.batch_ids
+    started_at = min((b.created_at for b in record.batches if b.created_at), default=None)
     ended = event.ended_without_results()
     record.drop(ended)
     if verdict.retryable:
@@ -291,14 +293,18 @@ def fetch(
         status=verdict.status,
         batch_ids=batch_ids,
         usage=event.usage,
-        started_at=min((b.created_at for b in record.batches if b.created_at), default=None),
+        started_at=started_at,
         price=ModelPrice.from_json(record.price),
         estimate=record.estimate,
     )
     manifest.update(writer.manifest_fields())
     manifest.update(recovery.manifest_fields(record.estimate))
-    # The batches' billed totals do not include the rows a recovery pass sent from the worker.
-    manifest["cost_usd"] = round(manifest["cost_usd"] + worker_recovery_cost(checkpoint), 10)
+    if event.usage and "cost" in event.usage:
+        # The batches' billed totals do not include the rows a recovery pass sent from the worker.
+        extra = worker_recovery_cost(checkpoint)
+    else:  # the rows' sums: add what their superseded attempts were billed
+        extra = recovery.earlier_cost
+    manifest["cost_usd"] = round(manifest["cost_usd"] + extra, 10)
     return manifest, verdict
 
 
@@ -342,8 +348,7 @@ def _write_rows(
         writer = stack.enter_context(
             job.endpoint.writer(job.results_file, ids, on_written=on_written, progress=progress)
         )
-        rows = list(checkpoint.rows_newest_first())
-        for row in rows:  # rows a recovery pass sent from the worker win over the batches' rows
+        for row in checkpoint.rows_newest_first():  # rows recovered from the worker win over the batches'
             if (row.get("attempts") or 1) > 1:
                 writer.write(row)
         passes = previous_rows(checkpoint.directory, record)
@@ -353,7 +358,7 @@ def _write_rows(
                 record.billed[batch.id] = _write_batch_results(
                     hook, batch, writer, job, entries, record.fingerprint, log
                 )
-        for row in rows:  # the rows answered from the result cache
+        for row in checkpoint.rows_newest_first():  # the rows answered from the result cache
             writer.write(row)
         writer.write_unwritten(lambda custom_id, index: _unfinished_row(record, event, custom_id, index))
     progress.summary()

@@ -73,7 +73,10 @@ def is_model_error(row: Mapping[str, Any]) -> bool:
 def _model_of(row: Mapping[str, Any], chain: tuple[str, ...]) -> int:
     """The position in *chain* of the model the row's attempt asked for (served ids may add a date)."""
     served = row.get("model") or chain[0]
-    return next((i for i in range(len(chain) - 1, -1, -1) if served.startswith(chain[i])), 0)
+    # The longest id the served one starts with ("openai/gpt-4o-mini-2024-07-18" is gpt-4o-mini's,
+    # not gpt-4o's).
+    matching = [i for i, model in enumerate(chain) if served.startswith(model)]
+    return max(matching, key=lambda i: len(chain[i]), default=0)
 
 
 def kind_of(row: Mapping[str, Any], job: JobOptions) -> Kind | None:
