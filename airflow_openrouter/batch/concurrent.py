@@ -244,6 +244,28 @@ def run_concurrently_sync(
     return asyncio.run(main())
 
 
+def send_job_requests(
+    hook: OpenRouterHook,
+    job: JobOptions,
+    requests: Iterable[Request],
+    on_outcome: Callable[[Outcome], None],
+    *,
+    spent_usd: float,
+) -> OpenRouterAPIError | None:
+    """:func:`run_concurrently_sync` within the job's limits, through its endpoint (a pass of
+    :func:`run_job`, or a recovery pass)."""
+    return run_concurrently_sync(
+        hook,
+        requests,
+        on_outcome,
+        max_concurrency=job.limits.max_concurrency,
+        requests_per_minute=job.limits.requests_per_minute,
+        max_cost_usd=job.limits.max_cost_usd,
+        spent_usd=spent_usd,
+        send=job.endpoint.send,
+    )
+
+
 # --- the pieces ------------------------------------------------------------------------------------
 
 
@@ -385,16 +407,7 @@ def run_job(
         for index in decided.cached:
             pending[index] = 0
         progress = Progress("items", sum(pending), log)
-        systemic = run_concurrently_sync(
-            hook,
-            todo(),
-            settled,
-            max_concurrency=job.limits.max_concurrency,
-            requests_per_minute=job.limits.requests_per_minute,
-            max_cost_usd=job.limits.max_cost_usd,
-            spent_usd=earlier_usd,
-            send=endpoint.send,
-        )
+        systemic = send_job_requests(hook, job, todo(), settled, spent_usd=earlier_usd)
         estimate = decided.estimate.summary()
         if systemic is None:
             billed, estimate = _recover(

@@ -245,7 +245,7 @@ def _send_group(
     *,
     spent_usd: float,
 ) -> float:
-    from airflow_openrouter.batch.concurrent import Outcome, Request, item_rows, run_concurrently_sync
+    from airflow_openrouter.batch.concurrent import Outcome, Request, item_rows, send_job_requests
 
     previous = {c.line["custom_id"]: c for c in group}
     unsettled: dict[str, Any] = {}
@@ -267,16 +267,7 @@ def _send_group(
         for row in item_rows(outcome, request, indexes, job):
             write(next_attempt(row, previous[row["custom_id"]].previous, job.model))
 
-    run_concurrently_sync(
-        hook,
-        todo(),
-        settled,
-        max_concurrency=job.limits.max_concurrency,
-        requests_per_minute=job.limits.requests_per_minute,
-        max_cost_usd=job.limits.max_cost_usd,
-        spent_usd=spent_usd,
-        send=job.endpoint.send,
-    )
+    send_job_requests(hook, job, todo(), settled, spent_usd=spent_usd)
     return billed
 
 

@@ -63,11 +63,12 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
     (``succeeded``, ``failed``, ``invalid_output``, ``expired``, ``cancelled``, ``missing``), ``output``
     (validated JSON, or text), ``error``, ``cause``, ``transient``, ``provider``, ``model``,
     ``generation_id``, ``cached`` and ``usage`` (the exact ledger: tokens, billed ``cost``,
-    ``cost_details``, ``is_byok``). XCom ``return_value`` is a manifest of under 2 KB: ``output_uri``,
+    ``cost_details``, ``is_byok``), ``attempts`` and ``history`` (the earlier attempts of a recovered
+    row). XCom ``return_value`` is a manifest of under 2 KB: ``output_uri``,
     ``status``, ``counts`` per status, ``errors`` per cause, ``provider(s)``, ``batch_ids``, ``engine``,
     ``model``, token totals, the billed ``cost_usd`` split ``cost_by_status``, ``list_price_usd``,
-    ``cached`` and ``cost_saved_usd``, the ``estimated_cost_usd`` with its ``estimate_basis``, and
-    timings.
+    ``cached`` and ``cost_saved_usd``, the ``estimated_cost_usd`` with its ``estimate_basis``,
+    ``recovery`` (rows sent again, recovered, and their cost, per pass), and timings.
 
     **Cost control.** Before anything is sent: the result cache answers the requests it has seen, the
     cost of the rest is estimated from ``/models`` prices, and ``max_cost_usd`` is checked (see the
@@ -121,6 +122,8 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         pass; 1: no recovery). After a pass, items that failed in a way that may pass are sent again,
         and ``invalid_output`` items get the chat operator's repair turn (their reply and its validation
         errors sent back); permanent failures are not retried. Rows carry ``attempts`` and ``history``.
+        Not with ``wait_for_completion=False`` (nothing is fetched: whoever reads the batches sees the
+        first pass).
     :param recovery_engine: batch engine: where a recovery pass runs: ``"batch"`` (a follow-up batch,
         recorded before it is submitted, so a retry re-attaches to it), ``"concurrent"`` (from the
         worker), or ``"auto"`` (default: concurrent for fewer than 50 rows, else a follow-up batch).
