@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from airflow_openrouter.cache import ResultCache, cache_key, chat_key_material
+from airflow_openrouter.cache import ResultCache, _lookup, cache_key, chat_key_material
 from airflow_openrouter.cache import store as store_module
 from airflow_openrouter.cache._segment import TRAILER
 from airflow_openrouter.schemas import output_spec
@@ -327,7 +327,7 @@ def test_a_lookup_allocates_with_the_keys_looked_up_never_with_the_size_of_the_c
     large_cache = _lookup_peak_bytes(root, 30_000, wanted=1_000)
     many_keys = _lookup_peak_bytes(root, 30_000, wanted=10_000)
 
-    block = 2 * store_module._BlockReader._LARGEST  # entries are read a block (<= 1 MiB) at a time
+    block = 2 * _lookup._BlockReader._LARGEST  # entries are read a block (<= 1 MiB) at a time
     assert large_cache < small_cache * 1.25 + block  # 10 times the entries: the same memory
     assert many_keys < 10_000 * 100 + block  # 10 times the keys: ~100 bytes a key (no dict of strings)
 
