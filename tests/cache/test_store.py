@@ -261,9 +261,11 @@ def test_the_trailer_is_checked_against_the_file_size(root):
 
 def test_an_unreadable_cache_is_an_error_naming_result_cache_before_anything_is_sent(root):
     from airflow_openrouter.batch.cached import BulkCache, ItemKeys
+    from airflow_openrouter.batch.endpoints import CHAT
     from airflow_openrouter.exceptions import OpenRouterConfigError
 
     class Job:
+        endpoint = CHAT
         result_cache = root
         result_cache_ttl = None
         model = "m"
@@ -305,6 +307,41 @@ def test_a_key_ignores_attribution_dict_order_and_the_item_but_not_what_decides_
         assert changed != same
     with pytest.raises(TypeError):
         cache_key({"not json": object()})
+
+
+def test_an_embeddings_key_is_the_model_and_the_inputs_request_and_never_a_chat_key():
+    from airflow_openrouter.cache import embeddings_key_material
+
+    body = {"input": "Grüße, 東京", "dimensions": 256, "encoding_format": "base64"}
+
+    def key_of(**changes: Any) -> bytes:
+        arguments = {"model": "openai/text-embedding-3-small", "body": body, "provider": None, **changes}
+        return cache_key(embeddings_key_material(**arguments))
+
+    same = key_of()
+    assert key_of(body=dict(reversed(list(body.items())))) == same
+    assert (
+        key_of(body={**body, "user": "u", "session_id": "s", "model": "x", "provider": {"only": ["x"]}})
+        == same
+    )
+    for changed in (
+        key_of(model="openai/text-embedding-3-large"),
+        key_of(body={**body, "input": "Grüße, 東京!"}),
+        key_of(body={**body, "dimensions": 512}),
+        key_of(body={**body, "encoding_format": "float"}),
+        key_of(body={**body, "input_type": "search_query"}),
+        key_of(provider={"only": ["OpenAI"]}),
+    ):
+        assert changed != same
+    # The same model and the same fields as a chat request's are still another kind of request.
+    chat = chat_key_material(
+        model="openai/text-embedding-3-small",
+        body=body,
+        provider=None,
+        spec=output_spec(None),
+        max_repair_attempts=0,
+    )
+    assert cache_key(chat) != same
 
 
 def _lookup_peak_bytes(root: str, entries: int, wanted: int) -> int:
