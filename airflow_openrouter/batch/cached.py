@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["BulkCache", "ItemKeys"]
 
 KEYS_FILE = "cache-keys.bin"
+#: Failures to read the cache that a retry would meet again: the path or its permissions are wrong.
+_WRONG_PATH = (ValueError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 class ItemKeys:
@@ -90,15 +92,25 @@ class BulkCache:
 
     def lookup(self, keys: ItemKeys, wanted: Iterator[int]) -> CacheHits:
         """The entries of the items *wanted* (indexes). Raises a clear error when the cache cannot be
-        read at all: nothing has been sent yet."""
-        from airflow_openrouter.exceptions import OpenRouterConfigError
+        read at all: nothing has been sent yet. A path that is wrong, or not allowed, is a configuration
+        error (permanent); any other failure to read (the storage unreachable, say) may pass, and a
+        retry looks again."""
+        from airflow_openrouter.exceptions import OpenRouterConfigError, OpenRouterError
 
         try:
             hits = self.cache.lookup((i, keys[i]) for i in wanted)
         except (OSError, ValueError) as exc:
-            raise OpenRouterConfigError(
+            what = (
                 f"result_cache {self.job.result_cache!s} cannot be read ({type(exc).__name__}: {exc}); "
-                "nothing was sent. Fix the path or its connection, or pass result_cache=False."
+                "nothing was sent."
+            )
+            if isinstance(exc, _WRONG_PATH):
+                raise OpenRouterConfigError(
+                    f"{what} Fix the path or its connection, or pass result_cache=False."
+                ) from exc
+            raise OpenRouterError(
+                f"{what} A retry reads it again; if it keeps failing, check the storage, or pass "
+                "result_cache=False."
             ) from exc
         if len(hits):
             self.log.info("Result cache %s: %d item(s) already answered.", self.cache.directory, len(hits))

@@ -259,10 +259,11 @@ def test_the_trailer_is_checked_against_the_file_size(root):
     assert found(cache, [1, 2]) == {}
 
 
-def test_an_unreadable_cache_is_an_error_naming_result_cache_before_anything_is_sent(root):
-    from airflow_openrouter.batch.cached import BulkCache, ItemKeys
+@pytest.fixture
+def bulk(root):
+    """The result cache of a chat bulk job under *root*."""
+    from airflow_openrouter.batch.cached import BulkCache
     from airflow_openrouter.batch.endpoints import CHAT
-    from airflow_openrouter.exceptions import OpenRouterConfigError
 
     class Job:
         endpoint = CHAT
@@ -272,12 +273,34 @@ def test_an_unreadable_cache_is_an_error_naming_result_cache_before_anything_is_
         provider = None
         spec = output_spec(None)
 
-    bulk = BulkCache(Job(), log=None)  # type: ignore[arg-type]
+    return BulkCache(Job(), log=None)  # type: ignore[arg-type]
+
+
+def test_an_unreadable_cache_is_an_error_naming_result_cache_before_anything_is_sent(bulk):
+    from airflow_openrouter.batch.cached import ItemKeys
+    from airflow_openrouter.exceptions import OpenRouterConfigError
+
     directory = Path(bulk.cache.directory.path)
     directory.parent.mkdir(parents=True)
     directory.write_text("a file where the namespace's directory should be")
     with pytest.raises(OpenRouterConfigError, match=r"result_cache .*cannot be read.*result_cache=False"):
         bulk.lookup(ItemKeys(key(1)), iter([0]))
+
+
+def test_a_cache_storage_that_fails_to_answer_is_a_retryable_error_not_a_config_error(bulk, monkeypatch):
+    from airflow_openrouter._compat import AirflowFailException
+    from airflow_openrouter.batch.cached import ItemKeys
+    from airflow_openrouter.exceptions import OpenRouterError
+
+    def unreachable(keys):  # what an object store's client raises when it gets no answer
+        raise TimeoutError("read timed out")
+
+    monkeypatch.setattr(bulk.cache, "lookup", unreachable)
+    with pytest.raises(
+        OpenRouterError, match=r"cannot be read \(TimeoutError.*A retry reads it again"
+    ) as info:
+        bulk.lookup(ItemKeys(key(1)), iter([0]))
+    assert not isinstance(info.value, AirflowFailException)
 
 
 # --- keys ------------------------------------------------------------------------------------------------
