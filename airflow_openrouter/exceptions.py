@@ -8,6 +8,7 @@
     ├── OpenRouterAPIError                  OpenRouter answered with an error
     │   ├── OpenRouterBadRequestError       400, 413, 422: change the request
     │   ├── OpenRouterAuthenticationError   401: fix the API key on the connection
+    │   │   └── OpenRouterMissingKeyError   no API key at all (also an OpenRouterConfigError)
     │   ├── OpenRouterPaymentRequiredError  402: add credits
     │   ├── OpenRouterPermissionDeniedError 403: moderation, guardrail or account policy
     │   ├── OpenRouterNotFoundError         404: unknown model, batch or generation
@@ -16,7 +17,8 @@
     │   └── OpenRouterServerError           408, 5xx, 524, 529, and errors reported inside a 200
     │       └── OpenRouterPaginationError   results pages that do not add up (a repeated cursor, ...)
     ├── OpenRouterOutputValidationError     the model's reply did not match the requested schema
-    ├── OpenRouterConfigError               a bad argument, connection field or setting (also a ValueError)
+    ├── OpenRouterConfigError               a bad argument, connection field or setting (also a ValueError;
+    │                                       permanent: fails a task without retries)
     ├── PromptRenderError                   a prompt template failed to load or render
     ├── BatchInputError                     a bulk item cannot be turned into a request
     ├── CostCapReached                      a bulk item was not started: max_cost_usd was reached
@@ -27,6 +29,13 @@ Every error says whether it is ``transient``: whether the same call may succeed 
 engines all read that one attribute instead of deciding again. Whether the *hook* retries is a policy
 on top of it (see ``RetryPolicy``): a transient failure of a request that was sent and may have been
 billed (a chat completion that timed out) is left to the task's retries.
+
+Two errors are permanent by their class, wherever they are raised: :class:`OpenRouterConfigError` and
+:class:`OpenRouterCostLimitError` are also Airflow's ``AirflowFailException``, so a task (any operator,
+the sensor, or your own ``@task`` using the hook) fails without retries: a retry would fail the same way
+until the DAG, the connection or the setting is fixed. Whether an API error is permanent depends on
+where it happens (one bulk item, or every item); the bulk engines decide that
+(:func:`airflow_openrouter.batch.failures.as_permanent`).
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ __all__ = [
     "OpenRouterConnectionError",
     "OpenRouterCostLimitError",
     "OpenRouterError",
+    "OpenRouterMissingKeyError",
     "OpenRouterNotFoundError",
     "OpenRouterOutputValidationError",
     "OpenRouterPaginationError",
@@ -326,6 +336,17 @@ class OpenRouterCostLimitError(OpenRouterError, AirflowFailException):
         self.contributors = list(contributors)
 
 
-class OpenRouterConfigError(OpenRouterError, ValueError):
+class OpenRouterConfigError(OpenRouterError, AirflowFailException, ValueError):
     """An argument, connection field or setting is invalid: the message names it, the task and what is
-    allowed. Raised before anything is sent (at DAG parse time for static arguments)."""
+    allowed. Raised before anything is sent (at DAG parse time for static arguments).
+
+    Permanent: found only when a task runs (a connection without a key, a value rendered from a
+    template, a setting of the worker), it fails the task without retries (it is an
+    ``AirflowFailException``), because a retry would fail the same way until the cause is fixed."""
+
+
+class OpenRouterMissingKeyError(OpenRouterAuthenticationError, OpenRouterConfigError):
+    """No API key at all: the connection has none (or does not exist, for the default connection id)
+    and ``OPENROUTER_API_KEY`` is not set. Nothing was sent. An authentication error (``except
+    OpenRouterAuthenticationError`` catches it, as it catches a 401) that is also a configuration error,
+    and so permanent."""

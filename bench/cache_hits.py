@@ -44,7 +44,7 @@ def _prompt(i: int) -> str:
 
 def build(directories: dict[str, int]) -> dict[str, Any]:
     """Worker: for each directory, a cache holding the answers of items 0..n-1 (written as one run would)."""
-    from airflow_openrouter.batch.cached import BulkCache, cache_entry
+    from airflow_openrouter.batch.cached import BulkCache
 
     built = {}
     for directory, cached in directories.items():
@@ -54,12 +54,12 @@ def build(directories: dict[str, int]) -> dict[str, Any]:
                 body = {"messages": [{"role": "user", "content": _prompt(i)}], "max_tokens": 300}
                 row = {"output": OUTPUT, "provider": "OpenAI", "model": MODEL, "generation_id": f"gen-{i:020d}",
                        "usage": {"prompt_tokens": 120, "completion_tokens": 260, "cost": 0.0001}}  # fmt: skip
-                writer.add(bulk.key_of(body), cache_entry(row))
+                writer.add(bulk.key_of(body), bulk.endpoint.cache_entry(row))
         with open(f"{directory}.jsonl", "w") as plain:  # the same entries as a plain JSONL file
             for i in range(cached):
                 row = {"output": OUTPUT, "provider": "OpenAI", "model": MODEL, "generation_id": f"gen-{i:020d}",
                        "usage": {"prompt_tokens": 120, "completion_tokens": 260, "cost": 0.0001}}  # fmt: skip
-                plain.write(json.dumps(cache_entry(row)) + "\n")
+                plain.write(json.dumps(bulk.endpoint.cache_entry(row)) + "\n")
         size = sum(p.stat().st_size for p in Path(directory).rglob("*.orc"))
         built[str(cached)] = {"seconds": watch.wall, "bytes": size}
     return built

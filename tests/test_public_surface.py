@@ -18,6 +18,7 @@ PUBLIC_MODULES = [
     "airflow_openrouter.hooks.openrouter",
     "airflow_openrouter.exceptions",
     "airflow_openrouter.types",
+    "airflow_openrouter.schemas",
 ]
 
 
@@ -27,6 +28,34 @@ def test_every_name_a_public_module_exports_exists(module):
     assert imported.__all__, f"{module} declares its public names"
     missing = [name for name in imported.__all__ if not hasattr(imported, name)]
     assert missing == []
+
+
+def test_the_schemas_package_keeps_every_public_name_of_the_module_it_was():
+    from airflow_openrouter import schemas
+
+    names_of_the_module = [
+        "JsonOutput",
+        "JsonSchemaOutput",
+        "OutputSpec",
+        "Problem",
+        "PydanticOutput",
+        "TextOutput",
+        "ValidatedReply",
+        "accepts_null",
+        "check_json_schema",
+        "complete_validated",
+        "drop_optional_nulls",
+        "extract_json",
+        "json_path",
+        "output_spec",
+        "provider_preferences",
+        "repair_messages",
+        "schema_name",
+        "strict_schema",
+        "summarise",
+        "tool_calls",
+    ]
+    assert sorted(schemas.__all__) == sorted(names_of_the_module)
 
 
 def test_the_transport_types_are_public_where_the_hook_is():

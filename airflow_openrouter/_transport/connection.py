@@ -19,7 +19,7 @@ from typing import Any
 
 from airflow_openrouter import DEFAULT_BASE_URL
 from airflow_openrouter._transport.settings import API_KEY_ENV_VAR, EXTRA_TYPES, ClientSettings
-from airflow_openrouter.exceptions import OpenRouterAuthenticationError, OpenRouterConfigError
+from airflow_openrouter.exceptions import OpenRouterConfigError, OpenRouterMissingKeyError
 
 __all__ = ["build_settings", "checked_key", "connection_not_found", "connection_outside_task"]
 
@@ -68,7 +68,7 @@ def _api_key(conn_id: str, conn: _Connection | None, *, log: Any) -> str:
     if env_key:
         log.info("Connection %r %s; using %s from the environment.", conn_id, why, API_KEY_ENV_VAR)
         return env_key
-    raise OpenRouterAuthenticationError(
+    raise OpenRouterMissingKeyError(
         f"No OpenRouter API key: connection {conn_id!r} {why} and {API_KEY_ENV_VAR} is not set. Set the "
         f"password (API Key) of connection {conn_id!r}, or the {API_KEY_ENV_VAR} environment variable.",
         status=None,

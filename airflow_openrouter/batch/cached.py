@@ -1,14 +1,17 @@
 """The result cache in a bulk run: find the items already answered before sending, add new answers after.
 
-Both engines take the same two steps around their own sending (see :mod:`airflow_openrouter.cache` for
-the storage):
+Both engines take the same two steps around their own sending, for every endpoint (see
+:mod:`airflow_openrouter.cache` for the storage; what is endpoint-specific -- the key, the entry, the row
+an entry becomes -- the job's :class:`~.endpoints.Endpoint` says):
 
 1. **Before sending** -- :meth:`BulkCache.keys` computes every item's key from its rendered request (the
-   spool line: messages, ``response_format`` and parameters), the model, the user's provider routing,
-   the output schema and the repair policy (:func:`~airflow_openrouter.cache.chat_key_material`; a bulk
-   row is never repaired). :meth:`BulkCache.lookup` finds the ``succeeded`` entries, and
-   :meth:`BulkCache.rows` turns them into result rows (``cached: true``, cost 0, the original
-   generation id); the engine writes them to its part files and sends only the rest.
+   spool line) with :meth:`~.endpoints.Endpoint.cache_keys`: for chat, the messages, ``response_format``
+   and parameters, the model, the user's provider routing, the output schema and the repair policy
+   (:func:`~airflow_openrouter.cache.chat_key_material`; a bulk row is never repaired); for embeddings,
+   the model and the input's request body (:func:`~airflow_openrouter.cache.embeddings_key_material`).
+   :meth:`BulkCache.lookup` finds the ``succeeded`` entries, and :meth:`BulkCache.rows` turns them into
+   result rows (``cached: true``, cost 0, ``usage.cost_saved``); the engine writes them to its part
+   files and sends only the rest.
 2. **After the results** -- every ``succeeded`` row that was not itself from the cache is added
    (:meth:`BulkCache.writer`): one new segment per run. ``failed`` and ``invalid_output`` rows are never
    cached.
@@ -23,23 +26,22 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow_openrouter.cache import CacheHits, CacheWriter, ChatKeys, ResultCache
+from airflow_openrouter.cache import CacheHits, CacheWriter, ResultCache
 from airflow_openrouter.cache._records import KEY_BYTES
-from airflow_openrouter.cost.ledger import cached_row_usage
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
+    from airflow_openrouter.batch.endpoints import Endpoint
     from airflow_openrouter.batch.items import ItemIds
     from airflow_openrouter.batch.options import JobOptions
     from airflow_openrouter.batch.spool import RequestSpool
 
-__all__ = ["BulkCache", "ItemKeys", "cache_entry"]
+__all__ = ["BulkCache", "ItemKeys"]
 
 KEYS_FILE = "cache-keys.bin"
-#: A bulk row is answered once and never repaired: its key says so (a chat task with
-#: max_repair_attempts=0 shares its entries).
-BULK_REPAIR_ATTEMPTS = 0
+#: Failures to read the cache that a retry would meet again: the path or its permissions are wrong.
+_WRONG_PATH = (ValueError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 class ItemKeys:
@@ -70,18 +72,6 @@ class ItemKeys:
         return keys if len(keys) == total else None
 
 
-def cache_entry(row: Mapping[str, Any]) -> dict[str, Any]:
-    """What the cache keeps of a ``succeeded`` row: its answer, not which item or run it was."""
-    return {
-        "status": "succeeded",
-        "output": row.get("output"),
-        "provider": row.get("provider"),
-        "model": row.get("model"),
-        "generation_id": row.get("generation_id"),
-        "usage": row.get("usage"),
-    }
-
-
 class BulkCache:
     """The result cache of one bulk run (see the module docstring)."""
 
@@ -89,10 +79,9 @@ class BulkCache:
         assert job.result_cache is not None
         self.job = job
         self.log = log
+        self.endpoint = job.endpoint
         self.cache = ResultCache(job.result_cache, namespace=job.model, ttl=job.result_cache_ttl)
-        self.key_of = ChatKeys(
-            model=job.model, provider=job.provider, spec=job.spec, max_repair_attempts=BULK_REPAIR_ATTEMPTS
-        ).key
+        self.key_of = job.endpoint.cache_keys(job)
 
     def keys(self, spool: RequestSpool) -> ItemKeys:
         data = bytearray()
@@ -103,15 +92,25 @@ class BulkCache:
 
     def lookup(self, keys: ItemKeys, wanted: Iterator[int]) -> CacheHits:
         """The entries of the items *wanted* (indexes). Raises a clear error when the cache cannot be
-        read at all: nothing has been sent yet."""
-        from airflow_openrouter.exceptions import OpenRouterConfigError
+        read at all: nothing has been sent yet. A path that is wrong, or not allowed, is a configuration
+        error (permanent); any other failure to read (the storage unreachable, say) may pass, and a
+        retry looks again."""
+        from airflow_openrouter.exceptions import OpenRouterConfigError, OpenRouterError
 
         try:
             hits = self.cache.lookup((i, keys[i]) for i in wanted)
         except (OSError, ValueError) as exc:
-            raise OpenRouterConfigError(
+            what = (
                 f"result_cache {self.job.result_cache!s} cannot be read ({type(exc).__name__}: {exc}); "
-                "nothing was sent. Fix the path or its connection, or pass result_cache=False."
+                "nothing was sent."
+            )
+            if isinstance(exc, _WRONG_PATH):
+                raise OpenRouterConfigError(
+                    f"{what} Fix the path or its connection, or pass result_cache=False."
+                ) from exc
+            raise OpenRouterError(
+                f"{what} A retry reads it again; if it keeps failing, check the storage, or pass "
+                "result_cache=False."
             ) from exc
         if len(hits):
             self.log.info("Result cache %s: %d item(s) already answered.", self.cache.directory, len(hits))
@@ -119,32 +118,18 @@ class BulkCache:
 
     def rows(self, hits: CacheHits, ids: ItemIds) -> Iterator[dict[str, Any]]:
         """The result row of every entry found (skipping entries that are not succeeded rows)."""
-        from airflow_openrouter.batch.results import result_row
-
         custom_ids = _CustomIds(ids)
         for hit in hits.entries():
             entry = hit.entry
             if not isinstance(entry, Mapping) or entry.get("status") != "succeeded":
                 continue
-            custom_id = custom_ids[hit.position]
-            row = result_row(
-                custom_id,
-                hit.position,
-                "succeeded",
-                output=entry.get("output"),
-                provider=entry.get("provider"),
-                usage=cached_row_usage(entry.get("usage")),
-                model=entry.get("model"),
-                generation_id=entry.get("generation_id"),
-                cached=True,
-            )
-            yield row
+            yield self.endpoint.row_from_cache(entry, custom_ids[hit.position], hit.position)
 
     @contextlib.contextmanager
     def writer(self, keys: ItemKeys | None) -> Iterator[_RowAdder]:
         """Adds the new ``succeeded`` rows written inside the block; one segment at its end."""
         writer = self.cache.writer()
-        adder = _RowAdder(writer, keys, fallbacks=bool(self.job.recovery.fallback_models))
+        adder = _RowAdder(writer, keys, self.endpoint, fallbacks=bool(self.job.recovery.fallback_models))
         try:
             yield adder
         finally:
@@ -172,9 +157,12 @@ class BulkCache:
 class _RowAdder:
     """Called with every row written to the results file: keeps the new successes."""
 
-    def __init__(self, writer: CacheWriter, keys: ItemKeys | None, *, fallbacks: bool = False) -> None:
+    def __init__(
+        self, writer: CacheWriter, keys: ItemKeys | None, endpoint: Endpoint, *, fallbacks: bool = False
+    ) -> None:
         self._writer = writer
         self._keys = keys
+        self._entry = endpoint.cache_entry
         self._fallbacks = fallbacks
 
     def __call__(self, row: Mapping[str, Any]) -> None:
@@ -182,7 +170,7 @@ class _RowAdder:
             return
         if not self._as_keyed(row):
             return
-        self._writer.add(self._keys[row["index"]], cache_entry(row))
+        self._writer.add(self._keys[row["index"]], self._entry(row))
 
     def _as_keyed(self, row: Mapping[str, Any]) -> bool:
         """Whether the answer is one of the request its key describes: not a repaired reply (the key

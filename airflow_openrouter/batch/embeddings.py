@@ -19,7 +19,7 @@ like any error that repeats for every item.
 
     {"custom_id": "doc-7", "id": "doc-7", "index": 7, "status": "succeeded", "vector": "<base64>",
      "model": "openai/text-embedding-3-small", "dimensions": 1536, "error": null, "cause": null,
-     "transient": null, "usage": {"prompt_tokens": 412, "cost": 0.00000824}}
+     "transient": null, "cached": false, "usage": {"prompt_tokens": 412, "cost": 0.00000824}}
 
 Between the engines and the writer (and in the concurrent engine's checkpoint) ``vector`` stays what the
 wire carried: the base64 of the little-endian float32 values. The writer decodes it once, straight into
@@ -28,17 +28,18 @@ the Parquet column (or into JSON numbers), so no vector is ever a list of Python
 ``usage`` of a row that shared a request is its share of that request's usage, in proportion to its
 estimated tokens: the rows add up to exactly the tokens, and to the cost, that OpenRouter billed.
 
-Seams left for the cost work (result cache, estimate): :meth:`EmbeddingsEndpoint.cache_key` is what a
-vector is a function of, and :func:`estimated_tokens` what a request line will be billed for (times the
-model's ``pricing.prompt``; half of it in a batch).
+**The result cache** (``result_cache=``, :mod:`.cached`) keys each item by the model, the provider
+routing asked for and the item's own request line (``input``, ``dimensions``, ``encoding_format``,
+``extra_body`` fields: :func:`~airflow_openrouter.cache.embeddings_key_material`), never by its id or
+who asked; a key of the ``embeddings`` kind never equals a chat key. It keeps the vector as the wire
+carried it (base64 float32: about 8 KB for 1,536 dimensions), the model and the usage; a cached row is
+the fresh row with ``cached: true``, cost 0 and ``usage.cost_saved``, written by the same writer.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import json
 import sys
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -245,7 +246,7 @@ class EmbeddingsEndpoint:
                 rows.append(row_from_error(custom_id, index, result))
         return rows
 
-    # --- rows out, and the seams of the cost work ----------------------------------------------
+    # --- rows out, and the result cache --------------------------------------------------------
 
     def writer(
         self,
@@ -258,13 +259,33 @@ class EmbeddingsEndpoint:
 
         return vector_writer(path, ids, on_written, progress)
 
-    @staticmethod
-    def cache_key(model: str, body: Mapping[str, Any]) -> str:
-        """What a vector is a function of: the model and the request line but ``encoding_format`` (a
-        wire detail). A result cache may serve a row from a vector stored under this key."""
-        fields = {k: v for k, v in body.items() if k != "encoding_format"}
-        payload = json.dumps({"model": model, **fields}, sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(payload.encode()).hexdigest()
+    def cache_keys(self, job: JobOptions) -> Callable[[Mapping[str, Any]], bytes]:
+        from airflow_openrouter.cache import cache_key, embeddings_key_material
+
+        model, provider = job.model, job.provider
+
+        def key(body: Mapping[str, Any]) -> bytes:
+            return cache_key(embeddings_key_material(model=model, body=body, provider=provider))
+
+        return key
+
+    def cache_entry(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "status": "succeeded",
+            "vector": row["vector"],
+            "model": row.get("model"),
+            "usage": row.get("usage"),
+        }
+
+    def row_from_cache(self, entry: Mapping[str, Any], custom_id: str, index: int) -> dict[str, Any]:
+        from airflow_openrouter.cost.ledger import cached_row_usage
+
+        usage = cached_row_usage(entry.get("usage"))
+        row = vector_row(
+            custom_id, index, entry["vector"], entry.get("model"), usage.get("prompt_tokens") or 0, 0.0
+        )
+        row.update(cached=True, usage=usage)
+        return row
 
 
 def vector_row(
@@ -289,6 +310,7 @@ def vector_row(
         "error": None,
         "cause": None,
         "transient": None,
+        "cached": False,
         "usage": {"prompt_tokens": prompt_tokens, "cost": cost},
     }
 

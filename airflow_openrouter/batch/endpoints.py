@@ -18,13 +18,12 @@ The request lines themselves are built by ``JobOptions.requests`` (an :class:`~.
 one per item, before anything is sent. :data:`CHAT` is the chat endpoint, the default of every job; the
 embeddings endpoint is :class:`~.embeddings.EmbeddingsEndpoint`. No Airflow imports here.
 
-**Seams for the cost work** (a result cache and a cost estimate, not built here). Both act on the
-spooled request lines, before :func:`.submit.submit_todo` (batch engine) and in ``run_job``'s ``todo()``
-(concurrent engine), the same for every endpoint. What is endpoint-specific is only what a line costs
-and what its answer is a function of: for embeddings, ``estimated_tokens(line["body"]["input"])`` times
-the model's ``pricing.prompt`` from ``hook.list_embedding_models()`` (half of it in a batch; there is no
-completion), and ``EmbeddingsEndpoint.cache_key(model, line["body"])``. A cached vector becomes a row
-with :func:`~.embeddings.vector_row`, so the writers and the manifest need nothing new.
+**The result cache** (:mod:`.cached`) asks the endpoint three questions, the same in both engines:
+the key of a spooled request body (:meth:`Endpoint.cache_keys`: what the answer is a function of, in a
+key of the endpoint's own kind, so a chat key never equals an embeddings key), what to keep of a
+``succeeded`` row (:meth:`Endpoint.cache_entry`), and the row a kept entry becomes
+(:meth:`Endpoint.row_from_cache`: ``cached: true``, cost 0, ``usage.cost_saved``), which the endpoint's
+writer writes like a fresh one.
 """
 
 from __future__ import annotations
@@ -121,6 +120,20 @@ class Endpoint(Protocol):
         counts it."""
         ...
 
+    def cache_keys(self, job: JobOptions) -> Callable[[Mapping[str, Any]], bytes]:
+        """The result cache's key of one spooled request body of *job* (16 bytes): everything its
+        answer is a function of, never who asked (see :mod:`airflow_openrouter.cache.keys`)."""
+        ...
+
+    def cache_entry(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """What the result cache keeps of a ``succeeded`` row: its answer, not which item or run it was."""
+        ...
+
+    def row_from_cache(self, entry: Mapping[str, Any], custom_id: str, index: int) -> dict[str, Any]:
+        """The row of an item answered by a kept *entry* (``succeeded``, ``cached: true``, cost 0 and
+        ``usage.cost_saved``)."""
+        ...
+
 
 class ChatEndpoint:
     """Chat completions: one rendered chat request per item, one validated output per row (JSONL)."""
@@ -177,6 +190,39 @@ class ChatEndpoint:
         from airflow_openrouter.batch.results import ResultsWriter
 
         return ResultsWriter(path, ids, on_written, progress)
+
+    def cache_keys(self, job: JobOptions) -> Callable[[Mapping[str, Any]], bytes]:
+        from airflow_openrouter.cache import ChatKeys
+
+        # A bulk row is answered once and never repaired: its key says so (a chat task with
+        # max_repair_attempts=0 shares its entries).
+        return ChatKeys(model=job.model, provider=job.provider, spec=job.spec, max_repair_attempts=0).key
+
+    def cache_entry(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "status": "succeeded",
+            "output": row.get("output"),
+            "provider": row.get("provider"),
+            "model": row.get("model"),
+            "generation_id": row.get("generation_id"),
+            "usage": row.get("usage"),
+        }
+
+    def row_from_cache(self, entry: Mapping[str, Any], custom_id: str, index: int) -> dict[str, Any]:
+        from airflow_openrouter.batch.results import result_row
+        from airflow_openrouter.cost.ledger import cached_row_usage
+
+        return result_row(
+            custom_id,
+            index,
+            "succeeded",
+            output=entry.get("output"),
+            provider=entry.get("provider"),
+            usage=cached_row_usage(entry.get("usage")),
+            model=entry.get("model"),
+            generation_id=entry.get("generation_id"),
+            cached=True,
+        )
 
 
 #: The chat endpoint: what every job runs unless its options name another.

@@ -10,9 +10,11 @@ group is written as soon as it is full, so memory stays flat however many rows t
 ``fixed_size_list<float32>[dimensions]``, never null: Parquet readers before pyarrow 26 (pyarrow 25 is
 the newest for Python 3.10) cannot read a null fixed-size list (apache/arrow#35692), and a vector of
 NaNs cannot pass for a real one (filter on ``status``). ``id`` is ``int64`` when every item's id is an
-integer (or the rows are keyed by index), else ``string``; ``usage`` is ``struct<prompt_tokens: int64, cost: double>``;
-``attempts`` is ``int32`` and ``history`` a list of ``struct<attempt, status, error, cause, model,
-generation_id, cost>`` (the earlier attempts of a recovered row, see :mod:`.recovery`).
+integer (or the rows are keyed by index), else ``string``; ``usage`` is ``struct<prompt_tokens: int64,
+cost: double, cost_saved: double>`` (``cost_saved``: only in the rows served from the result cache,
+whose ``cached`` is true and ``cost`` 0); ``attempts`` is ``int32`` and ``history`` a list of
+``struct<attempt, status, error, cause, model, generation_id, cost>`` (the earlier attempts of a
+recovered row, see :mod:`.recovery`).
 A file without a single vector has ``vector`` as a variable-size ``list<float32>``.
 
 **JSONL** (a ``.jsonl`` results file): the same columns, ``vector`` as a JSON list of numbers, each the
@@ -60,6 +62,7 @@ COLUMNS = (
     "error",
     "cause",
     "transient",
+    "cached",
     "usage",
     "attempts",
     "history",
@@ -228,7 +231,8 @@ class ParquetVectorWriter(_VectorColumns, ResultsWriter):
                 ("error", pa.string()),
                 ("cause", pa.string()),
                 ("transient", pa.bool_()),
-                ("usage", pa.struct([("prompt_tokens", pa.int64()), ("cost", pa.float64())])),
+                ("cached", pa.bool_()),
+                ("usage", _usage_type(pa)),
                 ("attempts", pa.int32()),
                 ("history", pa.list_(_history_entry(pa))),
             ]
@@ -248,6 +252,11 @@ def _history_entry(pa: Any) -> Any:
             ("cost", pa.float64()),
         ]
     )
+
+
+def _usage_type(pa: Any) -> Any:
+    # cost_saved: only rows served from the result cache have it (null in the others).
+    return pa.struct([("prompt_tokens", pa.int64()), ("cost", pa.float64()), ("cost_saved", pa.float64())])
 
 
 @functools.cache

@@ -1,8 +1,8 @@
 """A result cache on object storage: outputs already paid for are found again by what was asked.
 
 Engine-agnostic: a caller computes a key from whatever decides its output (:func:`cache_key` of any
-JSON value; :func:`chat_key_material` for chat completions) and stores a JSON entry (a result row)
-under it::
+JSON value; :func:`chat_key_material` for chat completions, :func:`embeddings_key_material` for one
+embeddings input) and stores a JSON entry (a result row) under it::
 
     from airflow_openrouter.cache import ResultCache, cache_key
 
@@ -27,6 +27,7 @@ from airflow_openrouter.cache.keys import (
     ChatKeys,
     cache_key,
     chat_key_material,
+    embeddings_key_material,
     output_identity,
 )
 from airflow_openrouter.cache.store import CacheHit, CacheHits, CacheWriter, ResultCache
@@ -44,6 +45,7 @@ __all__ = [
     "cache_key",
     "chat_key_material",
     "configured_root",
+    "embeddings_key_material",
     "output_identity",
 ]
 

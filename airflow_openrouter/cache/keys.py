@@ -1,15 +1,22 @@
 """Cache keys: a 16-byte digest of everything that decides an output, and never of who asked.
 
 :func:`cache_key` hashes any JSON value (canonical: sorted keys, no whitespace). What goes into the
-value is the caller's decision; :func:`chat_key_material` is the one for chat completions, shared by the
-chat operator and both bulk engines so that the same request finds the same entry whoever sent it:
+value is the caller's decision. Each kind of request has its own material, which names its kind first,
+so a key of one kind never equals a key of another (a chat key is never an embeddings key).
+
+:func:`chat_key_material` is the one for chat completions, shared by the chat operator and both bulk
+engines so that the same request finds the same entry whoever sent it:
 
 * the model, the provider routing the user asked for (not what an engine adds by itself);
 * the request body: messages, ``response_format`` and every request parameter;
 * the output check (the original JSON Schema the reply is validated against) and the repair policy
   (a reply repaired once may differ from one never repaired).
 
-Left out: the item id, and the attribution fields (``user``, ``session_id``, ``metadata``), which name
+:func:`embeddings_key_material` is the one for one input of an embeddings request: the model, the
+provider routing the user asked for, and the request body of that input exactly as it is sent
+(``input``, ``dimensions``, ``encoding_format``, ``input_type``...).
+
+Left out of both: the item id, and the attribution fields (``user``, ``session_id``, ``metadata``), which name
 the pipeline and the try that sent a request, not what it asks for -- a retry must hit the entries of
 the try before it.
 """
@@ -24,7 +31,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow_openrouter.schemas import OutputSpec
 
-__all__ = ["ATTRIBUTION_FIELDS", "ChatKeys", "cache_key", "chat_key_material", "output_identity"]
+__all__ = [
+    "ATTRIBUTION_FIELDS",
+    "ChatKeys",
+    "cache_key",
+    "chat_key_material",
+    "embeddings_key_material",
+    "output_identity",
+]
 
 #: Body fields that say who sent a request, not what it asks: never part of a key.
 ATTRIBUTION_FIELDS = frozenset({"user", "session_id", "metadata"})
@@ -70,6 +84,20 @@ def chat_key_material(
         "request": request,
         "output": output_identity(spec),
         "repair": {"max_repair_attempts": max_repair_attempts},
+    }
+
+
+def embeddings_key_material(
+    *, model: str, body: Mapping[str, Any], provider: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The key material of one embeddings input (see the module docstring). *body* is the request
+    body of that one input, with or without ``model`` and ``provider``."""
+    return {
+        "kind": "embeddings",
+        "v": KEY_VERSION,
+        "model": model,
+        "provider": dict(provider) if provider else None,
+        "request": {k: v for k, v in body.items() if k not in _NOT_IN_REQUEST},
     }
 
 

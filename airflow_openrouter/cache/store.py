@@ -6,7 +6,7 @@ no object per key and no shared file anyone rewrites, so concurrent writers (the
 task, several DAGs sharing a cache) cannot corrupt each other: each writes its own uniquely named
 segment, once.
 
-**Lookups** sort the wanted keys (20 bytes each, see :mod:`._records`) and join them with every live
+**Lookups** (:mod:`._lookup`) sort the wanted keys (20 bytes each, see :mod:`._records`) and join them with every live
 segment's index: a streamed merge for a large lookup, a binary search for a few keys. An entry older
 than ``ttl`` is a miss; among several entries for a key the newest wins. Entries are then read front
 to back per segment (data and index share the key order). Memory grows with the number of keys looked
@@ -34,22 +34,12 @@ import struct
 import tempfile
 import time
 import uuid
-from array import array
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any
 
+from airflow_openrouter.cache._lookup import POSITION, WANTED_WIDTH, CacheHit, CacheHits, Segment
 from airflow_openrouter.cache._records import KEY_BYTES, Records, sort_records
-from airflow_openrouter.cache._segment import (
-    IndexReader,
-    SegmentInfo,
-    TornSegment,
-    iter_index,
-    parse_payload,
-    read_info,
-    write_segment,
-)
+from airflow_openrouter.cache._segment import TornSegment, iter_index, read_info, write_segment
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -66,25 +56,9 @@ MAX_SEGMENTS = 16
 DELETE_AFTER_S = 3600.0
 #: A torn segment (a killed writer's) is deleted once it is this old.
 TORN_DELETE_AFTER_S = 24 * 3600.0
-_POSITION = struct.Struct(">I")
-_WANTED_WIDTH = KEY_BYTES + _POSITION.size
 _PENDING = struct.Struct(">16sIQII")  # key, sequence, offset in the temp file, length, created
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _SEGMENT_NAME = re.compile(r"^seg-(\d{13})-[0-9a-f]{12}\.orc$")
-
-
-class CacheHit(NamedTuple):
-    """One cached entry found for a looked-up key: the caller's position, the entry, its age."""
-
-    position: int
-    entry: Any
-    created_at: int  # unix seconds
-
-
-@dataclass(frozen=True)
-class _Segment:
-    path: ObjectStoragePath
-    info: SegmentInfo
 
 
 class ResultCache:
@@ -125,8 +99,8 @@ class ResultCache:
         Keys may repeat (two items with the same request): each position gets the entry. Nothing is read
         beyond the segments' indexes until :meth:`CacheHits.entries` is iterated.
         """
-        wanted = sort_records((key + _POSITION.pack(position) for position, key in keys), _WANTED_WIDTH)
-        hits = CacheHits(self, wanted)
+        wanted = sort_records((key + POSITION.pack(position) for position, key in keys), WANTED_WIDTH)
+        hits = CacheHits(wanted)
         if not len(wanted):
             return hits
         not_before = self.clock() - self.ttl if self.ttl is not None else -math.inf
@@ -148,19 +122,19 @@ class ResultCache:
             writer.add(key, entry)
         return writer.segment
 
-    def live_segments(self) -> list[_Segment]:
+    def live_segments(self) -> list[Segment]:
         """The whole segments of the namespace that no other whole segment supersedes, oldest first."""
         whole, _torn = self._scan()
         superseded = {name for segment in whole for name in segment.info.supersedes}
         return [s for s in whole if s.info.name not in superseded]
 
-    def _scan(self) -> tuple[list[_Segment], list[ObjectStoragePath]]:
-        whole: list[_Segment] = []
+    def _scan(self) -> tuple[list[Segment], list[ObjectStoragePath]]:
+        whole: list[Segment] = []
         torn: list[ObjectStoragePath] = []
         for path in self._segment_paths():
             try:
                 with path.open("rb") as file:
-                    whole.append(_Segment(path, read_info(path.name, file)))
+                    whole.append(Segment(path, read_info(path.name, file)))
             except FileNotFoundError:
                 continue  # deleted by a compaction since the listing
             except TornSegment as exc:
@@ -224,7 +198,7 @@ class ResultCache:
         log.info("Result cache %s: merged %d segments into %s.", self.directory, len(chosen), name)
         return name
 
-    def _collect_garbage(self, whole: list[_Segment], torn: list[ObjectStoragePath]) -> None:
+    def _collect_garbage(self, whole: list[Segment], torn: list[ObjectStoragePath]) -> None:
         now = self.clock()
         doomed = {name for s in whole if now - s.info.created > DELETE_AFTER_S for name in s.info.supersedes}
         for s in whole:
@@ -234,143 +208,6 @@ class ResultCache:
             match = _SEGMENT_NAME.match(path.name)
             if match and now - int(match.group(1)) / 1000 > TORN_DELETE_AFTER_S:
                 _delete(path)
-
-
-class CacheHits:
-    """What a lookup found: how many positions hit, which ones, and (lazily) their entries."""
-
-    def __init__(self, cache: ResultCache, wanted: Records) -> None:
-        self._cache = cache
-        self._wanted = wanted
-        n = len(wanted)
-        # Per wanted record (in key order): the best entry so far (segment -1: none).
-        self._segment = array("i", [-1]) * n
-        self._offset = array("q", [0]) * n
-        self._length = array("I", [0]) * n
-        self._created = array("I", [0]) * n
-        self._segments: dict[int, _Segment] = {}
-
-    # --- the join (ResultCache.lookup) -------------------------------------------------------------
-
-    def join(self, number: int, segment: _Segment, file: IO[bytes], not_before: float) -> None:
-        """Record the entries *segment* has for the wanted keys (newer entries win)."""
-        self._segments[number] = segment
-        entries, wanted = segment.info.entries, len(self._wanted)
-        if not entries:
-            return
-        # A few keys against a large segment: binary searches; otherwise one streamed merge.
-        if wanted * (math.log2(entries) + 1) * 4 < entries:
-            self._probe(number, IndexReader(segment.info, file), not_before)
-        else:
-            self._merge(number, iter_index(segment.info, file), not_before)
-
-    def _merge(self, number: int, index: Iterator[tuple[bytes, int, int, int]], not_before: float) -> None:
-        wanted = self._wanted
-        n, i = len(wanted), 0
-        for key, offset, length, created in index:
-            steps = 0
-            while i < n and steps < 8 and wanted[i] < key:  # a short gallop, then a binary search
-                i += 1
-                steps += 1
-            if i < n and wanted[i] < key:
-                i = bisect_left(wanted, key, i, n)
-            if i >= n:
-                return
-            j = i
-            while j < n and wanted[j] == key:
-                self._offer(j, number, offset, length, created, not_before)
-                j += 1
-
-    def _probe(self, number: int, index: IndexReader, not_before: float) -> None:
-        low = 0
-        for i in range(len(self._wanted)):
-            key = self._wanted[i]
-            low = bisect_left(index, key, low, len(index))
-            if low == len(index):
-                return
-            found, offset, length, created = index.record(low)
-            if found == key:
-                self._offer(i, number, offset, length, created, not_before)
-
-    def _offer(self, i: int, number: int, offset: int, length: int, created: int, not_before: float) -> None:
-        if created < not_before:
-            return
-        if self._segment[i] < 0 or created >= self._created[i]:
-            self._segment[i], self._offset[i], self._length[i], self._created[i] = (
-                number,
-                offset,
-                length,
-                created,
-            )
-
-    # --- what was found ------------------------------------------------------------------------------
-
-    def __len__(self) -> int:
-        return sum(1 for s in self._segment if s >= 0)
-
-    def positions(self) -> Iterator[int]:
-        """The positions that hit (in key order, not sorted: no list of them is built)."""
-        for i, segment in enumerate(self._segment):
-            if segment >= 0:
-                yield self._position(i)
-
-    def _position(self, i: int) -> int:
-        return int(_POSITION.unpack_from(self._wanted.record(i), KEY_BYTES)[0])
-
-    def entries(self) -> Iterator[CacheHit]:
-        """Every hit's entry, segment by segment, each segment read front to back. An entry that cannot
-        be read (its segment deleted meanwhile, bytes that are not JSON) is logged and left out: use
-        the positions of what was yielded, not :meth:`positions`, to decide what not to send."""
-        for number, segment in self._segments.items():
-            if number not in self._segment:
-                continue
-            try:
-                with segment.path.open("rb") as file:
-                    reader = _BlockReader(file)
-                    last: tuple[int, Any] | None = None
-                    for i in (i for i, s in enumerate(self._segment) if s == number):
-                        offset = self._offset[i]
-                        if last is None or last[0] != offset:  # repeated keys share one entry
-                            try:
-                                data = reader.read(offset, self._length[i])
-                                last = (offset, parse_payload(data, offset))
-                            except TornSegment as exc:
-                                log.warning(
-                                    "Result cache %s: %s; that item is sent again.", segment.path, exc
-                                )
-                                continue
-                        yield CacheHit(self._position(i), last[1], self._created[i])
-            except OSError as exc:
-                log.warning(
-                    "Result cache: could not read the entries of %s (%s); they are sent again.",
-                    segment.path,
-                    exc,
-                )
-
-
-class _BlockReader:
-    """Reads entries at increasing offsets in large blocks: one filesystem call per MiB, not per entry
-    (each call through ObjectStoragePath costs microseconds; on S3 each is a ranged GET)."""
-
-    _SMALLEST, _LARGEST = 64 << 10, 1 << 20
-
-    def __init__(self, file: IO[bytes]) -> None:
-        self._file = file
-        self._start = 0
-        self._data = b""
-        self._block = self._SMALLEST
-
-    def read(self, offset: int, length: int) -> bytes:
-        end = offset + length
-        if not (self._start <= offset and end <= self._start + len(self._data)):
-            # Dense hits (the next entry just past this block) read ever larger blocks; a jump far
-            # ahead (sparse hits) starts small again, so a few hits never read a whole segment.
-            dense = offset <= self._start + len(self._data) + self._block
-            self._block = min(self._block * 2, self._LARGEST) if dense else self._SMALLEST
-            self._file.seek(offset)
-            self._data = self._file.read(max(self._block, length))
-            self._start = offset
-        return self._data[offset - self._start : end - self._start]
 
 
 class CacheWriter:
@@ -454,7 +291,7 @@ def _read_pending(
     return key, spool.read(length), created
 
 
-def _merged_entries(segments: list[_Segment], files: list[IO[bytes]]) -> Iterator[tuple[bytes, bytes, int]]:
+def _merged_entries(segments: list[Segment], files: list[IO[bytes]]) -> Iterator[tuple[bytes, bytes, int]]:
     """The entries of *segments* in key order, the newest of each key (a k-way merge, verified)."""
     import heapq
 

@@ -504,7 +504,11 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
     def _results_file(self, context: Context) -> ObjectStoragePath:
         output_path = self.output_path or conf.get("openrouter", "results_path", fallback=None)
         if not output_path:
-            raise ValueError("No output_path: pass output_path=... or set [openrouter] results_path.")
+            from airflow_openrouter.exceptions import OpenRouterConfigError
+
+            raise OpenRouterConfigError(
+                f"Task {self.task_id!r}: no output_path: pass output_path=... or set [openrouter] results_path."
+            )
         return self._identity(context).results_file(str(output_path), self._results_suffix(str(output_path)))
 
     def _results_suffix(self, output_path: str) -> str:

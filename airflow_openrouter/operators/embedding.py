@@ -53,6 +53,13 @@ class OpenRouterEmbeddingOperator(OpenRouterBatchOperator):
     XCom ``return_value`` is the batch operator's manifest plus ``dimensions``. The task fails, after
     writing both, as the batch operator's does.
 
+    **Result cache.** With ``result_cache`` (or ``[openrouter] result_cache``), an item whose input was
+    embedded before -- the same model, text, ``dimensions``, encoding and request fields, whatever its
+    id -- is not sent again, on either engine: its vector comes from the cache and its row is written
+    like a fresh one, with ``cached`` true, ``usage.cost`` 0 and ``usage.cost_saved``; the manifest's
+    ``cached`` and ``cost_saved_usd`` count them. A nightly run over a corpus then pays only for the
+    documents that changed.
+
     :param items: a list of items, or the URI / ``ObjectStoragePath`` of a JSONL file (templated).
     :param text: the template of the text to embed (``{{ item.body }}``, ``{{ item.title }}: ...``).
     :param model: an embedding model id (templated), e.g. ``openai/text-embedding-3-small``
@@ -69,10 +76,13 @@ class OpenRouterEmbeddingOperator(OpenRouterBatchOperator):
     :param extra_body: more request fields (``input_type`` for the models that take it: concurrent
         engine only, as the Batch API refuses it).
     :param provider: provider routing (concurrent engine only: embeddings batches refuse it).
+    :param result_cache: an ObjectStoragePath URI under which vectors are cached by input (default:
+        ``[openrouter] result_cache``; ``False``: none), see above.
+    :param result_cache_ttl: how old a cached vector may be (seconds or timedelta; default: any age).
 
     ``prompt_vars``, ``wait_for_completion``, ``deferrable``, ``poll_interval``, ``timeout``,
-    ``max_failed_fraction``, ``max_cost_usd``, ``max_concurrency``, ``requests_per_minute`` and
-    ``openrouter_conn_id`` are the batch operator's. Every argument is checked when the DAG is parsed.
+    ``max_failed_fraction``, ``max_cost_usd``, ``dry_run``, ``max_concurrency``, ``requests_per_minute``
+    and ``openrouter_conn_id`` are the batch operator's. Every argument is checked when the DAG is parsed.
     """
 
     prompt_fields: ClassVar[tuple[str, ...]] = ("text",)
@@ -185,8 +195,6 @@ class OpenRouterEmbeddingOperator(OpenRouterBatchOperator):
         text = PromptTemplate.load(
             self.text, self.get_template_env(), field="text", extensions=self.template_ext
         )
-        # SEAM(cost work): result_cache= and the cost estimate come in through the batch operator's
-        # arguments and engines; what they need from embeddings is in batch/endpoints.py ("Seams").
         return TextRequestBuilder(
             prompt=text,
             system_prompt=None,

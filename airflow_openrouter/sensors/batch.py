@@ -75,7 +75,9 @@ class OpenRouterBatchSensor(BaseSensorOperator):
     def _ids(self) -> list[str]:
         ids = [self.batch_ids] if isinstance(self.batch_ids, str) else self.batch_ids
         if not isinstance(ids, Sequence) or not all(isinstance(i, str) and i for i in ids):
-            raise ValueError(
+            from airflow_openrouter.exceptions import OpenRouterConfigError
+
+            raise OpenRouterConfigError(
                 f"batch_ids must be a batch id or a list of them (empty: nothing to wait for), got "
                 f"{self.batch_ids!r:.100}."
             )
@@ -127,6 +129,9 @@ class OpenRouterBatchSensor(BaseSensorOperator):
             return PokeReturnValue(is_done=True, xcom_value={"batch_ids": [], "batches": [], "usage": {}})
         watch = self._watch = self._watch or self._new_watch(context, ids)
         with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id) as hook:
+            # The connection first: a poll round reports its errors as a failed poll (retryable), and a
+            # connection without a key or a bad field fails the same way at every try.
+            _ = hook.settings
             poll_once(hook, watch, self.log)
         event = watch.outcome()
         if event is None:

@@ -79,11 +79,10 @@ class ModelSpec:
         return params
 
     def cost(self, prompt_tokens: int, completion_tokens: int, *, batch: bool = False) -> tuple[float, float]:
-        """(prompt cost, completion cost) in USD; Decimal keeps $10/1M-style prices exact."""
-        factor = BATCH_DISCOUNT if batch else Decimal(1)
+        """(prompt cost, completion cost) in USD."""
         return (
-            float(prompt_tokens * self.prompt_price * factor),
-            float(completion_tokens * self.completion_price * factor),
+            token_cost(prompt_tokens, self.prompt_price, batch=batch),
+            token_cost(completion_tokens, self.completion_price, batch=batch),
         )
 
     @property
@@ -108,29 +107,16 @@ class ModelSpec:
 
     def to_json(self) -> dict:
         """The ``Model`` object of ``GET /models``."""
-        return {
-            "id": self.id,
-            "canonical_slug": self.id.split(":")[0],
-            "hugging_face_id": None,
-            "name": self.name,
-            "created": self.created,
-            "description": f"{self.name}, served by the local OpenRouter emulator.",
-            "context_length": self.context_length,
-            "architecture": self.architecture(),
-            "pricing": self.pricing,
-            "top_provider": {
-                "context_length": self.context_length,
-                "max_completion_tokens": self.max_completion_tokens,
-                "is_moderated": self.provider == "OpenAI",
-            },
-            "per_request_limits": None,
-            "supported_parameters": self.supported_parameters,
-            "default_parameters": {"temperature": None, "top_p": None, "frequency_penalty": None},
-            "supported_voices": None,
-            "expiration_date": None,
-            "knowledge_cutoff": None,
-            "links": {"details": f"/api/v1/models/{self.id.split(':')[0]}/endpoints"},
-        }
+        return model_object(
+            self,
+            canonical_slug=self.id.split(":")[0],
+            hugging_face_id=None,
+            description=f"{self.name}, served by the local OpenRouter emulator.",
+            max_completion_tokens=self.max_completion_tokens,
+            is_moderated=self.provider == "OpenAI",
+            supported_parameters=self.supported_parameters,
+            default_parameters={"temperature": None, "top_p": None, "frequency_penalty": None},
+        )
 
     def endpoints_json(self) -> dict:
         """The ``data`` object of ``GET /models/{author}/{slug}/endpoints`` (one endpoint per model)."""
@@ -141,6 +127,44 @@ class ModelSpec:
             supported_parameters=self.supported_parameters,
             tools=self.tools,
         )
+
+
+def model_object(
+    spec: Any,
+    *,
+    canonical_slug: str,
+    hugging_face_id: str | None,
+    description: str,
+    max_completion_tokens: int | None,
+    is_moderated: bool,
+    supported_parameters: list[str],
+    default_parameters: dict[str, Any] | None,
+) -> dict:
+    """The ``Model`` object of ``GET /models`` and ``GET /embeddings/models``, for a chat or embedding
+    model (*spec*: its ``id``, ``name``, ``created``, ``context_length``, ``architecture()``, ``pricing``)."""
+    return {
+        "id": spec.id,
+        "canonical_slug": canonical_slug,
+        "hugging_face_id": hugging_face_id,
+        "name": spec.name,
+        "created": spec.created,
+        "description": description,
+        "context_length": spec.context_length,
+        "architecture": spec.architecture(),
+        "pricing": spec.pricing,
+        "top_provider": {
+            "context_length": spec.context_length,
+            "max_completion_tokens": max_completion_tokens,
+            "is_moderated": is_moderated,
+        },
+        "per_request_limits": None,
+        "supported_parameters": supported_parameters,
+        "default_parameters": default_parameters,
+        "supported_voices": None,
+        "expiration_date": None,
+        "knowledge_cutoff": None,
+        "links": {"details": f"/api/v1/models/{canonical_slug}/endpoints"},
+    }
 
 
 def endpoints_page(
@@ -185,6 +209,12 @@ def endpoints_page(
             }
         ],
     }
+
+
+def token_cost(tokens: int, price: Decimal, *, batch: bool = False) -> float:
+    """What *tokens* cost at *price* (USD per token), at half price in a batch; Decimal keeps
+    $10/1M-style prices exact."""
+    return float(tokens * price * (BATCH_DISCOUNT if batch else Decimal(1)))
 
 
 def price_text(value: Decimal) -> str:

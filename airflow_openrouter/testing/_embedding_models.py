@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from ._catalogue import BATCH_DISCOUNT, endpoints_page, per_million, price_text
+from ._catalogue import endpoints_page, model_object, per_million, price_text, token_cost
 from ._errors import ApiError
 
 
@@ -59,8 +59,7 @@ class EmbeddingModelSpec:
         self, prompt_tokens: int, completion_tokens: int = 0, *, batch: bool = False
     ) -> tuple[float, float]:
         """(prompt cost, completion cost) in USD, as ``ModelSpec.cost``: embeddings bill input only."""
-        factor = BATCH_DISCOUNT if batch else Decimal(1)
-        return float(prompt_tokens * self.prompt_price * factor), 0.0
+        return token_cost(prompt_tokens, self.prompt_price, batch=batch), 0.0
 
     @property
     def description(self) -> str:
@@ -87,29 +86,16 @@ class EmbeddingModelSpec:
 
     def to_json(self) -> dict:
         """The ``Model`` object of ``GET /embeddings/models`` (shaped like the official example)."""
-        return {
-            "id": self.id,
-            "canonical_slug": self.id,
-            "hugging_face_id": self.hugging_face_id,
-            "name": self.name,
-            "created": self.created,
-            "description": self.description,
-            "context_length": self.context_length,
-            "architecture": self.architecture(),
-            "pricing": self.pricing,
-            "top_provider": {
-                "context_length": self.context_length,
-                "max_completion_tokens": None,
-                "is_moderated": False,
-            },
-            "per_request_limits": None,
-            "supported_parameters": [],
-            "default_parameters": None,
-            "supported_voices": None,
-            "expiration_date": None,
-            "knowledge_cutoff": None,
-            "links": {"details": f"/api/v1/models/{self.id}/endpoints"},
-        }
+        return model_object(
+            self,
+            canonical_slug=self.id,
+            hugging_face_id=self.hugging_face_id,
+            description=self.description,
+            max_completion_tokens=None,
+            is_moderated=False,
+            supported_parameters=[],
+            default_parameters=None,
+        )
 
     def endpoints_json(self) -> dict:
         """The ``data`` of ``GET /models/{author}/{slug}/endpoints`` for this model."""

@@ -70,7 +70,8 @@ def test_parquet_keeps_every_row_with_its_vector_and_failed_rows_have_none(tmp_p
     )
     assert by_id["d3"]["status"] == "failed"
     assert by_id["d3"]["transient"] is True and by_id["d3"]["cause"] == "503 server_error"
-    assert by_id["d1"]["usage"] == {"prompt_tokens": 3, "cost": 0.5}
+    assert by_id["d1"]["usage"] == {"prompt_tokens": 3, "cost": 0.5, "cost_saved": None}
+    assert by_id["d1"]["cached"] is False
     assert writer.manifest_fields() == {"dimensions": 8} and writer.tally.counts["succeeded"] == 3
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from airflow_openrouter.cache import ResultCache, cache_key, chat_key_material
+from airflow_openrouter.cache import ResultCache, _lookup, cache_key, chat_key_material
 from airflow_openrouter.cache import store as store_module
 from airflow_openrouter.cache._segment import TRAILER
 from airflow_openrouter.schemas import output_spec
@@ -259,23 +259,48 @@ def test_the_trailer_is_checked_against_the_file_size(root):
     assert found(cache, [1, 2]) == {}
 
 
-def test_an_unreadable_cache_is_an_error_naming_result_cache_before_anything_is_sent(root):
-    from airflow_openrouter.batch.cached import BulkCache, ItemKeys
-    from airflow_openrouter.exceptions import OpenRouterConfigError
+@pytest.fixture
+def bulk(root):
+    """The result cache of a chat bulk job under *root*."""
+    from airflow_openrouter.batch.cached import BulkCache
+    from airflow_openrouter.batch.endpoints import CHAT
 
     class Job:
+        endpoint = CHAT
         result_cache = root
         result_cache_ttl = None
         model = "m"
         provider = None
         spec = output_spec(None)
 
-    bulk = BulkCache(Job(), log=None)  # type: ignore[arg-type]
+    return BulkCache(Job(), log=None)  # type: ignore[arg-type]
+
+
+def test_an_unreadable_cache_is_an_error_naming_result_cache_before_anything_is_sent(bulk):
+    from airflow_openrouter.batch.cached import ItemKeys
+    from airflow_openrouter.exceptions import OpenRouterConfigError
+
     directory = Path(bulk.cache.directory.path)
     directory.parent.mkdir(parents=True)
     directory.write_text("a file where the namespace's directory should be")
     with pytest.raises(OpenRouterConfigError, match=r"result_cache .*cannot be read.*result_cache=False"):
         bulk.lookup(ItemKeys(key(1)), iter([0]))
+
+
+def test_a_cache_storage_that_fails_to_answer_is_a_retryable_error_not_a_config_error(bulk, monkeypatch):
+    from airflow_openrouter._compat import AirflowFailException
+    from airflow_openrouter.batch.cached import ItemKeys
+    from airflow_openrouter.exceptions import OpenRouterError
+
+    def unreachable(keys):  # what an object store's client raises when it gets no answer
+        raise TimeoutError("read timed out")
+
+    monkeypatch.setattr(bulk.cache, "lookup", unreachable)
+    with pytest.raises(
+        OpenRouterError, match=r"cannot be read \(TimeoutError.*A retry reads it again"
+    ) as info:
+        bulk.lookup(ItemKeys(key(1)), iter([0]))
+    assert not isinstance(info.value, AirflowFailException)
 
 
 # --- keys ------------------------------------------------------------------------------------------------
@@ -307,6 +332,41 @@ def test_a_key_ignores_attribution_dict_order_and_the_item_but_not_what_decides_
         cache_key({"not json": object()})
 
 
+def test_an_embeddings_key_is_the_model_and_the_inputs_request_and_never_a_chat_key():
+    from airflow_openrouter.cache import embeddings_key_material
+
+    body = {"input": "Grüße, 東京", "dimensions": 256, "encoding_format": "base64"}
+
+    def key_of(**changes: Any) -> bytes:
+        arguments = {"model": "openai/text-embedding-3-small", "body": body, "provider": None, **changes}
+        return cache_key(embeddings_key_material(**arguments))
+
+    same = key_of()
+    assert key_of(body=dict(reversed(list(body.items())))) == same
+    assert (
+        key_of(body={**body, "user": "u", "session_id": "s", "model": "x", "provider": {"only": ["x"]}})
+        == same
+    )
+    for changed in (
+        key_of(model="openai/text-embedding-3-large"),
+        key_of(body={**body, "input": "Grüße, 東京!"}),
+        key_of(body={**body, "dimensions": 512}),
+        key_of(body={**body, "encoding_format": "float"}),
+        key_of(body={**body, "input_type": "search_query"}),
+        key_of(provider={"only": ["OpenAI"]}),
+    ):
+        assert changed != same
+    # The same model and the same fields as a chat request's are still another kind of request.
+    chat = chat_key_material(
+        model="openai/text-embedding-3-small",
+        body=body,
+        provider=None,
+        spec=output_spec(None),
+        max_repair_attempts=0,
+    )
+    assert cache_key(chat) != same
+
+
 def _lookup_peak_bytes(root: str, entries: int, wanted: int) -> int:
     import tracemalloc
 
@@ -327,7 +387,7 @@ def test_a_lookup_allocates_with_the_keys_looked_up_never_with_the_size_of_the_c
     large_cache = _lookup_peak_bytes(root, 30_000, wanted=1_000)
     many_keys = _lookup_peak_bytes(root, 30_000, wanted=10_000)
 
-    block = 2 * store_module._BlockReader._LARGEST  # entries are read a block (<= 1 MiB) at a time
+    block = 2 * _lookup._BlockReader._LARGEST  # entries are read a block (<= 1 MiB) at a time
     assert large_cache < small_cache * 1.25 + block  # 10 times the entries: the same memory
     assert many_keys < 10_000 * 100 + block  # 10 times the keys: ~100 bytes a key (no dict of strings)
 

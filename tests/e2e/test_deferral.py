@@ -115,8 +115,8 @@ def test_marking_a_deferred_batch_task_failed_runs_the_triggers_on_kill(airflow_
 
 
 def test_sharded_example_runs_its_shards_at_once_on_the_local_executor(airflow_stack: AirflowStack) -> None:
-    """Example 7 on LocalExecutor (parallelism 4): the four mapped shards run at the same time, each
-    writing its own results file, and the report adds them up."""
+    """Example 7 on LocalExecutor (parallelism 8, so the four shards find free slots): the four mapped
+    shards run at the same time, each writing its own results file, and the report adds them up."""
     from datetime import datetime
 
     dag_id = "example_openrouter_sharded"

@@ -274,7 +274,12 @@ def test_embeddings_embed_every_document_then_only_the_changed_ones(airflow_db, 
     corpus = tmp_path / "tickets"
     shutil.copytree(EXAMPLE_DAGS / "data" / "tickets", corpus)
     example = load_example("example_embeddings.py")
+    example.dag.get_task("embed").result_cache = f"file://{tmp_path}/cache"
     conf = {"documents": f"file://{corpus}"}
+
+    def vectors(dag_run) -> dict[str, dict]:
+        uri = xcom_value(dag_run, "embed")["output_uri"].removeprefix("file://")
+        return {r["id"]: r for r in pq.read_table(uri).to_pylist()}
 
     first = example.dag.test(run_conf=conf)
 
@@ -282,25 +287,57 @@ def test_embeddings_embed_every_document_then_only_the_changed_ones(airflow_db, 
     manifest = xcom_value(first, "embed")
     assert manifest["engine"] == "batch" and manifest["counts"]["succeeded"] == manifest["total"] == 16
     assert manifest["output_uri"].endswith(".parquet") and manifest["dimensions"] == 1536
+    assert manifest["cached"] == 0
     (post,) = emulator.requests_to("/batches", method="POST")
     assert post.body["endpoint"] == "/v1/embeddings" and len(post.body["requests"]) == 16
-    rows = {r["id"]: r for r in pq.read_table(manifest["output_uri"].removeprefix("file://")).to_pylist()}
+    rows = vectors(first)
     ticket = (corpus / "ticket_1041.md").read_text()
     with OpenRouterHook() as hook:
         (expected,) = hook.embed(model=example.MODEL, input=[ticket]).vectors()
     assert array("f", rows["ticket_1041"]["vector"]) == expected
     assert xcom_value(first, "publish")["embedded"] == sorted(rows)
 
-    (corpus / "ticket_1041.md").write_text(ticket + "\nUpdate: fixed by regenerating the PDFs.\n")
+    # The next night: one ticket was edited, one is new; the other 15 come from the result cache.
+    edited = ticket + "\nUpdate: fixed by regenerating the PDFs.\n"
+    (corpus / "ticket_1041.md").write_text(edited)
+    (corpus / "ticket_1099.md").write_text("# Ticket 1099: Export to CSV drops accents\n\nÉmile's name.")
+    emulator.clear_requests()
+    billed_before = emulator.billed_usd
+
     second = example.dag.test(run_conf=conf)
 
     assert second.state == "success"
-    assert xcom_value(second, "embed")["total"] == 1
-    posts = emulator.requests_to("/batches", method="POST")
-    assert len(posts) == 2 and [r["custom_id"].split("~")[0] for r in posts[1].body["requests"]] == [
-        "ticket_1041"
+    (post,) = emulator.requests_to("/batches", method="POST")
+    assert sorted(r["custom_id"].split("~")[0] for r in post.body["requests"]) == [
+        "ticket_1041",
+        "ticket_1099",
     ]
-    assert xcom_value(second, "publish")["embedded"] == ["ticket_1041"]
+    assert sorted(r["body"]["input"] for r in post.body["requests"]) == sorted(
+        [edited, (corpus / "ticket_1099.md").read_text()]
+    )
+    manifest = xcom_value(second, "embed")
+    assert manifest["total"] == 17 and manifest["cached"] == 15 and manifest["counts"]["succeeded"] == 17
+    assert manifest["cost_usd"] == pytest.approx(emulator.billed_usd - billed_before)
+    assert manifest["cost_usd"] > 0 and manifest["cost_saved_usd"] > 0
+    assert xcom_value(second, "publish") | {"cost_usd": None} == {
+        "vectors": 17,
+        "embedded": ["ticket_1041", "ticket_1099"],
+        "cached": 15,
+        "dimensions": 1536,
+        "cost_usd": None,
+    }
+    again = vectors(second)
+    assert all(again[i]["vector"] == rows[i]["vector"] for i in rows if i != "ticket_1041")
+    with OpenRouterHook() as hook:
+        (expected,) = hook.embed(model=example.MODEL, input=[edited]).vectors()
+    assert array("f", again["ticket_1041"]["vector"]) == expected
+    emulator.clear_requests()
+
+    # A night without changes sends nothing at all.
+    third = example.dag.test(run_conf=conf)
+
+    assert third.state == "success" and emulator.requests_to("/batches", method="POST") == []
+    assert xcom_value(third, "publish")["embedded"] == [] and xcom_value(third, "embed")["cached"] == 17
 
 
 def test_nightly_incremental_pays_only_for_the_tickets_that_changed(airflow_db, emulator, tmp_path):

@@ -133,8 +133,8 @@ def test_a_jsonl_output_path_gets_the_same_vectors_as_json_numbers(batch_emu, co
     )
     assert [f32(rows[f"doc-{i}"]["vector"]) for i in range(6)] == expected
     assert set(rows["doc-0"]) == {
-        "custom_id", "id", "index", "status", "vector", "model", "dimensions", "error", "cause", "transient", "usage",
-        "attempts", "history",
+        "custom_id", "id", "index", "status", "vector", "model", "dimensions", "error", "cause", "transient",
+        "cached", "usage", "attempts", "history",
     }  # fmt: skip
 
 
