@@ -17,6 +17,11 @@ What lands where (the README's "Results and manifest" section has the full forma
   "usage"}`` -- under ``[openrouter] results_path`` (use ``s3://...`` or similar on a real deployment);
 * the task's XCom -- a small manifest: the results file's URI, counts per status, tokens, cost.
 
+Rows that fail are recovered inside the task (``max_row_attempts=2``): after the batch, a document whose
+request failed transiently is sent again, and one whose reply did not match ``InvoiceFields`` is sent
+back with the validation errors to be repaired. A few rows go straight from the worker; many go into a
+follow-up batch, recorded before it is submitted like the first. ``report`` prints what was recovered.
+
 This is the DAG ``make demo`` runs.
 """
 
@@ -92,7 +97,9 @@ with DAG(
         temperature=0,
         max_tokens=300,
         deferrable=True,  # wait in the triggerer, not on a worker
-        # Tolerate a few bad documents; above 10% the task fails (after writing the results file).
+        # One recovery pass for failed and invalid rows (a follow-up batch, or from the worker for a few).
+        max_row_attempts=2,
+        # Tolerate a few bad documents after recovery; above 10% the task fails (after writing the results file).
         max_failed_fraction=0.1,
         # Stop waiting after this long. The batch keeps running on OpenRouter, and a retry re-attaches.
         timeout=timedelta(hours=24),
@@ -106,6 +113,11 @@ with DAG(
         print(f"Results file: {manifest['output_uri']}")
         print(f"Per status:   {manifest['counts']}")
         print(f"Tokens:       {manifest['total_tokens']}, cost ${manifest['cost_usd']:.6f}")
+        recovery = manifest["recovery"]
+        print(
+            f"Recovered:    {recovery['recovered']} of {recovery['rows']} rows sent again, "
+            f"for ${recovery['cost_usd']:.6f}"
+        )
 
         totals: dict[str, float] = {}
         with ObjectStoragePath(manifest["output_uri"]).open("r") as results:
@@ -114,9 +126,17 @@ with DAG(
                 if row["status"] != "succeeded":
                     print(f"  {row['custom_id']}: {row['status']} -- {row['error']}")
                     continue
+                for earlier in row["history"]:  # attempts before the one that succeeded
+                    print(
+                        f"  {row['custom_id']}: attempt {earlier['attempt']} was {earlier['status']} ({earlier['cause']})"
+                    )
                 invoice = row["output"]  # already validated against InvoiceFields
                 totals[invoice["currency"]] = totals.get(invoice["currency"], 0.0) + invoice["total"]
         print("Invoiced per currency:", {cur: round(total, 2) for cur, total in sorted(totals.items())})
-        return {"succeeded": manifest["counts"]["succeeded"], "totals_by_currency": totals}
+        return {
+            "succeeded": manifest["counts"]["succeeded"],
+            "recovered": recovery["recovered"],
+            "totals_by_currency": totals,
+        }
 
     report(extract_fields.output)

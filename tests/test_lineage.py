@@ -164,7 +164,11 @@ def test_a_failed_batch_task_still_reports_the_rows_it_paid_for(batch_emulator, 
 
     batch_emulator.batch_item_errors_next(fraction=1.0)
     op = OpenRouterBatchOperator(
-        task_id="classify", items=items_file(tmp_path, 3), prompt="C: {{ item.text }}", model=MODEL
+        task_id="classify",
+        items=items_file(tmp_path, 3),
+        prompt="C: {{ item.text }}",
+        model=MODEL,
+        max_row_attempts=1,  # no recovery pass: the task fails on the first pass's rows
     )
     ti = FakeTaskInstance(run_id="lineage_failed", task_id="classify")
 

@@ -25,6 +25,9 @@ One module, one job; read them in the order a run uses them:
   :mod:`.ids` -- the per-item bookkeeping kept for the whole run, in compact form; :mod:`.progress`
   -- the engines' progress and summary lines;
 * :mod:`.failures`   -- why items failed (cause, transient), and the verdict on a run;
+* :mod:`.recovery`   -- row recovery after a pass (both engines): which rows are sent again or repaired,
+  on which model, ``attempts``/``history``, the pass from the worker, the manifest's ``recovery``;
+  :mod:`.followup`, the batch engine's follow-up batches, recorded before they are submitted;
 * :mod:`.concurrent` -- the ``concurrent`` engine: requests from the worker, with rate limits,
   and its :mod:`.checkpoint` of rows saved as they arrive;
 * :mod:`.embeddings` -- the embeddings endpoint (text per item, grouped requests, vector rows), and

@@ -13,7 +13,10 @@ A run has two halves, with a wait in between that the operator owns (deferral to
   cache answered, label the rest, add the new answers to the cache, record what each batch was billed,
   and judge the run (:mod:`.failures`). When the verdict is a retryable failure, the items a retry
   should send again go to the record's ``todo``: a retry resubmits exactly those, in a new batch,
-  and re-attaches to everything else.
+  and re-attaches to everything else. Before judging, when every batch completed and rows can be
+  recovered (:mod:`.recovery`), a recovery pass runs: a follow-up batch (:mod:`.followup`; the fetch
+  then returns :class:`FollowUp` and the operator waits again), or requests from the worker, after
+  which the rows are written again.
 
 Waits end at :func:`deadline`: ``timeout`` from now, else when the last batch expires -- its
 ``expires_at`` plus an hour of grace when OpenRouter gave one, else ``created_at`` plus the 24 h
@@ -25,16 +28,35 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_openrouter._transport.calls import calls_logged_at
-from airflow_openrouter.batch.budget import Plan, bitmap, dry_run_manifest, estimate_lines, plan, price_info
+from airflow_openrouter.batch.budget import Plan, bitmap, dry_run_manifest, plan, price_info
 from airflow_openrouter.batch.cached import BulkCache, ItemKeys
 from airflow_openrouter.batch.checkpoint import Checkpoint
 from airflow_openrouter.batch.failures import RunSummary, Verdict, judge
+from airflow_openrouter.batch.followup import (
+    chunk_cost,
+    engine_of_pass,
+    follow_up,
+    pass_todo,
+    previous_rows,
+    submit_pass,
+    worker_recovery_cost,
+)
+from airflow_openrouter.batch.ids import IndexBits
 from airflow_openrouter.batch.poll import poll_once
 from airflow_openrouter.batch.progress import Progress
+from airflow_openrouter.batch.recovery import (
+    RecoveryTally,
+    add_pass_estimate,
+    kind_of,
+    next_attempt,
+    pass_affordable,
+    run_concurrent_pass,
+)
 from airflow_openrouter.batch.results import ResultsWriter, build_manifest, result_row
 from airflow_openrouter.batch.state import reattach_or_start, run_tag
 from airflow_openrouter.batch.submit import submit_todo
@@ -46,10 +68,10 @@ if TYPE_CHECKING:
     from airflow_openrouter.batch.items import ItemIds
     from airflow_openrouter.batch.options import JobOptions
     from airflow_openrouter.batch.spool import RequestSpool
-    from airflow_openrouter.batch.state import BatchRecord, Ranges, RecordStore, SubmittedBatch
+    from airflow_openrouter.batch.state import BatchRecord, RecordStore, SubmittedBatch
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
 
-__all__ = ["Started", "deadline", "fetch", "start"]
+__all__ = ["FollowUp", "Started", "deadline", "fetch", "start"]
 
 _EXPIRY_GRACE_S = 3600.0
 _COMPLETION_WINDOW_S = 24 * 3600.0
@@ -67,6 +89,15 @@ class Started:
     submitted: list[SubmittedBatch]
     finished: BatchEvent | None
     manifest: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """What :func:`fetch` did instead of finishing: it submitted a recovery pass's follow-up batches
+    (recorded); wait for the record's batches again, then fetch."""
+
+    record: BatchRecord
+    submitted: list[SubmittedBatch]
 
 
 def start(
@@ -106,22 +137,26 @@ def start(
             record.drop(ended)
             store.save(record)
             watch.forget(ended)
-    decided = _plan(hook, spool, job, ids, record, log)
-    if job.dry_run:
-        return Started(record, [], None, dry_run_manifest(job, "batch", spool.total, decided))
-    price = decided.price
-    submitted = submit_todo(
-        hook,
-        spool,
-        record,
-        store,
-        tag=run_tag(job.identity.key, spool.fingerprint),
-        provider=job.endpoint.batch_provider(job),
-        endpoint=job.endpoint,
-        log=log,
-        attribution=job.attribution,
-        estimate_of=lambda ranges: _cost_of(spool, ranges, price),
-    )
+    if record.recovering and not job.dry_run:
+        # In the middle of a recovery pass: what is left of it comes from its recovery file.
+        submitted = submit_pass(hook, job, record, store, log)
+    else:
+        decided = _plan(hook, spool, job, ids, record, log)
+        if job.dry_run:
+            return Started(record, [], None, dry_run_manifest(job, "batch", spool.total, decided))
+        price = decided.price
+        submitted = submit_todo(
+            hook,
+            spool,
+            record,
+            store,
+            tag=run_tag(job.identity.key, spool.fingerprint),
+            provider=job.endpoint.batch_provider(job),
+            endpoint=job.endpoint,
+            log=log,
+            attribution=job.attribution,
+            estimate_of=lambda ranges: chunk_cost(spool, ranges, price),
+        )
     if not submitted:
         store.save(record)  # e.g. every item came from the cache: the fetch finds the record
     finished = watch.outcome() if watch is not None and not submitted else None
@@ -165,15 +200,6 @@ def _plan(
     return decided
 
 
-def _cost_of(spool: RequestSpool, ranges: Ranges, price: ModelPrice | None) -> float | None:
-    """The upper bound of what one chunk's batch may cost (recorded with it, for the budget)."""
-    if price is None:
-        return None
-    from airflow_openrouter.batch.spool import Chunk
-
-    return float(estimate_lines(spool.read(Chunk(ranges)), price, "batch").cost(price))
-
-
 def _created(record: BatchRecord) -> dict[str, int | None]:
     return {b.id: b.created_at for b in record.batches}
 
@@ -209,35 +235,37 @@ def fetch(
     job: JobOptions,
     ids: ItemIds,
     store: RecordStore,
-    tag: str,
     log: Any,
-) -> tuple[dict[str, Any], Verdict]:
-    """Write the rows, build the manifest, judge the run, and leave a retry's work in the record."""
-    batch_ids = record.batch_ids
-    started_at = min((b.created_at for b in record.batches if b.created_at), default=None)
+    spool_of: Callable[[], RequestSpool] | None = None,
+) -> tuple[dict[str, Any], Verdict] | FollowUp:
+    """Write the rows, then run a recovery pass when one is due (returning :class:`FollowUp` when it
+    is a follow-up batch), else build the manifest, judge the run, and leave a retry's work in the
+    record.
+
+    :param spool_of: renders the run's requests again (a context-managed spool), for a recovery pass.
+    """
     checkpoint = Checkpoint(job.results_file, record.fingerprint, job.identity.key)
-    cache = BulkCache(job, log) if job.result_cache is not None else None
-    progress = Progress("rows", len(ids), log, in_flight=False)
-    with contextlib.ExitStack() as stack:
-        # A results page per few hundred rows: their per-call lines are DEBUG, the progress lines INFO.
-        stack.enter_context(calls_logged_at(logging.DEBUG))
-        # Step: new answers go to the result cache as they are written (by the keys of the submission).
-        keys = ItemKeys.load(checkpoint.directory, record.total_items) if cache is not None else None
-        if cache is not None and keys is None:
-            log.info(
-                "No cache keys were recorded when these batches were submitted: their answers are not cached."
-            )
-        add_to_cache = stack.enter_context(cache.writer(keys)) if cache is not None else None
-        writer = stack.enter_context(
-            job.endpoint.writer(job.results_file, ids, on_written=add_to_cache, progress=progress)
-        )
-        for batch in reversed(record.batches):
-            if event.status_of(batch.id) == "completed":
-                record.billed[batch.id] = _write_batch_results(hook, batch.id, writer, job, tag, log)
-        for row in checkpoint.rows_newest_first():  # the rows answered from the result cache
-            writer.write(row)
-        writer.write_unwritten(lambda custom_id, index: _unfinished_row(record, event, custom_id, index))
-    progress.summary()
+    cached = IndexBits(len(ids))  # successes already added to the result cache (by an earlier write)
+    for _ in range(job.recovery.max_row_attempts):
+        writer, recovery, due = _write_rows(hook, record, event, job, ids, checkpoint, cached, log)
+        todo = pass_todo(job, record, event, due, spool_of, log)
+        if not todo:
+            break
+        attempt = max(c.previous.get("attempts") or 1 for c in todo) + 1
+        price = ModelPrice.from_json(record.price)
+        engine = engine_of_pass(job, len(todo))
+        spent = record.committed_usd() + (checkpoint.spent_usd if engine == "concurrent" else 0.0)
+        pass_estimate = pass_affordable(todo, job, price, engine, spent, attempt, log)
+        if pass_estimate is None:
+            break
+        record.estimate = add_pass_estimate(record.estimate, pass_estimate, price)
+        if engine == "batch":
+            return FollowUp(record, follow_up(hook, job, record, store, checkpoint, todo, attempt, log))
+        log.info("Recovery pass %d: sending %d rows from the worker.", attempt - 1, len(todo))
+        with checkpoint.writer(job.try_number) as parts:
+            run_concurrent_pass(hook, job, ids, todo, parts.write, spent_usd=spent, log=log)
+        checkpoint = Checkpoint(job.results_file, record.fingerprint, job.identity.key)
+    record.recovering = 0  # the recovery is over: a retry's todo comes from the run's spool
     summary = RunSummary(
         total=writer.tally.total,
         unsuccessful=writer.tally.unsuccessful,
@@ -249,6 +277,9 @@ def fetch(
         batches_reason=event.reason,
     )
     verdict = judge(summary, job.limits.max_failed_fraction)
+    # Before the ended batches are dropped: the manifest names them.
+    batch_ids = record.batch_ids
+    started_at = min((b.created_at for b in record.batches if b.created_at), default=None)
     ended = event.ended_without_results()
     record.drop(ended)
     if verdict.retryable:
@@ -267,14 +298,86 @@ def fetch(
         estimate=record.estimate,
     )
     manifest.update(writer.manifest_fields())
+    manifest.update(recovery.manifest_fields(record.estimate))
+    if event.usage and "cost" in event.usage:
+        # The batches' billed totals do not include the rows a recovery pass sent from the worker.
+        extra = worker_recovery_cost(checkpoint)
+    else:  # the rows' sums: add what their superseded attempts were billed
+        extra = recovery.earlier_cost
+    manifest["cost_usd"] = round(manifest["cost_usd"] + extra, 10)
     return manifest, verdict
 
 
+def _write_rows(
+    hook: OpenRouterHook,
+    record: BatchRecord,
+    event: BatchEvent,
+    job: JobOptions,
+    ids: ItemIds,
+    checkpoint: Checkpoint,
+    cached: IndexBits,
+    log: Any,
+) -> tuple[ResultsWriter, RecoveryTally, list[dict[str, Any]]]:
+    """Write the results file: rows recovered from the worker first, then the batches' rows (the
+    newest batch first; a follow-up batch's rows with their history), then the cached rows, then a
+    row for every item left. Returns the writer, the recovery tally and the rows a pass could take."""
+    cache = BulkCache(job, log) if job.result_cache is not None else None
+    progress = Progress("rows", len(ids), log, in_flight=False)
+    recovery = RecoveryTally(job.recovery.max_row_attempts)
+    due: list[dict[str, Any]] = []
+
+    def on_written(row: dict[str, Any]) -> None:
+        recovery.add(row)
+        if kind_of(row, job) is not None:
+            due.append(row)
+        if add_to_cache is not None and row["index"] not in cached:
+            add_to_cache(row)
+            if row["status"] == "succeeded":
+                cached.add(row["index"])
+
+    with contextlib.ExitStack() as stack:
+        # A results page per few hundred rows: their per-call lines are DEBUG, the progress lines INFO.
+        stack.enter_context(calls_logged_at(logging.DEBUG))
+        # Step: new answers go to the result cache as they are written (by the keys of the submission).
+        keys = ItemKeys.load(checkpoint.directory, record.total_items) if cache is not None else None
+        if cache is not None and keys is None:
+            log.info(
+                "No cache keys were recorded when these batches were submitted: their answers are not cached."
+            )
+        add_to_cache = stack.enter_context(cache.writer(keys)) if cache is not None else None
+        writer = stack.enter_context(
+            job.endpoint.writer(job.results_file, ids, on_written=on_written, progress=progress)
+        )
+        for row in checkpoint.rows_newest_first():  # rows recovered from the worker win over the batches'
+            if (row.get("attempts") or 1) > 1:
+                writer.write(row)
+        passes = previous_rows(checkpoint.directory, record)
+        for batch in reversed(record.batches):
+            if event.status_of(batch.id) == "completed":
+                entries = passes.get(batch.attempt, {})
+                record.billed[batch.id] = _write_batch_results(
+                    hook, batch, writer, job, entries, record.fingerprint, log
+                )
+        for row in checkpoint.rows_newest_first():  # the rows answered from the result cache
+            writer.write(row)
+        writer.write_unwritten(lambda custom_id, index: _unfinished_row(record, event, custom_id, index))
+    progress.summary()
+    return writer, recovery, due
+
+
 def _write_batch_results(
-    hook: OpenRouterHook, batch_id: str, writer: ResultsWriter, job: JobOptions, tag: str, log: Any
+    hook: OpenRouterHook,
+    batch: SubmittedBatch,
+    writer: ResultsWriter,
+    job: JobOptions,
+    entries: Mapping[int, dict[str, Any]],
+    fingerprint: str,
+    log: Any,
 ) -> float:
-    """Write the batch's rows; returns what the batch was billed (every row, written or not)."""
-    suffix = f"~{tag}"
+    """Write the batch's rows; returns what the batch was billed (every row, written or not).
+    *entries*: for a follow-up batch, its recovery file's entries (the previous rows) by index."""
+    suffix = f"~{run_tag(job.identity.key, fingerprint, batch.attempt)}"
+    batch_id = batch.id
     billed = 0.0
     try:
         for result in hook.iter_batch_results(batch_id):
@@ -286,6 +389,9 @@ def _write_batch_results(
                 continue
             row = job.endpoint.row_from_batch_result(job, result, custom_id, index)
             billed += (row["usage"] or {}).get("cost") or 0.0
+            entry = entries.get(index)
+            if entry is not None:
+                row = next_attempt(row, entry["previous"], entry["model"])
             writer.write(row)
     except OpenRouterPaymentRequiredError as exc:
         raise exc.with_message(

@@ -129,7 +129,7 @@ class BulkCache:
     def writer(self, keys: ItemKeys | None) -> Iterator[_RowAdder]:
         """Adds the new ``succeeded`` rows written inside the block; one segment at its end."""
         writer = self.cache.writer()
-        adder = _RowAdder(writer, keys, self.endpoint)
+        adder = _RowAdder(writer, keys, self.endpoint, fallbacks=bool(self.job.recovery.fallback_models))
         try:
             yield adder
         finally:
@@ -157,15 +157,28 @@ class BulkCache:
 class _RowAdder:
     """Called with every row written to the results file: keeps the new successes."""
 
-    def __init__(self, writer: CacheWriter, keys: ItemKeys | None, endpoint: Endpoint) -> None:
+    def __init__(
+        self, writer: CacheWriter, keys: ItemKeys | None, endpoint: Endpoint, *, fallbacks: bool = False
+    ) -> None:
         self._writer = writer
         self._keys = keys
         self._entry = endpoint.cache_entry
+        self._fallbacks = fallbacks
 
     def __call__(self, row: Mapping[str, Any]) -> None:
         if self._keys is None or row.get("status") != "succeeded" or row.get("cached"):
             return
+        if not self._as_keyed(row):
+            return
         self._writer.add(self._keys[row["index"]], self._entry(row))
+
+    def _as_keyed(self, row: Mapping[str, Any]) -> bool:
+        """Whether the answer is one of the request its key describes: not a repaired reply (the key
+        says never repaired) nor, possibly, another model's (with ``fallback_models``)."""
+        history = row.get("history") or ()
+        if not history:
+            return True
+        return not self._fallbacks and all(h.get("status") != "invalid_output" for h in history)
 
 
 class _CustomIds:

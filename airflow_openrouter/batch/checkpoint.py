@@ -84,6 +84,15 @@ class Checkpoint:
         """Every row written by any try, the latest try's first."""
         return self._rows(newest_first=True)
 
+    def latest_rows(self, total: int) -> Iterator[dict[str, Any]]:
+        """The newest row of every item that has one (one bit of memory an item)."""
+        seen = bytearray((total + 7) // 8)
+        for row in self.rows_newest_first():
+            index = row["index"]
+            if not seen[index >> 3] & (1 << (index & 7)):
+                seen[index >> 3] |= 1 << (index & 7)
+                yield row
+
     def writer(self, try_number: int) -> PartWriter:
         return PartWriter(self.directory, try_number)
 
@@ -113,6 +122,9 @@ class PartWriter:
         self._seq += 1
         self._directory.mkdir(parents=True, exist_ok=True)
         path = self._directory / f"{self._prefix}-{self._seq:05d}.jsonl"
+        while path.exists():  # another writer of this try came first (e.g. a recovery pass after the cache)
+            self._seq += 1
+            path = self._directory / f"{self._prefix}-{self._seq:05d}.jsonl"
         self._file = path.open("w", encoding="utf-8")
         self._rows_in_part, self._opened_at = 0, time.monotonic()
 

@@ -244,6 +244,28 @@ def run_concurrently_sync(
     return asyncio.run(main())
 
 
+def send_job_requests(
+    hook: OpenRouterHook,
+    job: JobOptions,
+    requests: Iterable[Request],
+    on_outcome: Callable[[Outcome], None],
+    *,
+    spent_usd: float,
+) -> OpenRouterAPIError | None:
+    """:func:`run_concurrently_sync` within the job's limits, through its endpoint (a pass of
+    :func:`run_job`, or a recovery pass)."""
+    return run_concurrently_sync(
+        hook,
+        requests,
+        on_outcome,
+        max_concurrency=job.limits.max_concurrency,
+        requests_per_minute=job.limits.requests_per_minute,
+        max_cost_usd=job.limits.max_cost_usd,
+        spent_usd=spent_usd,
+        send=job.endpoint.send,
+    )
+
+
 # --- the pieces ------------------------------------------------------------------------------------
 
 
@@ -321,6 +343,7 @@ def run_job(
     from airflow_openrouter.batch.checkpoint import Checkpoint
     from airflow_openrouter.batch.failures import RunSummary, judge
     from airflow_openrouter.batch.progress import Progress
+    from airflow_openrouter.batch.recovery import RecoveryTally
     from airflow_openrouter.batch.results import build_manifest, result_row
 
     started_at = time.time()
@@ -341,6 +364,7 @@ def run_job(
     pending = bytearray(0 if index in checkpoint.done else 1 for index in range(len(ids)))
     # The requests started and not yet settled, by key (a request may carry several items).
     unsettled: dict[str, ConcurrentRequest] = {}
+    spent_now = 0.0  # billed by this try
 
     def todo() -> Iterator[Request]:
         lines = (line for i, line in enumerate(spool) if pending[i])
@@ -355,7 +379,9 @@ def run_job(
 
     def settled(outcome: Outcome) -> None:
         request = unsettled.pop(outcome.custom_id)
-        for row in _rows(outcome, request, [ids.indexes[c] for c in request.custom_ids], job):
+        nonlocal spent_now
+        spent_now += outcome.cost_usd
+        for row in item_rows(outcome, request, [ids.indexes[c] for c in request.custom_ids], job):
             parts.write(row)
             progress.settled(
                 ok=row["status"] == "succeeded", cost_usd=(row.get("usage") or {}).get("cost") or 0.0
@@ -381,22 +407,22 @@ def run_job(
         for index in decided.cached:
             pending[index] = 0
         progress = Progress("items", sum(pending), log)
-        systemic = run_concurrently_sync(
-            hook,
-            todo(),
-            settled,
-            max_concurrency=job.limits.max_concurrency,
-            requests_per_minute=job.limits.requests_per_minute,
-            max_cost_usd=job.limits.max_cost_usd,
-            spent_usd=earlier_usd,
-            send=endpoint.send,
-        )
+        systemic = send_job_requests(hook, job, todo(), settled, spent_usd=earlier_usd)
+        estimate = decided.estimate.summary()
+        if systemic is None:
+            billed, estimate = _recover(
+                hook, spool, job, ids, checkpoint, parts, prices.price, earlier_usd + spent_now, estimate, log
+            )
+            spent_now += billed
     progress.summary()
     # Newest rows first: an item retried by this try keeps this try's row. New answers go to the cache.
     missing = "No outcome was recorded for this item."
+    recovery = RecoveryTally(job.recovery.max_row_attempts)
     with contextlib.ExitStack() as stack:
         add_to_cache = stack.enter_context(cache.writer(keys)) if cache is not None else None
-        writer = stack.enter_context(endpoint.writer(job.results_file, ids, on_written=add_to_cache))
+        writer = stack.enter_context(
+            endpoint.writer(job.results_file, ids, on_written=_both(recovery.add, add_to_cache))
+        )
         for row in checkpoint.rows_newest_first():
             writer.write(row)
         writer.write_unwritten(
@@ -423,13 +449,74 @@ def run_job(
         status=verdict.status,
         started_at=started_at,
         price=prices.price,
-        estimate=decided.estimate.summary(),
+        estimate=estimate,
     )
     manifest.update(writer.manifest_fields())
+    manifest.update(recovery.manifest_fields(estimate))
+    # The rows' usage is their last attempt's: what the earlier attempts were billed is added.
+    manifest["cost_usd"] = round(manifest["cost_usd"] + recovery.earlier_cost, 10)
     return manifest, verdict
 
 
-def _rows(
+def _both(
+    first: Callable[[dict[str, Any]], None], second: Callable[[dict[str, Any]], None] | None
+) -> Callable[[dict[str, Any]], None]:
+    if second is None:
+        return first
+
+    def both(row: dict[str, Any]) -> None:
+        first(row)
+        second(row)
+
+    return both
+
+
+def _recover(
+    hook: OpenRouterHook,
+    spool: RequestSpool,
+    job: JobOptions,
+    ids: ItemIds,
+    checkpoint: Any,
+    parts: Any,
+    price: Any,
+    spent_usd: float,
+    estimate: dict[str, Any],
+    log: Any,
+) -> tuple[float, dict[str, Any]]:
+    """The recovery passes (:mod:`.recovery`), each from the latest row of every item in the
+    checkpoint, their rows to the checkpoint too (a retry resumes mid-recovery); returns their cost
+    and the run's estimate fields with theirs added."""
+    from airflow_openrouter.batch.recovery import (
+        add_pass_estimate,
+        candidates,
+        pass_affordable,
+        run_concurrent_pass,
+    )
+
+    billed = 0.0
+    for attempt in range(2, job.recovery.max_row_attempts + 1):
+        # A new part file: a part's rows are read in order, and the newest row of an item must win.
+        parts.close()
+        todo = candidates(checkpoint.latest_rows(len(ids)), spool, job)
+        if not todo:
+            break
+        pass_estimate = pass_affordable(todo, job, price, "concurrent", spent_usd + billed, attempt, log)
+        if pass_estimate is None:
+            break
+        estimate = add_pass_estimate(estimate, pass_estimate, price)
+        log.info(
+            "Recovery pass %d: %d rows failed in a way that may pass, or were invalid.",
+            attempt - 1,
+            len(todo),
+        )
+        billed += run_concurrent_pass(
+            hook, job, ids, todo, parts.write, spent_usd=spent_usd + billed, log=log
+        )
+    parts.close()
+    return billed, estimate
+
+
+def item_rows(
     outcome: Outcome, request: ConcurrentRequest, indexes: list[int], job: JobOptions
 ) -> list[dict[str, Any]]:
     """One row per item of the request: from its answer, or its error (the same for each item)."""

@@ -19,7 +19,11 @@ if TYPE_CHECKING:
     from airflow_openrouter.cost.attribution import Attribution
     from airflow_openrouter.schemas import OutputSpec
 
-__all__ = ["JobOptions", "Limits", "check_poll_interval"]
+__all__ = ["JobOptions", "Limits", "Recovery", "check_poll_interval"]
+
+#: With ``recovery_engine="auto"``, a recovery pass of fewer rows than this goes through the
+#: concurrent engine (no wait for another batch); more rows go into a follow-up batch.
+AUTO_CONCURRENT_BELOW = 50
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,24 @@ class Limits:
     max_cost_usd: float | None = None
     max_concurrency: int = 16
     requests_per_minute: float | None = None
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """How failed and invalid rows are tried again inside the task (see :mod:`.recovery`).
+
+    :param max_row_attempts: attempts per row at most: the first pass plus ``max_row_attempts - 1``
+        recovery passes (1: no recovery).
+    :param engine: batch engine: ``"batch"`` (a follow-up batch), ``"concurrent"`` (from the worker)
+        or ``"auto"`` (concurrent below ``concurrent_below`` rows, else a follow-up batch).
+    :param fallback_models: a row that failed with a model or provider error is tried on the next of
+        these (after the job's model).
+    """
+
+    max_row_attempts: int = 2
+    engine: str = "auto"
+    fallback_models: tuple[str, ...] = ()
+    concurrent_below: int = AUTO_CONCURRENT_BELOW
 
 
 def _chat() -> Endpoint:
@@ -67,6 +89,7 @@ class JobOptions:
     :param dry_run: render, check, look up and estimate; send and write nothing.
     :param attribution: the ``user``/``session_id``/``metadata`` every request carries.
     :param try_number: the task's try (the part files of a try are named after it).
+    :param recovery: how failed and invalid rows are tried again inside the task.
     """
 
     model: str
@@ -83,6 +106,7 @@ class JobOptions:
     dry_run: bool = False
     attribution: Attribution | None = None
     try_number: int = 1
+    recovery: Recovery = field(default_factory=Recovery)
 
 
 def check_poll_interval(value: Any, name: str = "poll_interval") -> float:

@@ -14,6 +14,9 @@ integer). An unsuccessful row says why in ``error``, with a short ``cause`` and 
 succeed (``transient``; see :mod:`.failures`). An ``invalid_output`` row keeps the model's raw text in
 ``output``. ``usage``, ``model`` (as served) and ``generation_id`` are the exact ledger of the answer
 (:mod:`airflow_openrouter.cost.ledger`); a row served from the result cache has ``cached: true``.
+``attempts`` counts the requests made for the item (recovery passes included, see :mod:`.recovery`) and
+``history`` lists each earlier attempt's ``status``, ``error``, ``cause``, ``model`` and ``cost``: the
+row itself is the last attempt's.
 Rows are written as they are produced and never held: the writer keeps one bit per item (written or
 not) beside the items' compact :class:`~.ids.ItemIds`, so memory stays flat as batches grow.
 """
@@ -72,6 +75,8 @@ def result_row(
     model: str | None = None,
     generation_id: str | None = None,
     cached: bool = False,
+    attempts: int = 1,
+    history: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     return {
         "custom_id": custom_id,
@@ -87,6 +92,8 @@ def result_row(
         "generation_id": generation_id,
         "cached": cached,
         "usage": dict(usage) if usage is not None else None,
+        "attempts": attempts,
+        "history": history or [],
     }
 
 

@@ -96,9 +96,11 @@ def _path_safe(text: str) -> str:
     return _UNSAFE_IN_PATH.sub("_", text)
 
 
-def run_tag(run_key: str, fingerprint: str) -> str:
-    """Ten hex characters that only this task run, with these inputs, puts in its custom ids."""
-    return hashlib.sha256(f"{run_key}\0{fingerprint}".encode()).hexdigest()[:10]
+def run_tag(run_key: str, fingerprint: str, attempt: int = 1) -> str:
+    """Ten hex characters that only this task run, with these inputs, puts in its custom ids (a
+    recovery pass's follow-up batches carry their own: *attempt* is the pass's, see :mod:`.recovery`)."""
+    salt = fingerprint if attempt == 1 else f"{fingerprint}#{attempt}"
+    return hashlib.sha256(f"{run_key}\0{salt}".encode()).hexdigest()[:10]
 
 
 # --- ranges of item indexes ------------------------------------------------------------------------
@@ -152,6 +154,7 @@ class SubmittedBatch:
 
     :param estimated_usd: its cost's upper bound when it was submitted: what it counts against
         ``max_cost_usd`` until its billed cost is known (see :attr:`BatchRecord.billed`).
+    :param attempt: 1 for the first pass, else the recovery pass's attempt (a follow-up batch).
     """
 
     id: str
@@ -159,6 +162,7 @@ class SubmittedBatch:
     created_at: int | None = None
     expires_at: int | None = None
     estimated_usd: float | None = None
+    attempt: int = 1
 
     @property
     def count(self) -> int:
@@ -174,6 +178,7 @@ class SubmittedBatch:
             "created_at": self.created_at,
             "expires_at": self.expires_at,
             "estimated_usd": self.estimated_usd,
+            "attempt": self.attempt,
         }
 
     @classmethod
@@ -183,7 +188,12 @@ class SubmittedBatch:
         else:  # a record written before resubmissions of single items existed
             ranges = ((data["first_index"], data["first_index"] + data["count"]),)
         return cls(
-            data["id"], ranges, data.get("created_at"), data.get("expires_at"), data.get("estimated_usd")
+            data["id"],
+            ranges,
+            data.get("created_at"),
+            data.get("expires_at"),
+            data.get("estimated_usd"),
+            int(data.get("attempt") or 1),
         )
 
 
@@ -203,6 +213,9 @@ class BatchRecord:
     :param carried_usd: what this task run's earlier records (other inputs) were billed or committed.
     :param estimate: the manifest's estimate fields, from the try that submitted (``estimated_cost_usd``,
         ``estimate_basis``), and ``price``: the model's list price then (for ``list_price_usd``).
+    :param recovering: the attempt of the recovery pass under way (0: none). While it is set, ``todo``
+        and ``pending`` are items of that pass, whose requests are in its recovery file (see
+        :mod:`.followup`), recorded before its first follow-up batch is submitted.
     """
 
     fingerprint: str
@@ -217,6 +230,7 @@ class BatchRecord:
     carried_usd: float = 0.0
     estimate: dict[str, Any] | None = None
     price: dict[str, Any] | None = None
+    recovering: int = 0
 
     @classmethod
     def start(cls, fingerprint: str, model: str, total_items: int, carried_usd: float = 0.0) -> BatchRecord:
@@ -278,6 +292,7 @@ class BatchRecord:
             "carried_usd": self.carried_usd,
             "estimate": self.estimate,
             "price": self.price,
+            "recovering": self.recovering,
         }
 
     @classmethod
@@ -309,6 +324,7 @@ class BatchRecord:
                 carried_usd=float(data.get("carried_usd") or 0.0),
                 estimate=data.get("estimate"),
                 price=data.get("price"),
+                recovering=int(data.get("recovering") or 0),
             )
         except (KeyError, TypeError, ValueError, IndexError):
             return None

@@ -41,6 +41,7 @@ from airflow_openrouter.exceptions import (
 
 if TYPE_CHECKING:
     from airflow_openrouter.batch.endpoints import Endpoint
+    from airflow_openrouter.batch.followup import PassSpool
     from airflow_openrouter.batch.spool import Chunk, RequestSpool
     from airflow_openrouter.batch.state import BatchRecord, Ranges, RecordStore
     from airflow_openrouter.cost.attribution import Attribution
@@ -68,7 +69,7 @@ def tagged(
 
 def submit_todo(
     hook: OpenRouterHook,
-    spool: RequestSpool,
+    spool: RequestSpool | PassSpool,
     record: BatchRecord,
     store: RecordStore,
     *,
@@ -78,13 +79,17 @@ def submit_todo(
     log: Any,
     attribution: Attribution | None = None,
     estimate_of: Callable[[Ranges], float | None] | None = None,
+    attempt: int = 1,
 ) -> list[SubmittedBatch]:
     """Submit the record's ``todo`` in chunks; returns the batches submitted (or adopted) now.
 
+    :param spool: the request lines: the run's spool, or a recovery pass's (:mod:`.followup`; each of
+        its chunks names its own model).
     :param endpoint: what the requests are (default: chat completions).
     :param attribution: added to every request body as it is submitted (see :mod:`airflow_openrouter.
         cost.attribution`).
     :param estimate_of: the cost upper bound of a chunk's items, recorded with its batch.
+    :param attempt: the batches' attempt: 1, or the recovery pass's.
     """
     if endpoint is None:
         from airflow_openrouter.batch.endpoints import CHAT
@@ -99,12 +104,18 @@ def submit_todo(
         record.pending = None
         if batch is not None:
             estimated = estimate_of(chunk_ranges)
-            submitted.append(_record(record, store, batch, chunk_ranges, log, "Adopted", estimated))
+            entry = _record(record, store, batch, chunk_ranges, log, "Adopted", estimated, attempt)
+            submitted.append(entry)
     for chunk in spool.cut(record.todo):
         estimated = estimate_of(chunk.ranges)
         batch = _post(hook, spool, record, store, chunk, tag, provider, endpoint, log, attribution)
-        submitted.append(_record(record, store, batch, chunk.ranges, log, "Submitted", estimated))
+        submitted.append(_record(record, store, batch, chunk.ranges, log, "Submitted", estimated, attempt))
     return submitted
+
+
+def _model_of(spool: RequestSpool | PassSpool, record: BatchRecord, chunk: Chunk) -> str:
+    model_of = getattr(spool, "model_of", None)
+    return model_of(chunk) if model_of is not None else record.model
 
 
 def _record(
@@ -115,17 +126,19 @@ def _record(
     log: Any,
     verb: str,
     estimated_usd: float | None = None,
+    attempt: int = 1,
 ) -> SubmittedBatch:
-    entry = SubmittedBatch(batch.id, ranges, batch.created_at, batch.expires_at, estimated_usd)
+    entry = SubmittedBatch(batch.id, ranges, batch.created_at, batch.expires_at, estimated_usd, attempt)
     record.add(entry)
     store.save(record)
-    log.info("%s batch %s: %s to %s.", verb, batch.id, describe(ranges), record.model)
+    what = f" (recovery pass {attempt - 1})" if attempt > 1 else ""
+    log.info("%s batch %s%s: %s to %s.", verb, batch.id, what, describe(ranges), batch.model or record.model)
     return entry
 
 
 def _post(
     hook: OpenRouterHook,
-    spool: RequestSpool,
+    spool: RequestSpool | PassSpool,
     record: BatchRecord,
     store: RecordStore,
     chunk: Chunk,
@@ -140,7 +153,7 @@ def _post(
     store.save(record)
     try:
         return hook.create_batch(
-            model=record.model,
+            model=_model_of(spool, record, chunk),
             requests=list(tagged(spool.read(chunk), tag, attribution)),
             provider=provider,
             endpoint=endpoint.path,
@@ -161,7 +174,8 @@ def _post(
     except OpenRouterAPIError as exc:
         _settled(record, store)  # OpenRouter answered with a refusal: it created nothing
         if isinstance(exc, OpenRouterBadRequestError):
-            raise as_permanent(exc, _rejected(hook, endpoint, record.model, chunk, exc)) from exc
+            model = _model_of(spool, record, chunk)
+            raise as_permanent(exc, _rejected(hook, endpoint, model, chunk, exc)) from exc
         if exc.systemic:
             raise as_permanent(
                 exc,
@@ -199,7 +213,7 @@ def _rejected(
 
 def _find_lost_batch(
     hook: OpenRouterHook,
-    spool: RequestSpool,
+    spool: RequestSpool | PassSpool,
     record: BatchRecord,
     ranges: Any,
     posted_at: int,
@@ -214,7 +228,7 @@ def _find_lost_batch(
         hook,
         ours={line["custom_id"] for line in tagged(spool.read(chunk), tag)},
         posted_at=posted_at,
-        model=record.model,
+        model=_model_of(spool, record, chunk),
         count=chunk.count,
         known=set(record.batch_ids),
         what=describe(ranges),

@@ -12,7 +12,9 @@ the newest for Python 3.10) cannot read a null fixed-size list (apache/arrow#356
 NaNs cannot pass for a real one (filter on ``status``). ``id`` is ``int64`` when every item's id is an
 integer (or the rows are keyed by index), else ``string``; ``usage`` is ``struct<prompt_tokens: int64,
 cost: double, cost_saved: double>`` (``cost_saved``: only in the rows served from the result cache,
-whose ``cached`` is true and ``cost`` 0).
+whose ``cached`` is true and ``cost`` 0); ``attempts`` is ``int32`` and ``history`` a list of
+``struct<attempt, status, error, cause, model, generation_id, cost>`` (the earlier attempts of a
+recovered row, see :mod:`.recovery`).
 A file without a single vector has ``vector`` as a variable-size ``list<float32>``.
 
 **JSONL** (a ``.jsonl`` results file): the same columns, ``vector`` as a JSON list of numbers, each the
@@ -62,6 +64,8 @@ COLUMNS = (
     "transient",
     "cached",
     "usage",
+    "attempts",
+    "history",
 )
 ROW_GROUP_BYTES = 16 * 1024 * 1024  # of vector data per Parquet row group
 _FLOAT32_BYTES = 4
@@ -92,6 +96,8 @@ class _VectorColumns:
 
     def _columns(self, row: dict[str, Any]) -> dict[str, Any]:
         columns = {name: row.get(name) for name in COLUMNS}
+        columns["attempts"] = columns["attempts"] or 1
+        columns["history"] = columns["history"] or []
         if columns["vector"] is not None:
             columns["vector"] = vector = decode_vector(columns["vector"])
             size = len(vector) // _FLOAT32_BYTES
@@ -227,8 +233,25 @@ class ParquetVectorWriter(_VectorColumns, ResultsWriter):
                 ("transient", pa.bool_()),
                 ("cached", pa.bool_()),
                 ("usage", _usage_type(pa)),
+                ("attempts", pa.int32()),
+                ("history", pa.list_(_history_entry(pa))),
             ]
         )
+
+
+def _history_entry(pa: Any) -> Any:
+    """One earlier attempt of a row (see :func:`~.recovery.history_entry`)."""
+    return pa.struct(
+        [
+            ("attempt", pa.int32()),
+            ("status", pa.string()),
+            ("error", pa.string()),
+            ("cause", pa.string()),
+            ("model", pa.string()),
+            ("generation_id", pa.string()),
+            ("cost", pa.float64()),
+        ]
+    )
 
 
 def _usage_type(pa: Any) -> Any:

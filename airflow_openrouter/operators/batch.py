@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from airflow_openrouter.batch.failures import Verdict
     from airflow_openrouter.batch.items import ItemIds, RequestBuilder
     from airflow_openrouter.batch.options import JobOptions
+    from airflow_openrouter.batch.spool import RequestSpool
     from airflow_openrouter.batch.state import RecordStore, TaskRunIdentity
     from airflow_openrouter.hooks.openrouter import OpenRouterHook
     from airflow_openrouter.schemas import OutputSpec
@@ -61,11 +63,12 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
     (``succeeded``, ``failed``, ``invalid_output``, ``expired``, ``cancelled``, ``missing``), ``output``
     (validated JSON, or text), ``error``, ``cause``, ``transient``, ``provider``, ``model``,
     ``generation_id``, ``cached`` and ``usage`` (the exact ledger: tokens, billed ``cost``,
-    ``cost_details``, ``is_byok``). XCom ``return_value`` is a manifest of under 2 KB: ``output_uri``,
+    ``cost_details``, ``is_byok``), ``attempts`` and ``history`` (the earlier attempts of a recovered
+    row). XCom ``return_value`` is a manifest of under 2 KB: ``output_uri``,
     ``status``, ``counts`` per status, ``errors`` per cause, ``provider(s)``, ``batch_ids``, ``engine``,
     ``model``, token totals, the billed ``cost_usd`` split ``cost_by_status``, ``list_price_usd``,
-    ``cached`` and ``cost_saved_usd``, the ``estimated_cost_usd`` with its ``estimate_basis``, and
-    timings.
+    ``cached`` and ``cost_saved_usd``, the ``estimated_cost_usd`` with its ``estimate_basis``,
+    ``recovery`` (rows sent again, recovered, and their cost, per pass), and timings.
 
     **Cost control.** Before anything is sent: the result cache answers the requests it has seen, the
     cost of the rest is estimated from ``/models`` prices, and ``max_cost_usd`` is checked (see the
@@ -115,6 +118,17 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         not sent; new successes are added. Not used with ``wait_for_completion=False`` (whoever reads
         the batches would miss the cached items).
     :param result_cache_ttl: how old a cache entry may be (seconds or timedelta; default: any age).
+    :param max_row_attempts: attempts per item at most (default 2: the first pass plus one recovery
+        pass; 1: no recovery). After a pass, items that failed in a way that may pass are sent again,
+        and ``invalid_output`` items get the chat operator's repair turn (their reply and its validation
+        errors sent back); permanent failures are not retried. Rows carry ``attempts`` and ``history``.
+        Not with ``wait_for_completion=False`` (nothing is fetched: whoever reads the batches sees the
+        first pass).
+    :param recovery_engine: batch engine: where a recovery pass runs: ``"batch"`` (a follow-up batch,
+        recorded before it is submitted, so a retry re-attaches to it), ``"concurrent"`` (from the
+        worker), or ``"auto"`` (default: concurrent for fewer than 50 rows, else a follow-up batch).
+    :param fallback_models: model ids tried in turn for an item that failed with a model or provider
+        error (no endpoints, overloaded, provider error), one recovery pass each.
 
     The prompt templates are the DAG author's: ``prompt`` and ``system_prompt`` passed by a mapped task's
     ``expand_kwargs(upstream.output)`` are upstream data, sent to every item as they are (never rendered).
@@ -150,6 +164,9 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         dry_run: bool = False,
         result_cache: str | ObjectStoragePath | Literal[False] | None = None,
         result_cache_ttl: float | timedelta | None = None,
+        max_row_attempts: int = 2,
+        recovery_engine: Literal["auto", "batch", "concurrent"] = "auto",
+        fallback_models: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -179,6 +196,9 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         self.result_cache_ttl = check_cost_arguments(
             where, max_cost_usd=max_cost_usd, dry_run=dry_run, result_cache=result_cache, ttl=result_cache_ttl
         )
+        self.fallback_models = _recovery_arguments(where, max_row_attempts, recovery_engine, fallback_models)
+        self.max_row_attempts = max_row_attempts
+        self.recovery_engine = recovery_engine
         self._check_arguments()
 
     # --- templating ------------------------------------------------------------------------------
@@ -222,16 +242,11 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
 
     def _submit_batches(self, context: Context, ids: ItemIds) -> Any:
         from airflow_openrouter.batch import batch_api
-        from airflow_openrouter.batch.spool import RequestSpool
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
-        from airflow_openrouter.triggers.batch import OpenRouterBatchTrigger
 
         with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id) as hook:
             job = self._job(hook, context)
-            fingerprint_of = {"engine": "batch", "model": job.model, "provider": job.provider}
-            with RequestSpool(
-                job.requests.requests(self.items, self.id_field), fingerprint_of=fingerprint_of
-            ) as spool:
+            with self._batch_spool(job) as spool:
                 started = batch_api.start(
                     hook,
                     spool,
@@ -252,6 +267,20 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         if started.finished is not None:
             self.log.info("Every recorded batch has finished: fetching the results without deferring.")
             return self._fetch_results(context, started.finished.to_payload())
+        return self._wait(context, record)
+
+    def _batch_spool(self, job: JobOptions) -> RequestSpool:
+        """The run's rendered requests (the batch engine's; their fingerprint is the record's)."""
+        from airflow_openrouter.batch.spool import RequestSpool
+
+        fingerprint_of = {"engine": "batch", "model": job.model, "provider": job.provider}
+        return RequestSpool(job.requests.requests(self.items, self.id_field), fingerprint_of=fingerprint_of)
+
+    def _wait(self, context: Context, record: Any) -> Any:
+        """Wait for the record's batches (deferred, or on the worker), then fetch."""
+        from airflow_openrouter.batch import batch_api
+        from airflow_openrouter.triggers.batch import OpenRouterBatchTrigger
+
         poll_interval = self._poll_interval()
         deadline = batch_api.deadline(record, self.timeout, poll_interval)
         trigger = OpenRouterBatchTrigger(
@@ -273,12 +302,11 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
     def _fetch_results(self, context: Context, payload: Any) -> dict[str, Any]:
         from airflow_openrouter.batch import batch_api
         from airflow_openrouter.batch.items import index_custom_ids
-        from airflow_openrouter.batch.state import run_tag
         from airflow_openrouter.batch.watch import BatchEvent
         from airflow_openrouter.exceptions import OpenRouterError
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
 
-        with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id) as hook:
+        with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id) as hook, ExitStack() as stack:
             job = self._job(hook, context)
             store = self._record_store(context, job)
             record = store.load()
@@ -292,8 +320,20 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
                 # The batches still run (or may): fail this try, and let a retry re-attach and wait again.
                 raise OpenRouterError(f"{event.reason} Batch ids: {', '.join(record.batch_ids)}.")
             ids = index_custom_ids(self.items, self.id_field, self._custom_id_length())
-            tag = run_tag(job.identity.key, record.fingerprint)
-            manifest, verdict = batch_api.fetch(hook, record, event, job, ids, store, tag, self.log)
+            fetched = batch_api.fetch(
+                hook,
+                record,
+                event,
+                job,
+                ids,
+                store,
+                self.log,
+                spool_of=lambda: stack.enter_context(self._batch_spool(job)),
+            )
+        if isinstance(fetched, batch_api.FollowUp):
+            self._push_batch_ids(context, fetched.record.batch_ids)
+            return self._wait(context, fetched.record)
+        manifest, verdict = fetched
         return self._conclude(context, manifest, verdict)
 
     def _run_concurrently(self, context: Context, ids: ItemIds) -> dict[str, Any]:
@@ -384,7 +424,7 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         return _BATCH_CUSTOM_ID_LENGTH if self.engine == "batch" else None
 
     def _job(self, hook: OpenRouterHook, context: Context) -> JobOptions:
-        from airflow_openrouter.batch.options import JobOptions, Limits
+        from airflow_openrouter.batch.options import JobOptions, Limits, Recovery
         from airflow_openrouter.cost.attribution import Attribution
 
         endpoint = self._endpoint()
@@ -409,6 +449,11 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
             dry_run=self._dry_run,
             attribution=Attribution.of_context(context, metadata=endpoint.takes_metadata),
             try_number=getattr(context["ti"], "try_number", 1) or 1,
+            recovery=Recovery(
+                max_row_attempts=self.max_row_attempts,
+                engine=self.recovery_engine,
+                fallback_models=self.fallback_models,
+            ),
         )
 
     def _endpoint(self) -> Endpoint:
@@ -479,6 +524,20 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         from airflow_openrouter.operators._base import poll_interval
 
         return poll_interval(self.poll_interval)
+
+
+def _recovery_arguments(
+    where: str, max_row_attempts: Any, engine: Any, fallback_models: Any
+) -> tuple[str, ...]:
+    """The recovery arguments, checked when the DAG is parsed; returns the fallback models."""
+    if type(max_row_attempts) is not int or not 1 <= max_row_attempts <= 10:
+        raise config_error(where, "max_row_attempts", "an integer from 1 to 10", max_row_attempts)
+    if engine not in ("auto", "batch", "concurrent"):
+        raise config_error(where, "recovery_engine", "'auto', 'batch' or 'concurrent'", engine)
+    models = fallback_models if fallback_models is not None else ()
+    if isinstance(models, str) or not all(isinstance(m, str) and m for m in models):
+        raise config_error(where, "fallback_models", "a list of model ids", fallback_models)
+    return tuple(models)
 
 
 def _first_event(trigger: Any) -> dict[str, Any]:

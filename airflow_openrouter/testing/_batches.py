@@ -363,7 +363,7 @@ class BatchStore:
                     "type": "server_error",
                     "message": "The provider returned an error for this request.",
                     "param": None,
-                    "error_type": "provider_unavailable",
+                    "error_type": batch.plan.item_error_type,
                 }
             else:
                 row["response"] = {

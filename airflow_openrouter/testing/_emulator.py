@@ -278,11 +278,21 @@ class OpenRouterEmulator:
             raise ValueError("status must be 'failed', 'expired' or 'cancelled'")
         self._state.faults.plan_batch(outcome=status, reason=reason)
 
-    def batch_item_errors_next(self, fraction: float = 0.0, custom_ids: Iterable[str] | None = None) -> None:
+    def batch_item_errors_next(
+        self,
+        fraction: float = 0.0,
+        custom_ids: Iterable[str] | None = None,
+        error_type: str = "provider_unavailable",
+    ) -> None:
+        """Result rows of the next batch fail: a ``fraction`` of them, and those named. ``error_type``:
+        the row's canonical ``error.error_type`` (default one that may pass; e.g. ``"invalid_prompt"``
+        for one that will not)."""
         if not 0 <= fraction <= 1:
             raise ValueError("fraction must be between 0 and 1")
         self._state.faults.plan_batch(
-            item_error_fraction=fraction, item_error_ids=frozenset(custom_ids or ())
+            item_error_fraction=fraction,
+            item_error_ids=frozenset(custom_ids or ()),
+            item_error_type=error_type,
         )
 
     def batch_invalid_output_next(self, custom_ids: Iterable[str]) -> None:

@@ -57,6 +57,7 @@ class BatchPlan:
     reason: str | None = None
     item_error_fraction: float = 0.0
     item_error_ids: frozenset[str] = frozenset()
+    item_error_type: str = "provider_unavailable"
     invalid_output_ids: frozenset[str] = frozenset()
     not_found_for: float = 0.0
 

@@ -109,6 +109,7 @@ def _concurrent_dag(dag_id: str, retries: int) -> DAG:
             model=MODEL,
             engine="concurrent",
             max_concurrency=1,
+            max_row_attempts=1,  # no recovery pass inside the task: Airflow's retry resends
             retries=retries,
             retry_delay=timedelta(seconds=0),
         )

@@ -172,6 +172,29 @@ def test_batch_extraction_writes_one_validated_row_per_invoice(airflow_db, emula
     )
 
 
+def test_batch_extraction_recovers_a_failed_and_an_invalid_row_and_reports_them(airflow_db, emulator, capsys):
+    emulator.batch_item_errors_next(custom_ids=["invoice_03"])
+    emulator.batch_invalid_output_next(custom_ids=["invoice_11"])
+    example = load_example("example_batch_extraction.py")
+
+    dag_run = example.dag.test()
+
+    assert dag_run.state == "success"
+    manifest = xcom_value(dag_run, "extract_fields")
+    assert manifest["counts"]["succeeded"] == 24 and manifest["batch_count"] == 1
+    assert manifest["recovery"]["rows"] == 2 and manifest["recovery"]["recovered"] == 2
+    rows = {row["custom_id"]: row for row in read_rows(manifest["output_uri"])}
+    assert rows["invoice_03"]["history"][0]["cause"] == "provider_unavailable"
+    assert rows["invoice_11"]["history"][0]["cause"] == "invalid output"
+    # Two rows: sent from the worker (no second wait for a batch), the invalid one with its repair turn.
+    sent = [r.body for r in emulator.requests_to("/chat/completions", method="POST")]
+    assert len(sent) == 2 and sorted(len(b["messages"]) for b in sent) == [2, 4]
+    assert xcom_value(dag_run, "report")["recovered"] == 2
+    printed = capsys.readouterr().out
+    assert "Recovered:    2 of 2 rows sent again" in printed
+    assert "invoice_11: attempt 1 was invalid_output (invalid output)" in printed
+
+
 def test_batch_sensor_waits_then_the_results_are_collected(airflow_db, emulator):
     example = load_example("example_batch_sensor.py")
     # The example polls every minute, as suits a real batch; the emulator's batch is done in a second.

@@ -71,7 +71,7 @@ def test_item_text_is_data_and_never_rendered(batch_emu, context):
 def test_partial_item_failures_within_max_failed_fraction_succeed(batch_emu, context):
     batch_emu.batch_item_errors_next(custom_ids=["1", "4"])
 
-    manifest = run_operator(summarise(max_failed_fraction=0.5, deferrable=False), context)
+    manifest = run_operator(summarise(max_failed_fraction=0.5, deferrable=False, max_row_attempts=1), context)
 
     rows = read_rows(manifest["output_uri"])
     assert manifest["counts"]["failed"] == 2 and manifest["counts"]["succeeded"] == 4
@@ -81,8 +81,9 @@ def test_partial_item_failures_within_max_failed_fraction_succeed(batch_emu, con
 def test_transient_item_failures_fail_retryably_and_the_retry_resubmits_only_them(batch_emu, context):
     batch_emu.batch_item_errors_next(custom_ids=["2", "4"])  # "provider_unavailable": may pass
 
+    # max_row_attempts=1: no recovery pass inside the task (see test_batch_recovery.py), the retry resends.
     with pytest.raises(OpenRouterError, match=r"2 of 6 items did not succeed") as failed:
-        run_operator(summarise(), context)
+        run_operator(summarise(max_row_attempts=1), context)
 
     assert not isinstance(failed.value, AirflowFailException)  # Airflow retries it
     message = str(failed.value)
@@ -96,7 +97,7 @@ def test_transient_item_failures_fail_retryably_and_the_retry_resubmits_only_the
     assert rows["2"]["transient"] is True and rows["2"]["cause"] == "provider_unavailable"
 
     context["ti"].try_number = 2
-    manifest = run_operator(summarise(), context)
+    manifest = run_operator(summarise(max_row_attempts=1), context)
 
     assert sent_ids(batch_emu) == [[str(i) for i in range(6)], ["2", "4"]]  # only the failed ones again
     assert manifest["status"] == "completed" and manifest["counts"]["succeeded"] == 6
@@ -109,7 +110,7 @@ def test_permanent_failures_fail_without_retries_and_never_advise_a_higher_thres
     batch_emu.batch_invalid_output_next(custom_ids=[f"doc-{i}" for i in range(6)])
 
     with pytest.raises(AirflowFailException, match=r"6 of 6 items did not succeed") as failed:
-        run_operator(summarise(response_format=Summary, id_field="id"), context)
+        run_operator(summarise(response_format=Summary, id_field="id", max_row_attempts=1), context)
 
     message = str(failed.value)
     assert "Every failure is permanent, so a retry would fail the same way" in message
@@ -121,14 +122,15 @@ def test_a_mix_of_permanent_failures_may_suggest_the_threshold(batch_emu, contex
     batch_emu.batch_invalid_output_next(custom_ids=["doc-1"])
 
     with pytest.raises(AirflowFailException, match="or raise max_failed_fraction"):
-        run_operator(summarise(response_format=Summary, id_field="id"), context)
+        run_operator(summarise(response_format=Summary, id_field="id", max_row_attempts=1), context)
 
 
 def test_invalid_structured_output_keeps_the_raw_text(batch_emu, context):
     batch_emu.batch_invalid_output_next(custom_ids=["doc-2"])
 
     manifest = run_operator(
-        summarise(response_format=Summary, id_field="id", max_failed_fraction=0.2), context
+        summarise(response_format=Summary, id_field="id", max_failed_fraction=0.2, max_row_attempts=1),
+        context,
     )
 
     row = read_rows(manifest["output_uri"])["doc-2"]
@@ -303,7 +305,7 @@ def test_integer_ids_are_kept_as_they_were_beside_the_string_custom_id(batch_emu
 def test_the_manifest_has_every_key_and_counts_providers_and_causes(batch_emu, context):
     batch_emu.batch_item_errors_next(custom_ids=["3"])
 
-    manifest = run_operator(summarise(max_failed_fraction=0.5), context)
+    manifest = run_operator(summarise(max_failed_fraction=0.5, max_row_attempts=1), context)
 
     assert manifest["status"] == "completed_with_failures"
     assert manifest["provider"] == "OpenAI" and manifest["providers"] == {"OpenAI": 5}

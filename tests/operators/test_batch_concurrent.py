@@ -151,8 +151,9 @@ def test_transient_failures_fail_retryably_and_the_retry_resends_only_them(batch
         monkeypatch.setenv(name, value)
     batch_emu.fail_next(route="/chat/completions", status=503, times=3)
 
+    # max_row_attempts=1: no recovery pass inside the task (see test_batch_recovery.py), the retry resends.
     with pytest.raises(OpenRouterError, match="3 of 10 items did not succeed") as failed:
-        classify(10, max_concurrency=1).execute(context)
+        classify(10, max_concurrency=1, max_row_attempts=1).execute(context)
 
     message = str(failed.value)
     assert not isinstance(failed.value, AirflowFailException)  # Airflow's retry runs
@@ -164,7 +165,7 @@ def test_transient_failures_fail_retryably_and_the_retry_resends_only_them(batch
     assert context["ti"].xcoms["return_value"]["errors"] == {"503 server_error": 3}
 
     context["ti"].try_number = 2
-    manifest = classify(10, max_concurrency=1).execute(context)
+    manifest = classify(10, max_concurrency=1, max_row_attempts=1).execute(context)
 
     assert len(chat_posts(batch_emu)) == 13  # ten, then the three that failed
     assert manifest["status"] == "completed" and manifest["counts"]["succeeded"] == 10
@@ -219,5 +220,5 @@ def test_the_manifest_has_the_same_keys_as_the_batch_engines_and_names_the_provi
         "batch_ids", "batch_count", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd",
         "cached_tokens", "reasoning_tokens", "cost_by_status", "list_price_usd",
         "upstream_inference_cost_usd", "byok_rows", "cached", "cost_saved_usd", "estimated_cost_usd",
-        "estimate_basis", "started_at", "finished_at", "duration_s",
+        "estimate_basis", "started_at", "finished_at", "duration_s", "recovery",
     }  # fmt: skip

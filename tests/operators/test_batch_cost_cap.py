@@ -182,18 +182,23 @@ def test_a_concurrent_retry_counts_what_earlier_tries_were_billed(batch_emu, con
 def test_a_batch_retry_counts_what_earlier_tries_were_billed(batch_emu, context):
     batch_emu.batch_item_errors_next(custom_ids=["1", "4"])  # transient item errors: a retry resends them
     with pytest.raises(OpenRouterError, match="resubmits those items"):
-        run_operator(summarise(max_tokens=40, deferrable=False), context)
+        run_operator(summarise(max_tokens=40, deferrable=False, max_row_attempts=1), context)
     billed = sum(json.loads(record_file(context).read_text())["billed"].values())
     assert billed == pytest.approx(batch_emu.billed_usd) and billed > 0
     resend = upper_bound([1, 4], 40, 0.5)
 
     context["ti"].try_number = 2
     with pytest.raises(OpenRouterCostLimitError, match="billed by earlier tries"):
-        run_operator(summarise(max_tokens=40, deferrable=False, max_cost_usd=billed + resend / 2), context)
+        run_operator(
+            summarise(max_tokens=40, deferrable=False, max_cost_usd=billed + resend / 2, max_row_attempts=1),
+            context,
+        )
     assert len(batch_posts(batch_emu)) == 1
 
     context["ti"].try_number = 3
-    manifest = run_operator(summarise(max_tokens=40, deferrable=False, max_cost_usd=billed + resend), context)
+    manifest = run_operator(
+        summarise(max_tokens=40, deferrable=False, max_cost_usd=billed + resend, max_row_attempts=1), context
+    )
     assert manifest["counts"]["succeeded"] == 6
     assert [len(p["requests"]) for p in batch_posts(batch_emu)] == [6, 2]
 

@@ -60,7 +60,9 @@ def test_cost_is_split_by_status(batch_emu, context):
     batch_emu.batch_invalid_output_next(custom_ids=["2"])
     batch_emu.batch_item_errors_next(custom_ids=["4"])
 
-    manifest = run_operator(summarise(response_format=Summary, max_failed_fraction=0.5), context)
+    manifest = run_operator(
+        summarise(response_format=Summary, max_failed_fraction=0.5, max_row_attempts=1), context
+    )
 
     rows = read_rows(manifest["output_uri"])
     assert rows["2"]["status"] == "invalid_output" and rows["2"]["usage"]["cost"] > 0

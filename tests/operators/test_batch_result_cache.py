@@ -108,7 +108,13 @@ def test_failed_and_invalid_rows_are_never_cached(batch_emu, cache, engine):
         batch_emu.fail_next("/chat/completions", status=400, times=1)
         batch_emu.invalid_output_next(times=1)
     first = nightly(
-        "monday", cache, engine=engine, response_format=Summary, max_failed_fraction=1.0, max_concurrency=1
+        "monday",
+        cache,
+        engine=engine,
+        response_format=Summary,
+        max_failed_fraction=1.0,
+        max_concurrency=1,
+        max_row_attempts=1,
     )
     statuses = {r["status"] for r in read_rows(first["output_uri"]).values()}
     bad = {c for c, r in read_rows(first["output_uri"]).items() if r["status"] != "succeeded"}

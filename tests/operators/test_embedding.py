@@ -134,7 +134,7 @@ def test_a_jsonl_output_path_gets_the_same_vectors_as_json_numbers(batch_emu, co
     assert [f32(rows[f"doc-{i}"]["vector"]) for i in range(6)] == expected
     assert set(rows["doc-0"]) == {
         "custom_id", "id", "index", "status", "vector", "model", "dimensions", "error", "cause", "transient",
-        "cached", "usage",
+        "cached", "usage", "attempts", "history",
     }  # fmt: skip
 
 
@@ -233,7 +233,7 @@ def test_transient_item_failures_fail_retryably_and_the_retry_resubmits_only_the
     batch_emu.batch_item_errors_next(custom_ids=["doc-1", "doc-4"])
 
     with pytest.raises(OpenRouterError, match="2 of them failed in a way that may pass") as first_try:
-        run_operator(embed(), context)
+        run_operator(embed(max_row_attempts=1), context)
     assert not isinstance(first_try.value, AirflowFailException)
     rows = read_rows(context["ti"].xcoms["return_value"]["output_uri"])
     assert {c for c, r in rows.items() if r["status"] == "failed"} == {"doc-1", "doc-4"}
@@ -241,7 +241,7 @@ def test_transient_item_failures_fail_retryably_and_the_retry_resubmits_only_the
     assert all(math.isnan(v) for v in rows["doc-1"]["vector"])  # Parquet: NaNs, not null
 
     context["ti"].try_number = 2
-    manifest = run_operator(embed(), context)
+    manifest = run_operator(embed(max_row_attempts=1), context)
 
     first, second = batch_posts(batch_emu)
     assert len(first["requests"]) == 6
@@ -379,7 +379,13 @@ def test_transient_request_failures_fail_retryably_and_the_retry_sends_only_thos
 
     with pytest.raises(OpenRouterError, match="may pass") as first_try:
         run_operator(
-            embed(engine="concurrent", items=documents(9), max_inputs_per_request=3, max_concurrency=1),
+            embed(
+                engine="concurrent",
+                items=documents(9),
+                max_inputs_per_request=3,
+                max_concurrency=1,
+                max_row_attempts=1,
+            ),
             context,
         )
     assert not isinstance(first_try.value, AirflowFailException)
@@ -505,3 +511,21 @@ except Exception as exc:
     assert "pyarrow is not installed: writing the vectors as JSONL" in done.stdout
     assert batch_emulator.requests_to("/batches", method="POST") == []  # the Parquet task sent nothing
     assert refusal.startswith("OpenRouterConfigError") and "airflow-openrouter[parquet]" in refusal
+
+
+def test_rows_that_failed_transiently_are_recovered_inside_the_task_on_both_engines(batch_emu, context):
+    batch_emu.batch_item_errors_next(custom_ids=["doc-1", "doc-4"])
+    batch_manifest = run_operator(embed(), context)
+    batch_emu.fail_next("/embeddings", status=503, times=2)  # the hook's one retry: one request fails
+    concurrent_manifest = run_operator(
+        embed(engine="concurrent", items=documents(9), max_inputs_per_request=3, max_concurrency=1),
+        {"ti": type(context["ti"])(run_id="concurrent-recovery")},
+    )
+
+    for manifest, recovered in ((batch_manifest, 2), (concurrent_manifest, 3)):
+        assert manifest["status"] == "completed" and manifest["recovery"]["recovered"] == recovered
+        rows = read_rows(manifest["output_uri"])
+        again = [r for r in rows.values() if r["attempts"] == 2]
+        assert len(again) == recovered and all(r["dimensions"] for r in again)
+    # The batch's two failed rows went out again from the worker (fewer than 50: no second batch).
+    assert len(batch_posts(batch_emu)) == 1

@@ -190,7 +190,13 @@ def test_failed_inputs_are_never_cached(batch_emu, cache, engine):
     else:
         batch_emu.fail_next("/embeddings", status=400, times=1)
     first = nightly(
-        "monday", cache, engine=engine, max_failed_fraction=1.0, max_inputs_per_request=1, max_concurrency=1
+        "monday",
+        cache,
+        engine=engine,
+        max_failed_fraction=1.0,
+        max_inputs_per_request=1,
+        max_concurrency=1,
+        max_row_attempts=1,  # the failure stays: no recovery pass
     )
     failed = {c for c, r in read_rows(first["output_uri"]).items() if r["status"] != "succeeded"}
     assert len(failed) == 1 and first["counts"]["succeeded"] == 5
