@@ -60,6 +60,7 @@ class PriceInfo:
 def price_info(hook: OpenRouterHook, job: JobOptions, engine: str, log: Any) -> PriceInfo:
     """The model's price from the endpoint's model list (``/models``, ``/embeddings/models``; one
     request), with the note the estimate's basis carries."""
+    from airflow_openrouter._compat import AirflowFailException as _Permanent
     from airflow_openrouter.exceptions import OpenRouterError
 
     model, catalogue = job.model, job.endpoint.model_catalogue
@@ -67,6 +68,17 @@ def price_info(hook: OpenRouterHook, job: JobOptions, engine: str, log: Any) -> 
     try:
         price = price_of(model, job.endpoint.models(hook))
     except OpenRouterError as exc:
+        cap = job.limits.max_cost_usd
+        if cap is not None:
+            # A cap that cannot be checked stops the run, but for the true cause: a permanent error
+            # (a wrong key, say) as itself, a passing one (a 503 after the hook's retries) retryably --
+            # never as an unknown model's permanent cost error.
+            if isinstance(exc, _Permanent):
+                raise
+            raise OpenRouterError(
+                f"max_cost_usd=${cap:g} cannot be checked: {catalogue} could not be read for the price of "
+                f"{model} ({exc}). Nothing was sent; a retry reads the prices again."
+            ) from exc
         log.warning(
             "Could not read %s for the price of %s (%s): the cost is not estimated.", catalogue, model, exc
         )
