@@ -129,7 +129,7 @@ class BulkCache:
     def writer(self, keys: ItemKeys | None) -> Iterator[_RowAdder]:
         """Adds the new ``succeeded`` rows written inside the block; one segment at its end."""
         writer = self.cache.writer()
-        adder = _RowAdder(writer, keys, self.endpoint)
+        adder = _RowAdder(writer, keys, self.endpoint, self.log)
         try:
             yield adder
         finally:
@@ -157,15 +157,25 @@ class BulkCache:
 class _RowAdder:
     """Called with every row written to the results file: keeps the new successes."""
 
-    def __init__(self, writer: CacheWriter, keys: ItemKeys | None, endpoint: Endpoint) -> None:
+    def __init__(self, writer: CacheWriter, keys: ItemKeys | None, endpoint: Endpoint, log: Any) -> None:
         self._writer = writer
         self._keys = keys
         self._entry = endpoint.cache_entry
+        self._log = log
 
     def __call__(self, row: Mapping[str, Any]) -> None:
         if self._keys is None or row.get("status") != "succeeded" or row.get("cached"):
             return
-        self._writer.add(self._keys[row["index"]], self._entry(row))
+        try:
+            self._writer.add(self._keys[row["index"]], self._entry(row))
+        except Exception as exc:  # called while the results file is written: it must not stop that
+            self._keys = None  # no more entries: the segment keeps those added so far
+            self._log.warning(
+                "Result cache: could not keep more answers (%s: %s); the results are written, and the next "
+                "run pays again for the answers not kept.",
+                type(exc).__name__,
+                exc,
+            )
 
 
 class _CustomIds:
