@@ -37,11 +37,29 @@ if TYPE_CHECKING:
     from airflow_openrouter.batch.options import JobOptions
     from airflow_openrouter.batch.spool import RequestSpool
 
-__all__ = ["BulkCache", "ItemKeys"]
+__all__ = ["READ_ERRORS", "BulkCache", "ItemKeys", "cache_read_error"]
 
 KEYS_FILE = "cache-keys.bin"
 #: Failures to read the cache that a retry would meet again: the path or its permissions are wrong.
 _WRONG_PATH = (ValueError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+#: What a cache that cannot be read raises (see :func:`cache_read_error`).
+READ_ERRORS = (OSError, ValueError)
+
+
+def cache_read_error(result_cache: Any, exc: Exception) -> Exception:
+    """The error of a cache that cannot be read, before anything is sent, naming ``result_cache``: a
+    path that is wrong, or not allowed, is a configuration error (permanent); any other failure to read
+    (the storage unreachable, say) may pass, and a retry looks again."""
+    from airflow_openrouter.exceptions import OpenRouterConfigError, OpenRouterError
+
+    what = f"result_cache {result_cache!s} cannot be read ({type(exc).__name__}: {exc}); nothing was sent."
+    if isinstance(exc, _WRONG_PATH):
+        return OpenRouterConfigError(f"{what} Fix the path or its connection, or pass result_cache=False.")
+    return OpenRouterError(
+        f"{what} A retry reads it again; if it keeps failing, check the storage, or pass result_cache=False."
+    )
 
 
 class ItemKeys:
@@ -95,23 +113,10 @@ class BulkCache:
         read at all: nothing has been sent yet. A path that is wrong, or not allowed, is a configuration
         error (permanent); any other failure to read (the storage unreachable, say) may pass, and a
         retry looks again."""
-        from airflow_openrouter.exceptions import OpenRouterConfigError, OpenRouterError
-
         try:
             hits = self.cache.lookup((i, keys[i]) for i in wanted)
-        except (OSError, ValueError) as exc:
-            what = (
-                f"result_cache {self.job.result_cache!s} cannot be read ({type(exc).__name__}: {exc}); "
-                "nothing was sent."
-            )
-            if isinstance(exc, _WRONG_PATH):
-                raise OpenRouterConfigError(
-                    f"{what} Fix the path or its connection, or pass result_cache=False."
-                ) from exc
-            raise OpenRouterError(
-                f"{what} A retry reads it again; if it keeps failing, check the storage, or pass "
-                "result_cache=False."
-            ) from exc
+        except READ_ERRORS as exc:
+            raise cache_read_error(self.job.result_cache, exc) from exc
         if len(hits):
             self.log.info("Result cache %s: %d item(s) already answered.", self.cache.directory, len(hits))
         return hits
