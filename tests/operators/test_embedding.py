@@ -505,3 +505,29 @@ except Exception as exc:
     assert "pyarrow is not installed: writing the vectors as JSONL" in done.stdout
     assert batch_emulator.requests_to("/batches", method="POST") == []  # the Parquet task sent nothing
     assert refusal.startswith("OpenRouterConfigError") and "airflow-openrouter[parquet]" in refusal
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Two inputs refused on their own, one in each half of a request, with the same message "
+    "(same position in their half, same length) are taken for a refusal of every input: the run stops "
+    "and every other item fails, though each half held a good input that was never sent on its own.",
+)
+def test_two_refused_inputs_one_in_each_half_fail_alone_and_never_stop_the_run(batch_emu, context):
+    items = [{"id": f"d{i}", "t": f"short text {i}"} for i in range(8)]
+    items[0]["t"] = items[2]["t"] = "word " * 8000  # 10,000 tokens each: more than the model's 8,192
+
+    with pytest.raises(AirflowFailException, match="Every failure is permanent"):
+        run_operator(
+            embed(
+                engine="concurrent",
+                items=items,
+                text="{{ item.t }}",
+                max_inputs_per_request=4,
+                max_concurrency=1,
+            ),
+            context,
+        )
+
+    rows = read_rows(context["ti"].xcoms["return_value"]["output_uri"])
+    assert {c for c, r in rows.items() if r["status"] != "succeeded"} == {"d0", "d2"}
