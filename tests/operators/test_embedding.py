@@ -531,3 +531,14 @@ def test_two_refused_inputs_one_in_each_half_fail_alone_and_never_stop_the_run(b
 
     rows = read_rows(context["ti"].xcoms["return_value"]["output_uri"])
     assert {c for c, r in rows.items() if r["status"] != "succeeded"} == {"d0", "d2"}
+
+
+def test_integer_ids_too_large_for_int64_are_written_as_strings_not_lost_after_paying(batch_emu, context):
+    pytest.importorskip("pyarrow")
+    items = [{"id": 2**64 + i, "title": "t", "body": f"b{i}"} for i in range(3)]  # 128-bit style ids
+
+    manifest = run_operator(embed(engine="concurrent", items=items), context)
+
+    rows = read_rows(manifest["output_uri"])
+    assert manifest["counts"]["succeeded"] == 3
+    assert {row["id"] for row in rows.values()} == {str(2**64 + i) for i in range(3)}
