@@ -116,6 +116,17 @@ def test_a_cap_that_cannot_be_checked_because_models_is_down_fails_retryably(bat
     assert sent(batch_emu) == 0
 
 
+def test_a_finished_run_cleared_while_models_is_down_sends_nothing_and_is_not_refused(batch_emu, context):
+    first = run_operator(summarise(engine="concurrent", max_tokens=10, max_cost_usd=1.0), context)
+    batch_emu.clear_requests()
+    batch_emu.fail_next("/models", status=503, times=10)
+
+    context["ti"].try_number = 2  # a clear: every item has its row, nothing is left to price
+    again = run_operator(summarise(engine="concurrent", max_tokens=10, max_cost_usd=1.0), context)
+
+    assert again["counts"] == first["counts"] and sent(batch_emu) == 0
+
+
 def test_a_cap_that_cannot_be_checked_because_of_the_key_names_the_key_not_the_model(
     batch_emu, context, monkeypatch
 ):
