@@ -55,6 +55,7 @@ class PriceInfo:
 
     price: ModelPrice | None
     note: str | None
+    unread: Exception | None = None  # why the model list could not be read, if it could not
 
 
 def price_info(hook: OpenRouterHook, job: JobOptions, engine: str, log: Any) -> PriceInfo:
@@ -70,7 +71,8 @@ def price_info(hook: OpenRouterHook, job: JobOptions, engine: str, log: Any) -> 
         log.warning(
             "Could not read %s for the price of %s (%s): the cost is not estimated.", catalogue, model, exc
         )
-        return PriceInfo(None, "; ".join([f"unknown price: {catalogue} could not be read ({exc})", *notes]))
+        note = "; ".join([f"unknown price: {catalogue} could not be read ({exc})", *notes])
+        return PriceInfo(None, note, unread=exc)
     if price is None:
         log.warning(
             "%s is not listed in %s: its price is unknown, the cost is not estimated.", model, catalogue
@@ -152,6 +154,7 @@ def plan(
     )
     _log(estimate, job.limits.max_cost_usd, log, dry=write_cached is None)
     verb = "submitted" if engine == "batch" else "sent"
+    _raise_if_unreadable(prices, job.limits.max_cost_usd, estimate, verb)
     check_cap(estimate, job.limits.max_cost_usd, verb=verb)
     if write_cached is None or hits is None:
         return Plan(estimate, prices.price, would_cache=estimate.cached)
@@ -166,6 +169,24 @@ def plan(
     estimate = JobEstimate(job.model, prices.price, (first,), estimate.earlier_usd, len(written), prices.note)
     check_cap(estimate, job.limits.max_cost_usd, verb=verb)
     return Plan(estimate, prices.price, written)
+
+
+def _raise_if_unreadable(prices: PriceInfo, cap: float | None, estimate: JobEstimate, verb: str) -> None:
+    """A cap that cannot be checked because the model list could not be read stops the run for the
+    true cause: a permanent error (a wrong key, say) as itself, a passing one (a 503 after the hook's
+    retries) retryably -- never as an unknown model's permanent cost error. Nothing to send: no check."""
+    from airflow_openrouter._compat import AirflowFailException
+    from airflow_openrouter.exceptions import OpenRouterError
+
+    exc = prices.unread
+    if exc is None or cap is None or not estimate.items:
+        return
+    if isinstance(exc, AirflowFailException):
+        raise exc
+    raise OpenRouterError(
+        f"max_cost_usd=${cap:g} cannot be checked, so nothing was {verb}: the price of {estimate.model} is "
+        f"an {prices.note}. A retry reads the prices again."
+    ) from exc
 
 
 def dry_run_manifest(job: JobOptions, engine: Engine, total: int, decided: Plan) -> dict[str, Any]:

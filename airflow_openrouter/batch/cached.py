@@ -37,11 +37,29 @@ if TYPE_CHECKING:
     from airflow_openrouter.batch.options import JobOptions
     from airflow_openrouter.batch.spool import RequestSpool
 
-__all__ = ["BulkCache", "ItemKeys"]
+__all__ = ["READ_ERRORS", "BulkCache", "ItemKeys", "cache_read_error"]
 
 KEYS_FILE = "cache-keys.bin"
 #: Failures to read the cache that a retry would meet again: the path or its permissions are wrong.
 _WRONG_PATH = (ValueError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+#: What a cache that cannot be read raises (see :func:`cache_read_error`).
+READ_ERRORS = (OSError, ValueError)
+
+
+def cache_read_error(result_cache: Any, exc: Exception) -> Exception:
+    """The error of a cache that cannot be read, before anything is sent, naming ``result_cache``: a
+    path that is wrong, or not allowed, is a configuration error (permanent); any other failure to read
+    (the storage unreachable, say) may pass, and a retry looks again."""
+    from airflow_openrouter.exceptions import OpenRouterConfigError, OpenRouterError
+
+    what = f"result_cache {result_cache!s} cannot be read ({type(exc).__name__}: {exc}); nothing was sent."
+    if isinstance(exc, _WRONG_PATH):
+        return OpenRouterConfigError(f"{what} Fix the path or its connection, or pass result_cache=False.")
+    return OpenRouterError(
+        f"{what} A retry reads it again; if it keeps failing, check the storage, or pass result_cache=False."
+    )
 
 
 class ItemKeys:
@@ -95,23 +113,10 @@ class BulkCache:
         read at all: nothing has been sent yet. A path that is wrong, or not allowed, is a configuration
         error (permanent); any other failure to read (the storage unreachable, say) may pass, and a
         retry looks again."""
-        from airflow_openrouter.exceptions import OpenRouterConfigError, OpenRouterError
-
         try:
             hits = self.cache.lookup((i, keys[i]) for i in wanted)
-        except (OSError, ValueError) as exc:
-            what = (
-                f"result_cache {self.job.result_cache!s} cannot be read ({type(exc).__name__}: {exc}); "
-                "nothing was sent."
-            )
-            if isinstance(exc, _WRONG_PATH):
-                raise OpenRouterConfigError(
-                    f"{what} Fix the path or its connection, or pass result_cache=False."
-                ) from exc
-            raise OpenRouterError(
-                f"{what} A retry reads it again; if it keeps failing, check the storage, or pass "
-                "result_cache=False."
-            ) from exc
+        except READ_ERRORS as exc:
+            raise cache_read_error(self.job.result_cache, exc) from exc
         if len(hits):
             self.log.info("Result cache %s: %d item(s) already answered.", self.cache.directory, len(hits))
         return hits
@@ -129,7 +134,9 @@ class BulkCache:
     def writer(self, keys: ItemKeys | None) -> Iterator[_RowAdder]:
         """Adds the new ``succeeded`` rows written inside the block; one segment at its end."""
         writer = self.cache.writer()
-        adder = _RowAdder(writer, keys, self.endpoint, fallbacks=bool(self.job.recovery.fallback_models))
+        adder = _RowAdder(
+            writer, keys, self.endpoint, self.log, fallbacks=bool(self.job.recovery.fallback_models)
+        )
         try:
             yield adder
         finally:
@@ -158,11 +165,18 @@ class _RowAdder:
     """Called with every row written to the results file: keeps the new successes."""
 
     def __init__(
-        self, writer: CacheWriter, keys: ItemKeys | None, endpoint: Endpoint, *, fallbacks: bool = False
+        self,
+        writer: CacheWriter,
+        keys: ItemKeys | None,
+        endpoint: Endpoint,
+        log: Any,
+        *,
+        fallbacks: bool = False,
     ) -> None:
         self._writer = writer
         self._keys = keys
         self._entry = endpoint.cache_entry
+        self._log = log
         self._fallbacks = fallbacks
 
     def __call__(self, row: Mapping[str, Any]) -> None:
@@ -170,7 +184,16 @@ class _RowAdder:
             return
         if not self._as_keyed(row):
             return
-        self._writer.add(self._keys[row["index"]], self._entry(row))
+        try:
+            self._writer.add(self._keys[row["index"]], self._entry(row))
+        except Exception as exc:  # called while the results file is written: it must not stop that
+            self._keys = None  # no more entries: the segment keeps those added so far
+            self._log.warning(
+                "Result cache: could not keep more answers (%s: %s); the results are written, and the next "
+                "run pays again for the answers not kept.",
+                type(exc).__name__,
+                exc,
+            )
 
     def _as_keyed(self, row: Mapping[str, Any]) -> bool:
         """Whether the answer is one of the request its key describes: not a repaired reply (the key

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 __all__ = ["Verdict", "as_permanent", "cause_of", "causes_text", "item_error_cause", "judge", "sentence"]
 
 TOP_CAUSES = 5
+#: The cause of a row the running cost cap kept from being sent.
+COST_CAP_CAUSE = "not started: cost cap"
 # OpenRouter's canonical error types (``error.error_type``) after which the same request may succeed.
 _TRANSIENT_ITEM_ERROR_TYPES = frozenset(
     {"rate_limit_exceeded", "provider_overloaded", "provider_unavailable", "server", "timeout", "unmapped"}
@@ -83,7 +85,7 @@ def cause_of(error: BaseException) -> str:
     if isinstance(error, OpenRouterOutputValidationError):
         return "invalid output"
     if isinstance(error, CostCapReached):
-        return "not started: cost cap"
+        return COST_CAP_CAUSE
     return type(error).__name__
 
 
@@ -191,6 +193,14 @@ def judge(run: RunSummary, max_failed_fraction: float) -> Verdict:
             f"{resend} and keeps every item that succeeded. {results} {causes}"
         )
         return Verdict("failed", message, retryable=True)
+    capped = run.causes.get(COST_CAP_CAUSE, 0)
+    if capped:  # not the inputs' fault: the budget ran out before these items were sent
+        message = (
+            f"{too_many} {capped} of them were not started because the billed cost reached max_cost_usd: "
+            "raise max_cost_usd, then clear the task; it sends only the items without an answer and keeps "
+            f"the others. {results} {causes}"
+        )
+        return Verdict("failed", message)
     message = (
         f"{too_many} Every failure is permanent, so a retry would fail the same way: fix the inputs "
         f"(changed inputs are submitted afresh){raise_fraction}. {results} {causes}"

@@ -57,6 +57,14 @@ __all__ = ["merge_manifests", "read_rows", "split_jsonl"]
 
 MAX_SHARDS = 10_000
 _TOP = 10  # providers and error causes kept in the merged manifest, like a shard's own
+#: A shard manifest's numbers that add up across shards (the cost-control ones included).
+_SUMMED = (
+    "total", "batch_count", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd",
+    "cached_tokens", "reasoning_tokens", "upstream_inference_cost_usd", "byok_rows", "cached",
+    "cost_saved_usd",
+)  # fmt: skip
+#: Summed too, but ``None`` (unknown) in one shard makes the sum unknown.
+_UNKNOWN_IF_ANY_IS = ("list_price_usd", "estimated_cost_usd")
 
 
 def split_jsonl(uri: str | ObjectStoragePath, *, shards: int, out: str | ObjectStoragePath) -> list[str]:
@@ -150,6 +158,15 @@ def merge_manifests(manifests: Iterable[Mapping[str, Any] | None]) -> dict[str, 
         "completion_tokens": 0,
         "total_tokens": 0,
         "cost_usd": 0.0,
+        "cached_tokens": 0,
+        "reasoning_tokens": 0,
+        "cost_by_status": {},
+        "list_price_usd": 0.0,
+        "upstream_inference_cost_usd": 0.0,
+        "byok_rows": 0,
+        "cached": 0,
+        "cost_saved_usd": 0.0,
+        "estimated_cost_usd": 0.0,
         "started_at": None,
         "finished_at": None,
     }
@@ -172,7 +189,10 @@ def merge_manifests(manifests: Iterable[Mapping[str, Any] | None]) -> dict[str, 
     for key in ("errors", "providers"):
         merged[key] = dict(sorted(merged[key].items(), key=lambda kv: (-kv[1], kv[0]))[:_TOP])
     merged["provider"] = next(iter(merged["providers"]), None)
-    merged["cost_usd"] = round(merged["cost_usd"], 8)
+    for key in ("cost_usd", *_UNKNOWN_IF_ANY_IS):
+        if merged[key] is not None:
+            merged[key] = round(merged[key], 8)
+    merged["cost_by_status"] = {k: round(v, 8) for k, v in merged["cost_by_status"].items()}
     merged["duration_s"] = _seconds_between(merged["started_at"], merged["finished_at"])
     return merged
 
@@ -183,9 +203,12 @@ def _add(merged: dict[str, Any], manifest: Mapping[str, Any]) -> None:
     merged["model"] = merged["model"] or manifest.get("model")
     statuses = (merged["status"], manifest.get("status", "failed"))
     merged["status"] = next(s for s in WORST_MANIFEST_STATUS_FIRST if s in statuses)
-    for key in ("total", "batch_count", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"):
+    for key in _SUMMED:
         merged[key] += manifest.get(key) or 0
-    for key in ("counts", "errors", "providers"):
+    for key in _UNKNOWN_IF_ANY_IS:  # a price unknown for one shard leaves the whole unknown
+        value = manifest.get(key)
+        merged[key] = None if value is None or merged[key] is None else merged[key] + value
+    for key in ("counts", "errors", "providers", "cost_by_status"):
         for name, count in (manifest.get(key) or {}).items():
             merged[key][name] = merged[key].get(name, 0) + count
     merged["batch_ids"] = (merged["batch_ids"] + list(manifest.get("batch_ids") or []))[:_TOP]

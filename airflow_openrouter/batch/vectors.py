@@ -10,7 +10,7 @@ group is written as soon as it is full, so memory stays flat however many rows t
 ``fixed_size_list<float32>[dimensions]``, never null: Parquet readers before pyarrow 26 (pyarrow 25 is
 the newest for Python 3.10) cannot read a null fixed-size list (apache/arrow#35692), and a vector of
 NaNs cannot pass for a real one (filter on ``status``). ``id`` is ``int64`` when every item's id is an
-integer (or the rows are keyed by index), else ``string``; ``usage`` is ``struct<prompt_tokens: int64,
+integer that fits 64 bits (or the rows are keyed by index), else ``string``; ``usage`` is ``struct<prompt_tokens: int64,
 cost: double, cost_saved: double>`` (``cost_saved``: only in the rows served from the result cache,
 whose ``cached`` is true and ``cost`` 0); ``attempts`` is ``int32`` and ``history`` a list of
 ``struct<attempt, status, error, cause, model, generation_id, cost>`` (the earlier attempts of a
@@ -139,7 +139,7 @@ class ParquetVectorWriter(_VectorColumns, ResultsWriter):
         progress: Progress | None = None,
     ) -> None:
         super().__init__(path, ids, on_written, progress)
-        self._int_ids = ids.all_int
+        self._int_ids = ids.all_int and _ids_fit_int64(ids)
         self._binary: BinaryIO | None = None
         self._writer: Any = None  # pyarrow.parquet.ParquetWriter, once the vector size is known
         self._rows: list[dict[str, Any]] = []
@@ -252,6 +252,14 @@ def _history_entry(pa: Any) -> Any:
             ("cost", pa.float64()),
         ]
     )
+
+
+def _ids_fit_int64(ids: ItemIds) -> bool:
+    """Whether every integer id fits Parquet's ``int64`` (a 128-bit id would stop the writer after the
+    vectors are paid for): else the ids go to a string column."""
+    if ids.id_field is None:
+        return True  # the indexes
+    return all(-(1 << 63) <= int(custom_id) < 1 << 63 for custom_id, _ in ids.items())
 
 
 def _usage_type(pa: Any) -> Any:

@@ -81,6 +81,7 @@ class ChatCache:
     ) -> None:
         from airflow_openrouter.cache import ResultCache, cache_key, chat_key_material
 
+        self.root = root  # as the user gave it (an ObjectStoragePath may print without its host)
         self.cache: ResultCache = ResultCache(root, namespace=model, ttl=ttl)
         self.key = cache_key(
             chat_key_material(
@@ -90,7 +91,12 @@ class ChatCache:
         self.log = log
 
     def get(self) -> CacheHit | None:
-        hit = self.cache.get(self.key)
+        from airflow_openrouter.batch.cached import READ_ERRORS, cache_read_error
+
+        try:
+            hit = self.cache.get(self.key)
+        except READ_ERRORS as exc:  # the bulk engines' rule: say which cache, before anything is sent
+            raise cache_read_error(self.root, exc) from exc
         if hit is not None and isinstance(hit.entry, Mapping) and hit.entry.get("status") == "succeeded":
             self.log.info(
                 "Result cache %s: this request was answered before (generation %s); nothing is sent.",

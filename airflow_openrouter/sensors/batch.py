@@ -84,6 +84,13 @@ class OpenRouterBatchSensor(BaseSensorOperator):
         return list(ids)
 
     def execute(self, context: Context) -> Any:
+        # A misconfiguration (bad batch_ids, a connection without a key) is no verdict on the batches:
+        # raised here, before the pokes, so that soft_fail never turns it into a skip.
+        if self._ids():  # no ids: nothing to wait for, no connection needed
+            from airflow_openrouter.hooks.openrouter import OpenRouterHook
+
+            with OpenRouterHook(openrouter_conn_id=self.openrouter_conn_id) as hook:
+                _ = hook.settings
         if not self.deferrable:
             return super().execute(context)
         # One cheap look first: finished batches need no trip through the triggerer.

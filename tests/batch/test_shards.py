@@ -174,6 +174,25 @@ def test_merged_manifest_adds_up_the_shards_and_takes_the_worst_status():
     assert merged["started_at"] == "2026-12-01T10:00:00+00:00" and merged["duration_s"] == 720.0
 
 
+def test_merged_manifest_adds_up_the_cost_control_fields_of_the_shards():
+    # What the cache saved and what the run was estimated to cost are the point of a nightly sharded
+    # run's report: the merge must not drop them.
+    ledger = {
+        "cached": 2, "cost_saved_usd": 0.02, "cached_tokens": 4, "reasoning_tokens": 1,
+        "cost_by_status": {"succeeded": 0.1}, "list_price_usd": 0.2, "upstream_inference_cost_usd": 0.0,
+        "byok_rows": 0, "estimated_cost_usd": 0.15,
+    }  # fmt: skip
+    merged = merge_manifests([manifest(0, **ledger), manifest(1, **ledger)])
+
+    assert merged["cached"] == 4 and merged["cost_saved_usd"] == pytest.approx(0.04)
+    assert merged["cached_tokens"] == 8 and merged["reasoning_tokens"] == 2
+    assert merged["cost_by_status"] == {"succeeded": pytest.approx(0.2)}
+    assert merged["list_price_usd"] == pytest.approx(0.4)
+    assert merged["estimated_cost_usd"] == pytest.approx(0.3)
+    unknown = merge_manifests([manifest(0, **ledger), manifest(1, **{**ledger, "list_price_usd": None})])
+    assert unknown["list_price_usd"] is None and unknown["cost_saved_usd"] == pytest.approx(0.04)
+
+
 def test_a_shard_without_a_manifest_is_counted_missing_and_a_failed_shard_fails_the_whole():
     merged = merge_manifests([manifest(0), None, manifest(2, status="failed")])
 

@@ -319,3 +319,48 @@ def test_test_connection_never_shows_a_label_that_gives_the_key_away(monkeypatch
     assert key not in message
     assert not any(key[i : i + 16] in message for i in range(max(1, len(key) - 15)))
     assert "with key " in message and "remaining" in message
+
+
+class TimingOutSecretsBackend:
+    """A secrets backend (Vault, say) that cannot answer: every lookup times out."""
+
+    def __init__(self, **kwargs: object) -> None:
+        pass
+
+    def _set_connection_class(self, _cls: object) -> None:
+        pass
+
+    def get_connection(self, conn_id: str, team_name: str | None = None) -> None:
+        raise TimeoutError(f"secrets backend timed out reading {conn_id}")
+
+    def get_variable(self, key: str, team_name: str | None = None) -> None:
+        raise TimeoutError(key)
+
+    def get_config(self, key: str) -> None:
+        return None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Airflow reports a secrets backend (or API server) that cannot answer as 'not found' "
+    "(AirflowNotFoundException); the hook turns that into the permanent OpenRouterConfigError "
+    "'does not exist', so a passing outage fails the task without retries.",
+)
+def test_a_secrets_backend_that_times_out_is_not_a_permanent_missing_connection(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
+    env["AIRFLOW__SECRETS__BACKEND"] = f"{__name__}.TimingOutSecretsBackend"
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    script = (
+        "from airflow_openrouter._compat import AirflowFailException\n"
+        "from airflow_openrouter.hooks.openrouter import OpenRouterHook\n"
+        "try:\n"
+        "    OpenRouterHook('openrouter_in_vault').get_key()\n"
+        "except Exception as exc:\n"
+        "    print('PERMANENT' if isinstance(exc, AirflowFailException) else 'RETRYABLE', type(exc).__name__, exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert "Connection 'openrouter_in_vault' does not exist" in done.stdout, done.stderr[-2000:]
+    assert "TimingOutSecretsBackend" in done.stdout  # the error names the backend it looked in
+    assert done.stdout.startswith("RETRYABLE"), done.stdout

@@ -135,6 +135,37 @@ def test_the_running_cost_cap_stops_new_requests_when_the_estimate_was_too_low(
     assert manifest["counts"]["succeeded"] + len(capped) == 20
 
 
+def test_a_run_stopped_by_the_running_cost_cap_says_to_raise_the_cap_and_a_clear_sends_only_the_rest(
+    batch_emu, context, monkeypatch, tmp_path
+):
+    from airflow_openrouter.cost import estimate
+    from airflow_openrouter.cost.tokens import Bound
+
+    cache = f"file://{tmp_path}/cache"
+    one = classify(1).execute({"ti": type(context["ti"])(run_id="cost-probe")})["cost_usd"]
+    batch_emu.clear_requests()
+    monkeypatch.setattr(estimate, "completion_bound", lambda *a, **k: Bound(1, "max_tokens"))
+
+    with pytest.raises(AirflowFailException) as stopped:
+        classify(20, max_concurrency=1, max_cost_usd=one * 3.5, result_cache=cache).execute(context)
+
+    message = str(stopped.value)
+    assert "raise max_cost_usd" in message and "not started: cost cap" in message
+    # The inputs are fine, and max_failed_fraction would only hide the unanswered items: no such advice.
+    assert "fix the inputs" not in message and "max_failed_fraction" not in message.split("allows.")[1]
+    manifest = context["ti"].xcoms["return_value"]
+    paid = manifest["counts"]["succeeded"]
+    assert 0 < paid < 20 and len(chat_posts(batch_emu)) == paid
+    # The advice is true: a clear with a higher cap sends only the items the cap kept back ...
+    context["ti"].try_number = 2
+    manifest = classify(20, max_concurrency=1, max_cost_usd=one * 100, result_cache=cache).execute(context)
+    assert manifest["counts"]["succeeded"] == 20 and len(chat_posts(batch_emu)) == 20
+    # ... and the answers paid before the cap stopped the run were cached too.
+    batch_emu.clear_requests()
+    again = classify(20, result_cache=cache).execute({"ti": type(context["ti"])(run_id="next-night")})
+    assert again["cached"] == 20 and chat_posts(batch_emu) == []
+
+
 def test_two_runs_writing_to_one_jsonl_file_do_not_skip_each_others_items(batch_emu, tmp_path):
     output = f"file://{tmp_path}/tickets.jsonl"
     for run_id in ("monday", "tuesday"):

@@ -101,6 +101,47 @@ def test_an_unpriced_model_cannot_be_capped_and_nothing_is_sent(batch_emu, conte
     assert sent(batch_emu) == 0
 
 
+@pytest.mark.parametrize("engine", ["batch", "concurrent"])
+def test_a_cap_that_cannot_be_checked_because_models_is_down_fails_retryably(batch_emu, context, engine):
+    # /models answering 503 (after the hook's retries) is a passing outage, not an unknown model: a retry
+    # reads the prices again. A permanent "check the model id" error would be wrong advice.
+    batch_emu.fail_next("/models", status=503, times=10)
+
+    with pytest.raises(OpenRouterError) as caught:
+        run_operator(summarise(engine=engine, max_tokens=10, max_cost_usd=1.0), context)
+
+    assert not isinstance(caught.value, AirflowFailException), caught.value
+    assert "max_cost_usd" in str(caught.value) and "/models" in str(caught.value)
+    assert "model id" not in str(caught.value) and "retry" in str(caught.value).lower()
+    assert sent(batch_emu) == 0
+
+
+def test_a_finished_run_cleared_while_models_is_down_sends_nothing_and_is_not_refused(batch_emu, context):
+    first = run_operator(summarise(engine="concurrent", max_tokens=10, max_cost_usd=1.0), context)
+    batch_emu.clear_requests()
+    batch_emu.fail_next("/models", status=503, times=10)
+
+    context["ti"].try_number = 2  # a clear: every item has its row, nothing is left to price
+    again = run_operator(summarise(engine="concurrent", max_tokens=10, max_cost_usd=1.0), context)
+
+    assert again["counts"] == first["counts"] and sent(batch_emu) == 0
+
+
+def test_a_cap_that_cannot_be_checked_because_of_the_key_names_the_key_not_the_model(
+    batch_emu, context, monkeypatch
+):
+    conn = json.loads(batch_emu.connection_json(max_retries=1))
+    conn["password"] = "sk-or-v1-" + "ab12" * 8 + "\u00fc" + "cd34" * 8  # a key pasted with a non-ASCII char
+    monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_DEFAULT", json.dumps(conn))
+
+    with pytest.raises(OpenRouterError) as caught:
+        run_operator(summarise(max_tokens=10, max_cost_usd=1.0), context)
+
+    assert isinstance(caught.value, AirflowFailException) and "API key" in str(caught.value)
+    assert "model id" not in str(caught.value) and conn["password"] not in str(caught.value)
+    assert sent(batch_emu) == 0
+
+
 def test_an_unpriced_model_without_a_cap_is_sent_and_the_manifest_says_the_price_is_unknown(
     batch_emu, context
 ):

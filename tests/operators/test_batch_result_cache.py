@@ -257,3 +257,27 @@ def test_with_wait_for_completion_false_every_item_is_in_a_batch(batch_emu, cach
     )
 
     assert len(submitted["batch_ids"]) == 1 and sent_items(batch_emu) == 6
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_cache_that_fails_while_results_are_written_never_stops_the_results(
+    batch_emu, cache, engine, monkeypatch
+):
+    # The local spool of new entries fills the disk half way through: the answers are paid for, so every
+    # row must still reach the results file, and the entries kept so far still reach the cache.
+    from airflow_openrouter.cache import CacheWriter
+
+    add = CacheWriter.add
+
+    def disk_full_after_two(self: CacheWriter, key: bytes, entry: Any) -> None:
+        if self.count == 2:
+            raise OSError(28, "No space left on device")
+        add(self, key, entry)
+
+    monkeypatch.setattr(CacheWriter, "add", disk_full_after_two)
+    first = nightly("monday", cache, engine=engine)
+    monkeypatch.setattr(CacheWriter, "add", add)
+
+    assert first["counts"]["succeeded"] == 6 and len(read_rows(first["output_uri"])) == 6
+    batch_emu.clear_requests()
+    assert nightly("tuesday", cache, engine=engine)["cached"] == 2 and sent_items(batch_emu) == 4

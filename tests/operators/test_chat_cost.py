@@ -172,3 +172,16 @@ def test_bad_cache_arguments_fail_when_the_dag_is_parsed(argument, value):
 
     with pytest.raises(OpenRouterConfigError, match=f"Task 'triage': {argument} must be"):
         triage(**{argument: value})
+
+
+def test_a_cache_that_cannot_be_read_fails_before_anything_is_sent_naming_result_cache(openrouter_emulator):
+    from airflow_openrouter._compat import AirflowFailException
+    from airflow_openrouter.exceptions import OpenRouterError
+
+    with pytest.raises(
+        OpenRouterError, match=r"result_cache ftp://127\.0\.0\.1:1/cache cannot be read"
+    ) as caught:
+        run(triage(result_cache="ftp://127.0.0.1:1/cache"))  # nothing listens there: may pass, retryable
+
+    assert not isinstance(caught.value, AirflowFailException)
+    assert posts(openrouter_emulator) == []

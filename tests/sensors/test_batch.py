@@ -208,3 +208,25 @@ def test_a_failed_batch_event_is_skipped_with_soft_fail_when_resumed():
     }
     with pytest.raises(AirflowSkipException):
         sensor(["b"], soft_fail=True).resume_execution("execute_complete", {"event": event}, context())
+
+
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_a_connection_without_a_key_fails_the_sensor_even_with_soft_fail_never_skips_it(
+    batch_emu, monkeypatch, deferrable
+):
+    """A missing key is no verdict on the batches, like a rejected one: soft_fail must not turn a
+    misconfigured connection into a skip (downstream tasks would be skipped as if the batch had failed)."""
+    import json
+
+    from airflow_openrouter.exceptions import OpenRouterMissingKeyError
+
+    batch_id = submit()
+    connection = json.loads(batch_emu.connection_json())
+    connection.pop("password")
+    monkeypatch.setenv("AIRFLOW_CONN_OPENROUTER_NOKEY", json.dumps(connection))
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    waiting = sensor(batch_id, deferrable=deferrable, soft_fail=True, openrouter_conn_id="openrouter_nokey")
+
+    with pytest.raises(OpenRouterMissingKeyError) as info:
+        waiting.execute(context())
+    assert not isinstance(info.value, AirflowSkipException)

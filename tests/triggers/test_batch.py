@@ -330,3 +330,48 @@ def test_a_waiting_batch_logs_info_only_when_it_moves(paused_emu, caplog, capsys
     calls = [r for r in caplog.records if r.getMessage().startswith("OpenRouter GET /batches")]
     assert len(calls) >= 5 and {r.levelno for r in calls} == {logging.DEBUG}
     assert not [line for line in lines if "OpenRouter GET" in line]
+
+
+def test_triggers_of_different_connections_poll_each_with_its_own_key_and_a_bad_one_fails_alone(
+    monkeypatch,
+):
+    import json
+
+    from airflow_openrouter.testing import OpenRouterEmulator
+
+    keys = {"openrouter_team_a": "sk-or-v1-" + "a1" * 16, "openrouter_team_b": "sk-or-v1-" + "b2" * 16}
+    with OpenRouterEmulator(api_keys=list(keys.values()), batch_durations=(0.05, 0.1, 0.05)) as emu:
+        for conn_id, key in {**keys, "openrouter_revoked": "sk-or-v1-" + "c3" * 16}.items():
+            conn = json.loads(emu.connection_json(max_retries=0))
+            conn["password"] = key
+            monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+        owner: dict[str, str] = {}
+        for conn_id in keys:
+            with OpenRouterHook(conn_id) as hook:
+                batch_id = hook.create_batch(model=MODEL, requests=[
+                    {"custom_id": "r", "body": {"messages": [{"role": "user", "content": "hi"}]}}
+                ]).id  # fmt: skip
+            owner[batch_id] = conn_id
+        (a, b) = owner
+        emu.clear_requests()
+
+        events = asyncio.run(
+            _run_together(
+                [
+                    trigger_for([a], openrouter_conn_id="openrouter_team_a"),
+                    trigger_for([b], openrouter_conn_id="openrouter_team_b"),
+                    trigger_for([a], openrouter_conn_id="openrouter_revoked"),
+                ]
+            )
+        )
+
+        assert [e["status"] for e in events] == ["completed", "completed", "error"]
+        assert "401" in events[2]["reason"]
+        polls = emu.requests_to("/batches/{id}", method="GET")
+        assert polls
+        for poll in polls:  # each batch is read only with its own connection's key (or the revoked one)
+            batch_id = poll.path.rsplit("/", 1)[-1]
+            sent_key = poll.headers["authorization"].removeprefix("Bearer ")
+            assert sent_key in (keys[owner[batch_id]], "sk-or-v1-" + "c3" * 16)
+            if batch_id == b:
+                assert sent_key == keys["openrouter_team_b"]
