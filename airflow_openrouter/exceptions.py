@@ -58,6 +58,7 @@ __all__ = [
     "OpenRouterConfigError",
     "OpenRouterConflictError",
     "OpenRouterConnectionError",
+    "OpenRouterConnectionLookupError",
     "OpenRouterCostLimitError",
     "OpenRouterError",
     "OpenRouterMissingKeyError",
@@ -343,6 +344,15 @@ class OpenRouterConfigError(OpenRouterError, AirflowFailException, ValueError):
     Permanent: found only when a task runs (a connection without a key, a value rendered from a
     template, a setting of the worker), it fails the task without retries (it is an
     ``AirflowFailException``), because a retry would fail the same way until the cause is fixed."""
+
+
+class OpenRouterConnectionLookupError(OpenRouterError):
+    """Airflow reported the connection as missing while a secrets backend is configured. Airflow reports
+    a backend that could not answer (a timeout, a throttled vault) the same way, so this is transient:
+    a retry looks again. Without a secrets backend, a missing connection is an
+    :class:`OpenRouterConfigError` (permanent)."""
+
+    transient = True
 
 
 class OpenRouterMissingKeyError(OpenRouterAuthenticationError, OpenRouterConfigError):

@@ -19,7 +19,11 @@ from typing import Any
 
 from airflow_openrouter import DEFAULT_BASE_URL
 from airflow_openrouter._transport.settings import API_KEY_ENV_VAR, EXTRA_TYPES, ClientSettings
-from airflow_openrouter.exceptions import OpenRouterConfigError, OpenRouterMissingKeyError
+from airflow_openrouter.exceptions import (
+    OpenRouterConfigError,
+    OpenRouterConnectionLookupError,
+    OpenRouterMissingKeyError,
+)
 
 __all__ = ["build_settings", "checked_key", "connection_not_found", "connection_outside_task"]
 
@@ -97,8 +101,10 @@ def connection_outside_task(conn_id: str, default_conn_id: str, log: Any) -> _Co
 
 def connection_not_found(
     conn_id: str, *, read_db_directly: bool, db_error: Exception | None
-) -> OpenRouterConfigError:
-    """The error for a connection id that does not exist (never replaced by ``OPENROUTER_API_KEY``)."""
+) -> OpenRouterConfigError | OpenRouterConnectionLookupError:
+    """The error for a connection id that does not exist (never replaced by ``OPENROUTER_API_KEY``):
+    permanent, unless a secrets backend is configured, since Airflow reports a backend that could not
+    answer as "not found" too (then a retry looks again)."""
     from airflow_openrouter._compat import secrets_backend_name
 
     places = [f"the environment variable AIRFLOW_CONN_{conn_id.upper()}"]
@@ -116,11 +122,17 @@ def connection_not_found(
         if os.environ.get(API_KEY_ENV_VAR)
         else ""
     )
-    return OpenRouterConfigError(
+    message = (
         f"Connection {conn_id!r} does not exist. Airflow looked in {', '.join(places[:-1])} and "
         f"{places[-1]}. Create it (Admin > Connections, or: airflow connections add {conn_id} "
         f"--conn-type openrouter --conn-password <API key>), or correct openrouter_conn_id.{env}"
     )
+    if backend:
+        return OpenRouterConnectionLookupError(
+            f"{message} Airflow reports a secrets backend that could not answer the same way, so the "
+            "task may be retried: a retry looks again."
+        )
+    return OpenRouterConfigError(message)
 
 
 def checked_key(raw: str | None, *, conn_id: str, where: str) -> str | None:

@@ -340,12 +340,6 @@ class TimingOutSecretsBackend:
         return None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Airflow reports a secrets backend (or API server) that cannot answer as 'not found' "
-    "(AirflowNotFoundException); the hook turns that into the permanent OpenRouterConfigError "
-    "'does not exist', so a passing outage fails the task without retries.",
-)
 def test_a_secrets_backend_that_times_out_is_not_a_permanent_missing_connection(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
     env["AIRFLOW__SECRETS__BACKEND"] = f"{__name__}.TimingOutSecretsBackend"
