@@ -130,8 +130,9 @@ class VectorAnswer:
 
 
 class RefusedForEveryInput(OpenRouterBadRequestError):
-    """A 400 that both halves of a request's inputs got alike: not one input's fault, so it would come
-    back for every request of the run (a ``dimensions`` the model cannot return, a chat model...)."""
+    """A 400 that both halves of a request's inputs got alike, and each input of the first half on its
+    own: not one input's fault, so it would come back for every request of the run (a ``dimensions``
+    the model cannot return, a chat model...)."""
 
     @property
     def systemic(self) -> bool:  # type: ignore[override]
@@ -375,16 +376,23 @@ async def _halves(
                 raise
             answers.append(error)
     refused = [a for a in answers if isinstance(a, OpenRouterBadRequestError)]
+    first: list[Embedded | OpenRouterAPIError] | None = None
     if top and len(refused) == 2 and refused[0].message == refused[1].message:
-        same = refused[0].with_message(
-            f"{refused[0].message} (both halves of a request's inputs were refused alike, so this is not "
-            "caused by one input)"
-        )
-        same.__class__ = RefusedForEveryInput
-        raise same
+        # Both halves refused alike: every input, or one bad input in each half? The first half, taken
+        # down to single inputs, tells: the run stops only when none of its inputs is accepted.
+        first = await _halves(hook, body, parts[0], top=False) if len(parts[0]) > 1 else [refused[0]]
+        if not any(isinstance(result, Embedded) for result in first):
+            same = refused[0].with_message(
+                f"{refused[0].message} (both halves of a request's inputs were refused alike, and each "
+                "input of the first half on its own, so this is not caused by one input)"
+            )
+            same.__class__ = RefusedForEveryInput
+            raise same
     results: list[Embedded | OpenRouterAPIError] = []
-    for part, answer in zip(parts, answers, strict=True):
-        if not isinstance(answer, OpenRouterBadRequestError):
+    for number, (part, answer) in enumerate(zip(parts, answers, strict=True)):
+        if number == 0 and first is not None:
+            results += first
+        elif not isinstance(answer, OpenRouterBadRequestError):
             results += answer
         elif len(part) == 1:
             results.append(answer)

@@ -324,7 +324,8 @@ def test_one_input_refused_on_its_own_fails_alone_while_its_request_neighbours_s
 
 
 def test_a_refusal_of_every_input_stops_the_run_after_the_first_request(batch_emu, context):
-    """mistral-embed returns one size only: both halves of the first request are refused alike."""
+    """mistral-embed returns one size only: both halves of the first request are refused alike, and so
+    is each input of the first half on its own."""
     with pytest.raises(OpenRouterError, match="comes back for every item") as failed:
         run_operator(
             embed(
@@ -339,7 +340,8 @@ def test_a_refusal_of_every_input_stops_the_run_after_the_first_request(batch_em
         )
 
     assert isinstance(failed.value, AirflowFailException)
-    assert len(embedding_posts(batch_emu)) == 3  # the request, then its two halves
+    # The request, its two halves, then the first half's two inputs on their own (all refused: free).
+    assert len(embedding_posts(batch_emu)) == 5
     manifest = context["ti"].xcoms["return_value"]
     assert manifest["counts"]["failed"] == 40 and batch_emu.billed_usd == 0
 
@@ -531,12 +533,6 @@ def test_rows_that_failed_transiently_are_recovered_inside_the_task_on_both_engi
     assert len(batch_posts(batch_emu)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Two inputs refused on their own, one in each half of a request, with the same message "
-    "(same position in their half, same length) are taken for a refusal of every input: the run stops "
-    "and every other item fails, though each half held a good input that was never sent on its own.",
-)
 def test_two_refused_inputs_one_in_each_half_fail_alone_and_never_stop_the_run(batch_emu, context):
     items = [{"id": f"d{i}", "t": f"short text {i}"} for i in range(8)]
     items[0]["t"] = items[2]["t"] = "word " * 8000  # 10,000 tokens each: more than the model's 8,192
