@@ -28,8 +28,9 @@ One module, one job; read them in the order a run uses them:
 * :mod:`.recovery`   -- row recovery after a pass (both engines): which rows are sent again or repaired,
   on which model, ``attempts``/``history``, the pass from the worker, the manifest's ``recovery``;
   :mod:`.followup`, the batch engine's follow-up batches, recorded before they are submitted;
-* :mod:`.concurrent` -- the ``concurrent`` engine: requests from the worker, with rate limits,
-  and its :mod:`.checkpoint` of rows saved as they arrive;
+* :mod:`.concurrent` -- the ``concurrent`` engine's send loop: requests from the worker, with rate
+  limits; :mod:`.concurrent_run` -- that engine for one task run, with its :mod:`.checkpoint` of rows
+  saved as they arrive;
 * :mod:`.embeddings` -- the embeddings endpoint (text per item, grouped requests, vector rows), and
   :mod:`.vectors`, its Parquet and JSONL writers;
 * :mod:`.shards`     -- for users: split a JSONL input into shards for a mapped task, merge the shards'

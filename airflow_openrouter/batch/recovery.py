@@ -245,7 +245,8 @@ def _send_group(
     *,
     spent_usd: float,
 ) -> float:
-    from airflow_openrouter.batch.concurrent import Outcome, Request, item_rows, send_job_requests
+    from airflow_openrouter.batch.concurrent import Outcome, Request, send_job_requests
+    from airflow_openrouter.batch.concurrent_run import item_rows
 
     previous = {c.line["custom_id"]: c for c in group}
     unsettled: dict[str, Any] = {}

@@ -337,7 +337,7 @@ class OpenRouterBatchOperator(OpenRouterBaseOperator):
         return self._conclude(context, manifest, verdict)
 
     def _run_concurrently(self, context: Context, ids: ItemIds) -> dict[str, Any]:
-        from airflow_openrouter.batch.concurrent import run_job
+        from airflow_openrouter.batch.concurrent_run import run_job
         from airflow_openrouter.batch.spool import RequestSpool
         from airflow_openrouter.hooks.openrouter import OpenRouterHook
         from airflow_openrouter.schemas import provider_preferences
