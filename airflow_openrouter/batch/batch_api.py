@@ -262,6 +262,9 @@ def fetch(
         if engine == "batch":
             return FollowUp(record, follow_up(hook, job, record, store, checkpoint, todo, attempt, log))
         log.info("Recovery pass %d: sending %d rows from the worker.", attempt - 1, len(todo))
+        # Recorded before anything is sent: a retry's resubmission (a later batch) wins over these rows.
+        record.worker_pass_after = len(record.batches)
+        store.save(record)
         with checkpoint.writer(job.try_number) as parts:
             run_concurrent_pass(hook, job, ids, todo, parts.write, spent_usd=spent, log=log)
         checkpoint = Checkpoint(job.results_file, record.fingerprint, job.identity.key)
@@ -348,16 +351,31 @@ def _write_rows(
         writer = stack.enter_context(
             job.endpoint.writer(job.results_file, ids, on_written=on_written, progress=progress)
         )
-        for row in checkpoint.rows_newest_first():  # rows recovered from the worker win over the batches'
+        # Rows recovered from the worker win over the batches submitted before that pass, and lose to
+        # those submitted after it (a retry resubmitting a row the pass failed again: that row's
+        # attempt follows the worker's).
+        worker: dict[int, dict[str, Any]] = {}
+        for row in checkpoint.rows_newest_first():
             if (row.get("attempts") or 1) > 1:
-                writer.write(row)
+                worker.setdefault(row["index"], row)
+        split = len(record.batches) if record.worker_pass_after is None else record.worker_pass_after
+        after_worker = {
+            i: {"previous": row, "model": row.get("model") or job.model} for i, row in worker.items()
+        }
         passes = previous_rows(checkpoint.directory, record)
-        for batch in reversed(record.batches):
-            if event.status_of(batch.id) == "completed":
-                entries = passes.get(batch.attempt, {})
-                record.billed[batch.id] = _write_batch_results(
-                    hook, batch, writer, job, entries, record.fingerprint, log
-                )
+
+        def write_batches(batches: list[SubmittedBatch], later: bool) -> None:
+            for batch in reversed(batches):
+                if event.status_of(batch.id) == "completed":
+                    entries = passes.get(batch.attempt, after_worker if later else {})
+                    record.billed[batch.id] = _write_batch_results(
+                        hook, batch, writer, job, entries, record.fingerprint, log
+                    )
+
+        write_batches(record.batches[split:], later=True)
+        for row in worker.values():
+            writer.write(row)
+        write_batches(record.batches[:split], later=False)
         for row in checkpoint.rows_newest_first():  # the rows answered from the result cache
             writer.write(row)
         writer.write_unwritten(lambda custom_id, index: _unfinished_row(record, event, custom_id, index))

@@ -352,3 +352,27 @@ def test_a_retry_after_a_crash_in_the_recovery_pass_sends_only_the_repairs_not_s
     rows = read_rows(manifest["output_uri"])
     assert manifest["status"] == "completed" and sum(r["attempts"] == 2 for r in rows.values()) == 4
     assert rows[recovered[0]]["attempts"] == 2
+
+
+def test_a_retry_uses_the_resubmitted_batch_rows_not_the_worker_rows_that_failed_again(
+    no_http_retries, context
+):
+    # Two rows fail in the batch, their recovery from the worker fails again (503): the task fails
+    # retryably, and its retry resubmits them in a new batch -- whose answers must be the rows.
+    emulator = no_http_retries
+    emulator.batch_item_errors_next(custom_ids=ERRORS[:2])
+    emulator.fail_next(route="/chat/completions", status=503, times=2)
+    with pytest.raises(OpenRouterError, match="2 of 60 items did not succeed"):
+        run_to_the_end(batch_extract(60), context)
+    assert len(batch_posts(emulator)) == 1 and len(chat_posts(emulator)) == 2
+
+    context["ti"].try_number = 2
+    manifest = run_to_the_end(batch_extract(60), context)
+
+    assert len(batch_posts(emulator)) == 2  # the retry resubmitted the two rows, and paid for them...
+    rows = read_rows(manifest["output_uri"])
+    # ...so their answers are the rows (not the worker's failures of the first try).
+    assert manifest["status"] == "completed" and {r["status"] for r in rows.values()} == {"succeeded"}
+    assert [rows[c]["attempts"] for c in ERRORS[:2]] == [3, 3]  # the batch, the worker, the retry
+    assert [h["status"] for h in rows[ERRORS[0]]["history"]] == ["failed", "failed"]
+    assert manifest["cost_usd"] == pytest.approx(emulator.billed_usd)
