@@ -376,3 +376,35 @@ def test_a_retry_uses_the_resubmitted_batch_rows_not_the_worker_rows_that_failed
     assert [rows[c]["attempts"] for c in ERRORS[:2]] == [3, 3]  # the batch, the worker, the retry
     assert [h["status"] for h in rows[ERRORS[0]]["history"]] == ["failed", "failed"]
     assert manifest["cost_usd"] == pytest.approx(emulator.billed_usd)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="A retry's resubmission batch is attempt 1 with no history: its rows restart at attempts=1, "
+    "so a new follow-up pass (a 4th request) follows, and rewrites recovery/2.jsonl under the old tag.",
+)
+def test_a_retry_after_a_follow_up_batch_failed_rows_again_makes_no_further_recovery_pass(batch_emu, context):
+    # max_row_attempts=2: the first pass and the follow-up are the two attempts. The rows the follow-up
+    # failed again are resubmitted by the retry (the task failed retryably); that is their third
+    # request, and when it fails too no fourth (another follow-up batch) may be sent.
+    failing = ERRORS[:3]
+    batch_emu.batch_item_errors_next(custom_ids=failing)
+    operator = batch_extract(60, recovery_engine="batch")
+    with pytest.raises(TaskDeferred) as first_wait:
+        operator.execute(context)
+    batch_emu.batch_item_errors_next(custom_ids=failing)
+    with pytest.raises(TaskDeferred) as follow_up_wait:
+        operator.execute_complete(context, first_event(first_wait.value.trigger))
+    with pytest.raises(OpenRouterError, match="3 of 60 items did not succeed"):
+        operator.execute_complete(context, first_event(follow_up_wait.value.trigger))
+    assert len(batch_posts(batch_emu)) == 2
+
+    context["ti"].try_number = 2
+    batch_emu.batch_item_errors_next(custom_ids=failing)
+    with pytest.raises(OpenRouterError, match="3 of 60 items did not succeed"):
+        run_to_the_end(batch_extract(60, recovery_engine="batch"), context)
+
+    assert len(batch_posts(batch_emu)) == 3  # the first pass, the follow-up, the retry's resubmission
+    rows = read_rows(context["ti"].xcoms["return_value"]["output_uri"])
+    assert [rows[c]["attempts"] for c in failing] == [3, 3, 3]
+    assert len(rows[failing[0]]["history"]) == 2
