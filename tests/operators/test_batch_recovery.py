@@ -408,3 +408,25 @@ def test_a_retry_after_a_follow_up_batch_failed_rows_again_makes_no_further_reco
     rows = read_rows(context["ti"].xcoms["return_value"]["output_uri"])
     assert [rows[c]["attempts"] for c in failing] == [3, 3, 3]
     assert len(rows[failing[0]]["history"]) == 2
+
+
+@pytest.mark.parametrize("recovery_engine", ["batch", "auto"])
+def test_a_clear_after_a_run_that_recovered_rows_pays_nothing_and_keeps_the_recovered_rows(
+    batch_emu, context, recovery_engine
+):
+    batch_emu.batch_item_errors_next(custom_ids=ERRORS[:3])
+    if recovery_engine == "auto":  # a repair turn from the worker too
+        batch_emu.batch_invalid_output_next(custom_ids=INVALID[:1])
+    first = run_to_the_end(batch_extract(60, recovery_engine=recovery_engine), context)
+    billed, posts, chats = batch_emu.billed_usd, len(batch_posts(batch_emu)), len(chat_posts(batch_emu))
+    assert first["status"] == "completed" and first["recovery"]["recovered"] >= 3
+
+    context["ti"].try_number = 2  # the succeeded task is cleared
+    again = run_to_the_end(batch_extract(60, recovery_engine=recovery_engine), context)
+
+    assert (len(batch_posts(batch_emu)), len(chat_posts(batch_emu))) == (posts, chats)
+    assert batch_emu.billed_usd == pytest.approx(billed)
+    assert again["counts"] == first["counts"] and again["recovery"]["passes"] == first["recovery"]["passes"]
+    assert again["cost_usd"] == pytest.approx(billed)
+    rows = read_rows(again["output_uri"])
+    assert {c for c, r in rows.items() if r["attempts"] == 2} >= set(ERRORS[:3])
