@@ -183,7 +183,8 @@ def _plan(
             engine="batch",
             prices=price_info(hook, job, "batch", log),
             to_send=lambda i: bool(todo[i >> 3] & (1 << (i & 7))),
-            earlier_usd=record.committed_usd(),
+            # What the batches committed, and what recovery passes from the worker were billed.
+            earlier_usd=record.committed_usd() + worker_recovery_cost(checkpoint),
             cache=cache,
             keys=keys,
             write_cached=None if job.dry_run else parts.write,
@@ -254,7 +255,7 @@ def fetch(
         attempt = max(c.previous.get("attempts") or 1 for c in todo) + 1
         price = ModelPrice.from_json(record.price)
         engine = engine_of_pass(job, len(todo))
-        spent = record.committed_usd() + (checkpoint.spent_usd if engine == "concurrent" else 0.0)
+        spent = record.committed_usd() + worker_recovery_cost(checkpoint)
         pass_estimate = pass_affordable(todo, job, price, engine, spent, attempt, log)
         if pass_estimate is None:
             break

@@ -430,3 +430,30 @@ def test_a_clear_after_a_run_that_recovered_rows_pays_nothing_and_keeps_the_reco
     assert again["cost_usd"] == pytest.approx(billed)
     rows = read_rows(again["output_uri"])
     assert {c for c, r in rows.items() if r["attempts"] == 2} >= set(ERRORS[:3])
+
+
+def test_a_retry_counts_what_the_worker_recovery_pass_was_billed_against_max_cost_usd(
+    no_http_retries, context
+):
+    from airflow_openrouter.exceptions import OpenRouterCostLimitError
+
+    emulator = no_http_retries
+    one_item = batch_extract(1, max_tokens=50, dry_run=True).execute(
+        {"ti": type(context["ti"])(run_id="dry")}
+    )
+    emulator.batch_item_errors_next(custom_ids=ERRORS[:2])
+    emulator.batch_invalid_output_next(custom_ids=INVALID[:2])
+    emulator.fail_next(route="/chat/completions", status=503, times=1)  # doc-0 fails again on the worker
+    with pytest.raises(OpenRouterError, match="1 of 60 items did not succeed"):
+        run_to_the_end(batch_extract(60, max_tokens=50, max_concurrency=1), context)
+    rows = read_rows(context["ti"].xcoms["return_value"]["output_uri"])
+    worker_usd = sum((r["usage"] or {}).get("cost") or 0.0 for r in rows.values() if r["attempts"] == 2)
+    assert worker_usd > 0 and rows["doc-0"]["status"] == "failed"
+    spent = emulator.billed_usd
+    # Room for the retry's resubmission of doc-0 only if the worker pass's bill is forgotten.
+    cap = spent + one_item["estimated_cost_usd"] - worker_usd / 2
+
+    context["ti"].try_number = 2
+    with pytest.raises(OpenRouterCostLimitError):
+        run_to_the_end(batch_extract(60, max_tokens=50, max_concurrency=1, max_cost_usd=cap), context)
+    assert len(batch_posts(emulator)) == 1
