@@ -269,7 +269,11 @@ def fetch(
         with checkpoint.writer(job.try_number) as parts:
             run_concurrent_pass(hook, job, ids, todo, parts.write, spent_usd=spent, log=log)
         checkpoint = Checkpoint(job.results_file, record.fingerprint, job.identity.key)
-    record.recovering = 0  # the recovery is over: a retry's todo comes from the run's spool
+    ended = event.ended_without_results()
+    # The recovery is over (a retry's todo comes from the run's spool), unless a follow-up batch ended
+    # without results: a retry then resubmits that pass from its recovery file (its repair turns, under
+    # its own run tag), not the items' first requests.
+    record.recovering = max((b.attempt for b in record.batches if b.id in ended and b.attempt > 1), default=0)
     summary = RunSummary(
         total=writer.tally.total,
         unsuccessful=writer.tally.unsuccessful,
@@ -284,9 +288,8 @@ def fetch(
     # Before the ended batches are dropped: the manifest names them.
     batch_ids = record.batch_ids
     started_at = min((b.created_at for b in record.batches if b.created_at), default=None)
-    ended = event.ended_without_results()
     record.drop(ended)
-    if verdict.retryable:
+    if verdict.retryable and not record.recovering:  # (a pass's todo holds only its own items)
         record.resubmit(writer.tally.retry_indexes)
     store.save(record)  # always: what each batch was billed counts against a later try's budget
     manifest = build_manifest(

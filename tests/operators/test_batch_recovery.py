@@ -457,3 +457,31 @@ def test_a_retry_counts_what_the_worker_recovery_pass_was_billed_against_max_cos
     with pytest.raises(OpenRouterCostLimitError):
         run_to_the_end(batch_extract(60, max_tokens=50, max_concurrency=1, max_cost_usd=cap), context)
     assert len(batch_posts(emulator)) == 1
+
+
+def test_a_retry_after_the_follow_up_batch_expired_sends_the_repair_turns_again_not_the_first_requests(
+    batch_emu, context
+):
+    batch_emu.batch_invalid_output_next(custom_ids=INVALID[:2])
+    operator = batch_extract(60, recovery_engine="batch")
+    with pytest.raises(TaskDeferred) as first_wait:
+        operator.execute(context)
+    batch_emu.batch_outcome_next("expired")  # the follow-up batch expires
+    with pytest.raises(TaskDeferred) as follow_up_wait:
+        operator.execute_complete(context, first_event(first_wait.value.trigger))
+    with pytest.raises(OpenRouterError):
+        operator.execute_complete(context, first_event(follow_up_wait.value.trigger))
+    _, follow_up = batch_posts(batch_emu)
+
+    context["ti"].try_number = 2
+    manifest = run_to_the_end(batch_extract(60, recovery_engine="batch"), context)
+
+    (*_, resent) = batch_posts(batch_emu)
+    assert len(batch_posts(batch_emu)) == 3  # the follow-up, once more: no further pass
+
+    def sent(post: dict[str, Any]) -> list[Any]:
+        return [(r["custom_id"], r["body"]["messages"]) for r in post["requests"]]
+
+    assert sent(resent) == sent(follow_up)  # the repair turns, under the pass's own tag
+    rows = read_rows(manifest["output_uri"])
+    assert manifest["status"] == "completed" and [rows[c]["attempts"] for c in INVALID[:2]] == [2, 2]
