@@ -485,3 +485,16 @@ def test_a_retry_after_the_follow_up_batch_expired_sends_the_repair_turns_again_
     assert sent(resent) == sent(follow_up)  # the repair turns, under the pass's own tag
     rows = read_rows(manifest["output_uri"])
     assert manifest["status"] == "completed" and [rows[c]["attempts"] for c in INVALID[:2]] == [2, 2]
+
+
+def test_the_api_key_is_in_no_file_a_recovery_pass_writes(batch_emu, context, tmp_path):
+    batch_emu.batch_item_errors_next(custom_ids=ERRORS[:3])
+    batch_emu.batch_invalid_output_next(custom_ids=INVALID[:2])
+
+    manifest = run_to_the_end(batch_extract(60, recovery_engine="batch"), context)
+
+    assert manifest["recovery"]["recovered"] == 5
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert any(p.parent.name == "recovery" for p in files)  # the pass's recovery file is among them
+    assert not [p for p in files if batch_emu.api_key in p.read_text()]
+    assert batch_emu.api_key not in str(manifest)
