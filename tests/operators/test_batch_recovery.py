@@ -498,3 +498,20 @@ def test_the_api_key_is_in_no_file_a_recovery_pass_writes(batch_emu, context, tm
     assert any(p.parent.name == "recovery" for p in files)  # the pass's recovery file is among them
     assert not [p for p in files if batch_emu.api_key in p.read_text()]
     assert batch_emu.api_key not in str(manifest)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="The verdict does not say that max_cost_usd held back a recovery pass: its advice (fix the "
+    "inputs, raise max_failed_fraction) omits the one change that would recover the rows.",
+)
+def test_the_failure_says_max_cost_usd_held_back_the_recovery_pass(batch_emu, context):
+    cap = batch_extract(10, dry_run=True, max_tokens=50).execute(context)["estimated_cost_usd"]
+    batch_emu.batch_invalid_output_next(custom_ids=[f"doc-{i}" for i in range(10)])
+
+    with pytest.raises(AirflowFailException, match="10 of 10 items did not succeed") as failed:
+        run_to_the_end(batch_extract(10, max_tokens=50, max_cost_usd=cap, recovery_engine="batch"), context)
+
+    assert len(batch_posts(batch_emu)) == 1  # the repairs would exceed the cap: not sent
+    advice = str(failed.value).partition(" Results: ")[0]  # (the results path names this test)
+    assert "max_cost_usd" in advice
