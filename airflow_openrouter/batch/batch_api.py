@@ -183,7 +183,8 @@ def _plan(
             engine="batch",
             prices=price_info(hook, job, "batch", log),
             to_send=lambda i: bool(todo[i >> 3] & (1 << (i & 7))),
-            earlier_usd=record.committed_usd(),
+            # What the batches committed, and what recovery passes from the worker were billed.
+            earlier_usd=record.committed_usd() + worker_recovery_cost(checkpoint),
             cache=cache,
             keys=keys,
             write_cached=None if job.dry_run else parts.write,
@@ -254,7 +255,7 @@ def fetch(
         attempt = max(c.previous.get("attempts") or 1 for c in todo) + 1
         price = ModelPrice.from_json(record.price)
         engine = engine_of_pass(job, len(todo))
-        spent = record.committed_usd() + (checkpoint.spent_usd if engine == "concurrent" else 0.0)
+        spent = record.committed_usd() + worker_recovery_cost(checkpoint)
         pass_estimate = pass_affordable(todo, job, price, engine, spent, attempt, log)
         if pass_estimate is None:
             break
@@ -262,10 +263,17 @@ def fetch(
         if engine == "batch":
             return FollowUp(record, follow_up(hook, job, record, store, checkpoint, todo, attempt, log))
         log.info("Recovery pass %d: sending %d rows from the worker.", attempt - 1, len(todo))
+        # Recorded before anything is sent: a retry's resubmission (a later batch) wins over these rows.
+        record.worker_pass_after = len(record.batches)
+        store.save(record)
         with checkpoint.writer(job.try_number) as parts:
             run_concurrent_pass(hook, job, ids, todo, parts.write, spent_usd=spent, log=log)
         checkpoint = Checkpoint(job.results_file, record.fingerprint, job.identity.key)
-    record.recovering = 0  # the recovery is over: a retry's todo comes from the run's spool
+    ended = event.ended_without_results()
+    # The recovery is over (a retry's todo comes from the run's spool), unless a follow-up batch ended
+    # without results: a retry then resubmits that pass from its recovery file (its repair turns, under
+    # its own run tag), not the items' first requests.
+    record.recovering = max((b.attempt for b in record.batches if b.id in ended and b.attempt > 1), default=0)
     summary = RunSummary(
         total=writer.tally.total,
         unsuccessful=writer.tally.unsuccessful,
@@ -280,9 +288,8 @@ def fetch(
     # Before the ended batches are dropped: the manifest names them.
     batch_ids = record.batch_ids
     started_at = min((b.created_at for b in record.batches if b.created_at), default=None)
-    ended = event.ended_without_results()
     record.drop(ended)
-    if verdict.retryable:
+    if verdict.retryable and not record.recovering:  # (a pass's todo holds only its own items)
         record.resubmit(writer.tally.retry_indexes)
     store.save(record)  # always: what each batch was billed counts against a later try's budget
     manifest = build_manifest(
@@ -348,16 +355,31 @@ def _write_rows(
         writer = stack.enter_context(
             job.endpoint.writer(job.results_file, ids, on_written=on_written, progress=progress)
         )
-        for row in checkpoint.rows_newest_first():  # rows recovered from the worker win over the batches'
+        # Rows recovered from the worker win over the batches submitted before that pass, and lose to
+        # those submitted after it (a retry resubmitting a row the pass failed again: that row's
+        # attempt follows the worker's).
+        worker: dict[int, dict[str, Any]] = {}
+        for row in checkpoint.rows_newest_first():
             if (row.get("attempts") or 1) > 1:
-                writer.write(row)
+                worker.setdefault(row["index"], row)
+        split = len(record.batches) if record.worker_pass_after is None else record.worker_pass_after
+        after_worker = {
+            i: {"previous": row, "model": row.get("model") or job.model} for i, row in worker.items()
+        }
         passes = previous_rows(checkpoint.directory, record)
-        for batch in reversed(record.batches):
-            if event.status_of(batch.id) == "completed":
-                entries = passes.get(batch.attempt, {})
-                record.billed[batch.id] = _write_batch_results(
-                    hook, batch, writer, job, entries, record.fingerprint, log
-                )
+
+        def write_batches(batches: list[SubmittedBatch], later: bool) -> None:
+            for batch in reversed(batches):
+                if event.status_of(batch.id) == "completed":
+                    entries = passes.get(batch.attempt, after_worker if later else {})
+                    record.billed[batch.id] = _write_batch_results(
+                        hook, batch, writer, job, entries, record.fingerprint, log
+                    )
+
+        write_batches(record.batches[split:], later=True)
+        for row in worker.values():
+            writer.write(row)
+        write_batches(record.batches[:split], later=False)
         for row in checkpoint.rows_newest_first():  # the rows answered from the result cache
             writer.write(row)
         writer.write_unwritten(lambda custom_id, index: _unfinished_row(record, event, custom_id, index))

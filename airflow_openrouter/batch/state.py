@@ -216,6 +216,9 @@ class BatchRecord:
     :param recovering: the attempt of the recovery pass under way (0: none). While it is set, ``todo``
         and ``pending`` are items of that pass, whose requests are in its recovery file (see
         :mod:`.followup`), recorded before its first follow-up batch is submitted.
+    :param worker_pass_after: how many batches the record held when a recovery pass last sent rows from
+        the worker (``None``: none did): those rows win over these batches' rows, and lose to the rows of
+        a batch submitted later (a retry's resubmission of a row the worker pass failed again).
     """
 
     fingerprint: str
@@ -231,6 +234,7 @@ class BatchRecord:
     estimate: dict[str, Any] | None = None
     price: dict[str, Any] | None = None
     recovering: int = 0
+    worker_pass_after: int | None = None
 
     @classmethod
     def start(cls, fingerprint: str, model: str, total_items: int, carried_usd: float = 0.0) -> BatchRecord:
@@ -293,6 +297,7 @@ class BatchRecord:
             "estimate": self.estimate,
             "price": self.price,
             "recovering": self.recovering,
+            "worker_pass_after": self.worker_pass_after,
         }
 
     @classmethod
@@ -325,6 +330,7 @@ class BatchRecord:
                 estimate=data.get("estimate"),
                 price=data.get("price"),
                 recovering=int(data.get("recovering") or 0),
+                worker_pass_after=data.get("worker_pass_after"),
             )
         except (KeyError, TypeError, ValueError, IndexError):
             return None
