@@ -247,6 +247,7 @@ def fetch(
     """
     checkpoint = Checkpoint(job.results_file, record.fingerprint, job.identity.key)
     cached = IndexBits(len(ids))  # successes already added to the result cache (by an earlier write)
+    held_back = 0  # rows of a recovery pass that max_cost_usd kept from being sent
     for _ in range(job.recovery.max_row_attempts):
         writer, recovery, due = _write_rows(hook, record, event, job, ids, checkpoint, cached, log)
         todo = pass_todo(job, record, event, due, spool_of, log)
@@ -258,6 +259,7 @@ def fetch(
         spent = record.committed_usd() + worker_recovery_cost(checkpoint)
         pass_estimate = pass_affordable(todo, job, price, engine, spent, attempt, log)
         if pass_estimate is None:
+            held_back = len(todo)
             break
         record.estimate = add_pass_estimate(record.estimate, pass_estimate, price)
         if engine == "batch":
@@ -283,6 +285,7 @@ def fetch(
         engine="batch",
         batches_status=event.status,
         batches_reason=event.reason,
+        held_back_by_cap=held_back,
     )
     verdict = judge(summary, job.limits.max_failed_fraction)
     # Before the ended batches are dropped: the manifest names them.

@@ -113,8 +113,9 @@ def run_job(
         progress = Progress("items", sum(pending), log)
         systemic = send_job_requests(hook, job, todo(), settled, spent_usd=earlier_usd)
         estimate = decided.estimate.summary()
+        held_back = 0
         if systemic is None:
-            billed, estimate = _recover(
+            billed, estimate, held_back = _recover(
                 hook, spool, job, ids, checkpoint, parts, prices.price, earlier_usd + spent_now, estimate, log
             )
             spent_now += billed
@@ -143,6 +144,7 @@ def run_job(
         output_uri=str(job.results_file),
         engine="concurrent",
         systemic=systemic,
+        held_back_by_cap=held_back,
     )
     verdict = judge(summary, job.limits.max_failed_fraction)
     manifest = build_manifest(
@@ -186,10 +188,10 @@ def _recover(
     spent_usd: float,
     estimate: dict[str, Any],
     log: Any,
-) -> tuple[float, dict[str, Any]]:
+) -> tuple[float, dict[str, Any], int]:
     """The recovery passes (:mod:`.recovery`), each from the latest row of every item in the
-    checkpoint, their rows to the checkpoint too (a retry resumes mid-recovery); returns their cost
-    and the run's estimate fields with theirs added."""
+    checkpoint, their rows to the checkpoint too (a retry resumes mid-recovery); returns their cost,
+    the run's estimate fields with theirs added, and how many rows max_cost_usd kept from a pass."""
     from airflow_openrouter.batch.recovery import (
         add_pass_estimate,
         candidates,
@@ -198,6 +200,7 @@ def _recover(
     )
 
     billed = 0.0
+    held_back = 0
     for attempt in range(2, job.recovery.max_row_attempts + 1):
         # A new part file: a part's rows are read in order, and the newest row of an item must win.
         parts.close()
@@ -206,6 +209,7 @@ def _recover(
             break
         pass_estimate = pass_affordable(todo, job, price, "concurrent", spent_usd + billed, attempt, log)
         if pass_estimate is None:
+            held_back = len(todo)
             break
         estimate = add_pass_estimate(estimate, pass_estimate, price)
         log.info(
@@ -217,7 +221,7 @@ def _recover(
             hook, job, ids, todo, parts.write, spent_usd=spent_usd + billed, log=log
         )
     parts.close()
-    return billed, estimate
+    return billed, estimate, held_back
 
 
 def item_rows(

@@ -142,6 +142,8 @@ class RunSummary:
     systemic: OpenRouterAPIError | None = None
     batches_status: EventStatus = "completed"
     batches_reason: str | None = None
+    #: Rows a recovery pass would have taken, not sent because the pass would exceed max_cost_usd.
+    held_back_by_cap: int = 0
 
 
 def judge(run: RunSummary, max_failed_fraction: float) -> Verdict:
@@ -182,6 +184,12 @@ def judge(run: RunSummary, max_failed_fraction: float) -> Verdict:
     )
     one_cause_for_all = run.unsuccessful == run.total and len(run.causes) == 1
     raise_fraction = "" if one_cause_for_all else " or raise max_failed_fraction"
+    held_back = (
+        f" A recovery pass of {run.held_back_by_cap} rows was not sent because it would exceed "
+        "max_cost_usd: raise max_cost_usd, then clear the task to recover them."
+        if run.held_back_by_cap
+        else ""
+    )
     if run.retry_count:
         resend = (
             "sends those items again"
@@ -190,7 +198,7 @@ def judge(run: RunSummary, max_failed_fraction: float) -> Verdict:
         )
         message = (
             f"{too_many} {run.retry_count} of them failed in a way that may pass (see the causes): a retry "
-            f"{resend} and keeps every item that succeeded. {results} {causes}"
+            f"{resend} and keeps every item that succeeded.{held_back} {results} {causes}"
         )
         return Verdict("failed", message, retryable=True)
     capped = run.causes.get(COST_CAP_CAUSE, 0)
@@ -201,6 +209,8 @@ def judge(run: RunSummary, max_failed_fraction: float) -> Verdict:
             f"the others. {results} {causes}"
         )
         return Verdict("failed", message)
+    if held_back:  # the repairs that would recover them were priced out, not refused by the model
+        return Verdict("failed", f"{too_many}{held_back} {results} {causes}")
     message = (
         f"{too_many} Every failure is permanent, so a retry would fail the same way: fix the inputs "
         f"(changed inputs are submitted afresh){raise_fraction}. {results} {causes}"

@@ -147,10 +147,14 @@ def test_a_recovery_pass_that_would_exceed_max_cost_usd_is_not_sent(no_http_retr
     cap = extract(10, dry_run=True, max_tokens=50).execute(context)["estimated_cost_usd"]
     no_http_retries.invalid_output_next(times=10)
 
-    with pytest.raises(AirflowFailException, match="10 of 10 items did not succeed"):
+    with pytest.raises(AirflowFailException, match="10 of 10 items did not succeed") as failed:
         extract(10, max_tokens=50, max_cost_usd=cap).execute(context)
 
     assert len(chat_posts(no_http_retries)) == 10
+    # The advice names the change that would recover them, not the inputs.
+    advice = str(failed.value).partition(" Results: ")[0]
+    assert "A recovery pass of 10 rows was not sent because it would exceed max_cost_usd" in advice
+    assert "fix the inputs" not in advice
     manifest = context["ti"].xcoms["return_value"]
     assert manifest["counts"]["invalid_output"] == 10 and manifest["recovery"]["rows"] == 0
     assert manifest["cost_usd"] <= cap
@@ -500,11 +504,6 @@ def test_the_api_key_is_in_no_file_a_recovery_pass_writes(batch_emu, context, tm
     assert batch_emu.api_key not in str(manifest)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The verdict does not say that max_cost_usd held back a recovery pass: its advice (fix the "
-    "inputs, raise max_failed_fraction) omits the one change that would recover the rows.",
-)
 def test_the_failure_says_max_cost_usd_held_back_the_recovery_pass(batch_emu, context):
     cap = batch_extract(10, dry_run=True, max_tokens=50).execute(context)["estimated_cost_usd"]
     batch_emu.batch_invalid_output_next(custom_ids=[f"doc-{i}" for i in range(10)])
