@@ -26,12 +26,6 @@ from tests.batch.support import (  # noqa: F401  (fixtures)
 ENGINES = ["batch", "concurrent"]
 
 
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("AIRFLOW__OPENROUTER__RESULTS_PATH", f"file://{tmp_path}/out")
-    return f"file://{tmp_path}/cache"
-
-
 def sent_items(emulator: Any) -> int:
     """Items sent: chat completions plus the requests of every batch submission."""
     chats = len(emulator.requests_to("/chat/completions", method="POST"))

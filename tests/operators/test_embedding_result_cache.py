@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from array import array
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,12 +22,6 @@ from tests.batch.support import (  # noqa: F401  (fixtures)
 from tests.operators.test_embedding import documents, embed, read_rows, sent_vectors
 
 ENGINES = ["batch", "concurrent"]
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("AIRFLOW__OPENROUTER__RESULTS_PATH", f"file://{tmp_path}/out")
-    return f"file://{tmp_path}/cache"
 
 
 def embedded_inputs(emulator: OpenRouterEmulator) -> list[str]:
